@@ -1,0 +1,62 @@
+# Every developer command. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BOOTSTRAP ?= $(or $(STREAM_BOOTSTRAP_SERVERS),localhost:9092)
+PARTITIONS ?= 4
+export PYTHONDONTWRITEBYTECODE := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install broker broker-stop broker-status topics run produce test test-unit lint format clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-13s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the package with its dev extras
+
+broker: ## start the local Kafka broker (KRaft, 127.0.0.1:9092) unless one answers
+	deploy/kafka/broker.sh start
+
+broker-stop: ## stop the local Kafka broker started by `make broker`
+	deploy/kafka/broker.sh stop
+
+broker-status: ## does the local broker answer?
+	deploy/kafka/broker.sh status
+
+topics: $(STAMP) ## create the input, output and dead-letter topics
+	$(BIN)/stream topics create --bootstrap-servers $(BOOTSTRAP) --partitions $(PARTITIONS)
+
+run: $(STAMP) ## install if needed, start a broker if none answers, create topics, run the service
+	@if [ "$(BOOTSTRAP)" = "localhost:9092" ] || [ "$(BOOTSTRAP)" = "127.0.0.1:9092" ]; then \
+		deploy/kafka/broker.sh start; fi
+	$(BIN)/stream topics create --bootstrap-servers $(BOOTSTRAP) --partitions $(PARTITIONS)
+	$(BIN)/stream run --bootstrap-servers $(BOOTSTRAP)
+
+produce: $(STAMP) ## send 10,000 demo events to the input topic
+	$(BIN)/stream produce --bootstrap-servers $(BOOTSTRAP) --count 10000
+
+test: $(STAMP) ## run every test against a real broker (started if none is configured)
+	$(BIN)/pytest
+
+test-unit: $(STAMP) ## run the tests that need no broker
+	$(BIN)/pytest tests/unit
+
+lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict
+
+format: $(STAMP) ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: ## remove the virtual environment and caches (not the broker's data)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

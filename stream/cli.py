@@ -1,0 +1,255 @@
+"""The `stream` command: a thin layer that parses options and calls the service.
+
+Bad input ends in one line on stderr and a non-zero exit (2 for usage and
+configuration, 1 for a runtime failure), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import orjson
+
+from stream import __version__
+from stream.config import (
+    ConfigError,
+    ProduceSettings,
+    RunSettings,
+    TopicsSettings,
+    env_name,
+    flag_name,
+    load,
+    option_fields,
+)
+
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, not argparse's usage block."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _add_options(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help=f"TOML file of options (env: {env_name('config')})",
+    )
+    for f in option_fields(cls):
+        meta = f.metadata
+        default = "" if meta["secret"] else f" (default: {f.default})"
+        help_text = f"{meta['help']}{default} [env: {env_name(f.name)}]"
+        choices = getattr(meta["parse"], "choices", None)
+        if f.type == "bool":
+            parser.add_argument(
+                flag_name(f.name),
+                dest=f.name,
+                action="store_const",
+                const="true",
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+            continue
+        parser.add_argument(
+            flag_name(f.name),
+            dest=f.name,
+            metavar=meta["metavar"] or ("{" + ",".join(choices) + "}" if choices else None),
+            default=argparse.SUPPRESS,
+            help=help_text,
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="stream",
+        description="A Kafka stream processor: input topic -> worker processes -> output topic.",
+        epilog="Every option also reads STREAM_<OPTION>; precedence: flag > environment > "
+        "--config file > default.",
+    )
+    parser.add_argument("--version", action="version", version=f"stream {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser(
+        "run", help="run the service until SIGTERM/SIGINT", formatter_class=_Formatter
+    )
+    _add_options(run, RunSettings)
+
+    produce = sub.add_parser(
+        "produce",
+        help="send demo events (or JSON lines from a file) to the input topic",
+        formatter_class=_Formatter,
+    )
+    _add_options(produce, ProduceSettings)
+
+    topics = sub.add_parser(
+        "topics",
+        help="create or describe the input, output and dead-letter topics",
+        formatter_class=_Formatter,
+    )
+    topics.add_argument("action", choices=["create", "describe"])
+    _add_options(topics, TopicsSettings)
+
+    sub.add_parser("transforms", help="list the built-in transforms")
+    return parser
+
+
+def _settings(cls: type[Any], args: argparse.Namespace) -> Any:
+    given = {f.name: getattr(args, f.name) for f in option_fields(cls) if hasattr(args, f.name)}
+    return load(cls, given, config_file=getattr(args, "config", None))
+
+
+def setup_logging(level: str = "info", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiokafka logs every retry and rebalance step at INFO; its warnings are enough.
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": record.created,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings: RunSettings = _settings(RunSettings, args)
+    setup_logging(settings.log_level, settings.log_format)
+    from stream.service import serve  # noqa: PLC0415 - keeps `stream --help` fast
+
+    asyncio.run(serve(settings))
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    settings: ProduceSettings = _settings(ProduceSettings, args)
+    from stream.produce import demo_events, file_events, produce  # noqa: PLC0415
+
+    if settings.file:
+        if settings.file == "-":
+            events = file_events(sys.stdin.buffer)
+            count, seconds = asyncio.run(produce(settings, events))
+        else:
+            try:
+                handle = open(settings.file, "rb")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise ConfigError(
+                    f"--file: cannot open {settings.file!r}: {exc.strerror}"
+                ) from None
+            with handle:
+                count, seconds = asyncio.run(produce(settings, file_events(handle)))
+        what = f"lines from {settings.file}"
+    else:
+        count, seconds = asyncio.run(produce(settings, demo_events(settings)))
+        what = f"{settings.kind} events ({settings.keys} keys, seed {settings.seed})"
+    topic = settings.topic or settings.input_topic
+    rate = count / seconds if seconds > 0 else 0.0
+    print(f"sent {count} {what} to {topic} in {seconds:.2f}s ({rate:,.0f}/s)")  # noqa: T201
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    settings: TopicsSettings = _settings(TopicsSettings, args)
+    from stream.kafka import TopicInfo, create_topics, describe_topics  # noqa: PLC0415
+
+    if args.action == "create":
+        created = asyncio.run(
+            create_topics(settings, settings.partitions, settings.replication_factor)
+        )
+        for topic, state in created.items():
+            print(f"{topic}: {state}")  # noqa: T201
+        return 0
+    for info in asyncio.run(describe_topics(settings)):
+        if isinstance(info, TopicInfo):
+            ends = " ".join(f"{p}:{o}" for p, o in sorted(info.end_offsets.items()))
+            print(f"{info.name}: {info.partitions} partitions, end offsets {ends}")  # noqa: T201
+        else:
+            print(f"{info}: does not exist")  # noqa: T201
+    return 0
+
+
+def cmd_transforms(_args: argparse.Namespace) -> int:
+    from transforms import available  # noqa: PLC0415
+
+    items = available()
+    width = max(len(t.name) for t in items)
+    for t in items:
+        print(f"{t.name:<{width}}  {t.description}")  # noqa: T201
+    print("\nor any package.module:function that takes a list of records")  # noqa: T201
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "produce": cmd_produce,
+    "topics": cmd_topics,
+    "transforms": cmd_transforms,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (the console script exits with it)."""
+    # User transforms given as package.module:function are looked up from here, as
+    # `python -m` would.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    args = build_parser().parse_args(argv)
+    prog = f"stream {args.command}"
+    from stream.kafka import BrokerUnavailable, KafkaError, MissingTopics  # noqa: PLC0415
+    from stream.pool import PoolError  # noqa: PLC0415
+    from transforms import UnknownTransformError  # noqa: PLC0415
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, UnknownTransformError) as exc:
+        _say(prog, exc)
+        return EXIT_USAGE
+    except (BrokerUnavailable, MissingTopics, PoolError, KafkaError, OSError) as exc:
+        _say(prog, exc)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from stream.service import FatalError  # noqa: PLC0415
+
+        if isinstance(exc, FatalError):
+            _say(prog, exc)
+            return EXIT_RUNTIME
+        raise
+
+
+def _say(prog: str, exc: BaseException) -> None:
+    text = str(exc) or type(exc).__name__
+    sys.stderr.write(f"{prog}: error: {text}\n")

@@ -1,0 +1,327 @@
+"""Typed settings, read from flags, environment, a config file and defaults.
+
+Every option is a field of a frozen dataclass with its help text in the field's
+metadata; the CLI builds its flags from those fields, so an option is declared in
+one place. Precedence: flag > environment (``STREAM_<OPTION>``) > config file
+(TOML, ``--config``/``STREAM_CONFIG``) > default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args
+
+ENV_PREFIX = "STREAM_"
+
+
+class ConfigError(ValueError):
+    """A bad option value; the CLI prints it as one line and exits 2."""
+
+
+# --- value parsers: str (from a flag, env var or file) -> typed value ---------------------
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _float(text)
+    if not value > 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _float(text)
+    if not value >= 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number from 0 to 65535")
+    return value
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2}
+_SIZE_UNITS |= {"mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def _size(text: str) -> int:
+    """A byte size: 1048576, 1MiB, 512k."""
+    raw = text.strip().lower().replace(" ", "")
+    number = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = raw[len(number) :]
+    if unit not in _SIZE_UNITS or not number:
+        raise ValueError("expected a byte size such as 1048576, 512KiB or 4MiB")
+    value = int(float(number) * _SIZE_UNITS[unit])
+    if value < 1:
+        raise ValueError("must be at least 1 byte")
+    return value
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text.strip()
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+
+    parse.choices = choices  # type: ignore[attr-defined]
+    return parse
+
+
+def opt(
+    default: Any,
+    help: str,
+    parse: Callable[[str], Any] = _text,
+    metavar: str | None = None,
+    secret: bool = False,
+) -> Any:
+    """Declare one option: its default, help text and parser."""
+    meta = {"help": help, "parse": parse, "metavar": metavar, "secret": secret}
+    return field(default=default, metadata=meta)
+
+
+# --- the settings ---------------------------------------------------------------------------
+
+Guarantee = Literal["at-least-once"]
+OffsetReset = Literal["earliest", "latest"]
+LogFormat = Literal["text", "json"]
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """Options every subcommand that talks to Kafka shares."""
+
+    bootstrap_servers: str = opt(
+        "localhost:9092", "Kafka bootstrap servers, comma-separated host:port", metavar="HOSTS"
+    )
+    input_topic: str = opt("input_topic", "topic to read events from", metavar="TOPIC")
+    output_topic: str = opt("output_topic", "topic to write results to", metavar="TOPIC")
+    dlq_topic: str = opt(
+        "", "dead-letter topic for bad records (default: <input topic>.dlq)", metavar="TOPIC"
+    )
+    client_id: str = opt("stream", "Kafka client id, shown in broker logs and quotas")
+    connect_timeout: float = opt(
+        15.0,
+        "seconds to wait for the broker at start before giving up",
+        _positive_float,
+        "SECONDS",
+    )
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.input_topic}.dlq"
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings(KafkaSettings):
+    """Options of ``stream run``."""
+
+    group_id: str = opt("stream", "consumer group id; instances with one id share the work")
+    transform: str = opt(
+        "sensor-features",
+        "transform: a built-in name (see `stream transforms`) or package.module:function",
+        metavar="NAME",
+    )
+    workers: int = opt(
+        os.cpu_count() or 1, "worker processes (default: CPU count)", _positive_int, "N"
+    )
+    guarantee: Guarantee = opt("at-least-once", "delivery guarantee", _choice(*get_args(Guarantee)))
+    metrics_port: int = opt(9400, "Prometheus metrics port (0: any free port)", _port, "PORT")
+    metrics_host: str = opt("127.0.0.1", "address the metrics server binds", metavar="HOST")
+    auto_offset_reset: OffsetReset = opt(
+        "earliest",
+        "where a group without committed offsets starts",
+        _choice(*get_args(OffsetReset)),
+    )
+    batch_max_records: int = opt(
+        500, "most records in one batch sent to a worker", _positive_int, "N"
+    )
+    batch_max_bytes: int = opt(1 << 20, "most bytes in one batch sent to a worker", _size, "SIZE")
+    max_inflight_records: int = opt(
+        20_000, "records read but not yet committed before fetching pauses", _positive_int, "N"
+    )
+    max_inflight_bytes: int = opt(
+        64 << 20, "bytes read but not yet committed before fetching pauses", _size, "SIZE"
+    )
+    max_record_bytes: int = opt(
+        1 << 20, "larger input records go to the dead-letter topic", _size, "SIZE"
+    )
+    fetch_max_bytes: int = opt(8 << 20, "most bytes one fetch from the broker returns", _size)
+    max_partition_fetch_bytes: int = opt(
+        1 << 20, "most bytes one fetch returns per partition", _size, "SIZE"
+    )
+    commit_interval: float = opt(1.0, "seconds between offset commits", _positive_float, "SECONDS")
+    drain_timeout: float = opt(
+        30.0,
+        "seconds to finish in-flight work on shutdown or rebalance before abandoning it",
+        _positive_float,
+        "SECONDS",
+    )
+    linger_ms: int = opt(
+        5, "producer: milliseconds to wait to fill a batch", _non_negative_int, "MS"
+    )
+    session_timeout_ms: int = opt(30_000, "consumer group session timeout", _positive_int, "MS")
+    log_level: str = opt("info", "log level", _choice("debug", "info", "warning", "error"))
+    log_format: LogFormat = opt("text", "log line format", _choice(*get_args(LogFormat)))
+    stats_interval: float = opt(
+        30.0, "seconds between summary log lines (0: never)", _non_negative_float, "SECONDS"
+    )
+
+    def __post_init__(self) -> None:
+        if self.batch_max_records > self.max_inflight_records:
+            raise ConfigError(
+                "--batch-max-records must not exceed --max-inflight-records "
+                f"({self.batch_max_records} > {self.max_inflight_records})"
+            )
+        if self.batch_max_bytes > self.max_inflight_bytes:
+            raise ConfigError("--batch-max-bytes must not exceed --max-inflight-bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceSettings(KafkaSettings):
+    """Options of ``stream produce``."""
+
+    kind: str = opt("sensor", "demo event kind", _choice("sensor", "matrix"))
+    count: int = opt(1000, "events to send", _non_negative_int, "N")
+    rate: float = opt(0.0, "events per second (0: as fast as possible)", _non_negative_float)
+    keys: int = opt(16, "distinct keys (sensor ids)", _positive_int, "N")
+    seed: int = opt(0, "random seed; the same seed sends the same events", _int, "N")
+    values: int = opt(64, "sensor readings per event", _positive_int, "N")
+    matrix_size: int = opt(8, "matrix size n for --kind matrix (n x n)", _positive_int, "N")
+    file: str = opt(
+        "", "send JSON lines from this file ('-' for stdin) instead of demo events", metavar="PATH"
+    )
+    topic: str = opt("", "topic to send to (default: the input topic)", metavar="TOPIC")
+    quiet: bool = opt(False, "no progress line", _bool)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicsSettings(KafkaSettings):
+    """Options of ``stream topics``."""
+
+    partitions: int = opt(4, "partitions for created topics", _positive_int, "N")
+    replication_factor: int = opt(1, "replication factor for created topics", _positive_int, "N")
+
+
+S = TypeVar("S")
+
+
+def option_fields(cls: type[Any]) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """A TOML file of options; keys as in the flags, with - or _; may sit under [stream]."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path!r} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path!r} cannot be read: {exc}") from None
+    section = data.get("stream", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path!r}: [stream] must be a table")
+    return {str(k).replace("-", "_"): v for k, v in section.items()}
+
+
+def load(
+    cls: type[S],
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> S:
+    """Build ``cls`` from flags (already strings), environment and config file."""
+    environ = os.environ if environ is None else environ
+    path = config_file or environ.get(env_name("config")) or ""
+    from_file = read_config_file(path) if path else {}
+    fields = option_fields(cls)
+    known = {f.name for f in fields}
+    unknown = sorted(set(from_file) - known)
+    if unknown and path:
+        all_options = {f.name for c in _ALL for f in option_fields(c)}
+        really_unknown = [k for k in unknown if k not in all_options]
+        if really_unknown:
+            raise ConfigError(
+                f"config file {path!r}: unknown option(s) {', '.join(really_unknown)}"
+            )
+    values: dict[str, Any] = {}
+    for f in fields:
+        parse = f.metadata["parse"]
+        if f.name in flags:
+            raw, source = flags[f.name], flag_name(f.name)
+        elif env_name(f.name) in environ:
+            raw, source = environ[env_name(f.name)], env_name(f.name)
+        elif f.name in from_file:
+            raw, source = from_file[f.name], f"{f.name} in {path}"
+        else:
+            raw, source = f.default, ""
+        if source:
+            try:
+                values[f.name] = parse(raw if isinstance(raw, str) else str(raw).lower())
+            except ValueError as exc:
+                shown = "***" if f.metadata["secret"] else repr(raw)
+                where = f" (from {source})" if source else ""
+                raise ConfigError(f"{flag_name(f.name)}{where}: {exc}; got {shown}") from None
+        else:
+            values[f.name] = raw
+    return cls(**values)
+
+
+_ALL: tuple[type[Any], ...] = (RunSettings, ProduceSettings, TopicsSettings)

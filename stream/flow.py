@@ -1,0 +1,65 @@
+"""Flow control: how much is in flight, and how records are cut into batches. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+R = TypeVar("R")
+
+
+class InFlight:
+    """Records and bytes read but not yet finished, against two caps.
+
+    ``full`` says when to stop fetching; fetching resumes once both are below
+    their caps again (``room`` > 0), so one large fetch cannot overshoot by more
+    than a fetch's worth.
+    """
+
+    def __init__(self, max_records: int, max_bytes: int) -> None:
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.records = 0
+        self.bytes = 0
+
+    def add(self, records: int, nbytes: int) -> None:
+        self.records += records
+        self.bytes += nbytes
+
+    def remove(self, records: int, nbytes: int) -> None:
+        self.records -= records
+        self.bytes -= nbytes
+        if self.records < 0 or self.bytes < 0:
+            raise RuntimeError("in-flight accounting went negative")
+
+    @property
+    def full(self) -> bool:
+        return self.records >= self.max_records or self.bytes >= self.max_bytes
+
+    @property
+    def room(self) -> int:
+        """Records that may be fetched now (0 when full)."""
+        return 0 if self.full else self.max_records - self.records
+
+
+def split_batches(
+    records: Sequence[R], max_records: int, max_bytes: int, size: Callable[[R], int]
+) -> list[tuple[list[R], int]]:
+    """Cut records, in order, into batches of at most ``max_records`` and ``max_bytes``.
+
+    Returns each batch with its size in bytes. A single record larger than
+    ``max_bytes`` gets a batch of its own.
+    """
+    batches: list[tuple[list[R], int]] = []
+    current: list[R] = []
+    current_bytes = 0
+    for record in records:
+        nbytes = size(record)
+        if current and (len(current) >= max_records or current_bytes + nbytes > max_bytes):
+            batches.append((current, current_bytes))
+            current, current_bytes = [], 0
+        current.append(record)
+        current_bytes += nbytes
+    if current:
+        batches.append((current, current_bytes))
+    return batches

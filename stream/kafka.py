@@ -1,0 +1,205 @@
+"""The one module that speaks to Kafka (aiokafka): clients, topics, errors.
+
+Everything else in the service sees plain callables and these few types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import TopicPartition
+
+from stream.config import KafkaSettings, RunSettings
+
+__all__ = [
+    "BrokerUnavailable",
+    "KafkaError",
+    "MissingTopics",
+    "TopicPartition",
+    "admin_client",
+    "create_topics",
+    "describe_topics",
+    "make_consumer",
+    "make_producer",
+    "require_topics",
+    "start_client",
+]
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """No broker answered at the bootstrap address within the connect timeout."""
+
+
+class MissingTopics(RuntimeError):
+    """Topics the service needs do not exist."""
+
+
+async def start_client(client: Any, settings: KafkaSettings) -> None:
+    """Start an aiokafka client, retrying until the connect timeout; one clear error."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.connect_timeout
+    while True:
+        try:
+            await asyncio.wait_for(client.start(), max(0.1, deadline - loop.time()))
+            return
+        except (KafkaConnectionError, TimeoutError) as exc:
+            if loop.time() >= deadline:
+                await _quiet_close(client)
+                raise BrokerUnavailable(
+                    f"no Kafka broker answered at {settings.bootstrap_servers} within "
+                    f"{settings.connect_timeout:g}s ({type(exc).__name__})"
+                ) from None
+            await asyncio.sleep(0.5)
+
+
+async def _quiet_close(client: Any) -> None:
+    closer = getattr(client, "close", None) or client.stop
+    try:
+        await closer()
+    except (KafkaError, OSError) as exc:
+        log.debug("closing a client that never started: %s", exc)
+
+
+def make_consumer(settings: RunSettings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=settings.client_id,
+        group_id=settings.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=settings.auto_offset_reset,
+        max_poll_records=settings.max_inflight_records,
+        fetch_max_bytes=settings.fetch_max_bytes,
+        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 10),
+        # The loop calls getmany() several times a second even when paused, so this
+        # only fires if the loop itself is stuck.
+        max_poll_interval_ms=max(300_000, int(settings.drain_timeout * 2000)),
+        rebalance_timeout_ms=max(60_000, int(settings.drain_timeout * 2000)),
+        isolation_level="read_committed",
+    )
+
+
+def make_producer(settings: KafkaSettings, *, linger_ms: int = 5) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=settings.client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        max_batch_size=256 * 1024,
+        max_request_size=8 * 1024 * 1024,
+        compression_type=None,
+    )
+
+
+def subscribe(
+    consumer: AIOKafkaConsumer,
+    topic: str,
+    on_assigned: Callable[[set[TopicPartition]], Awaitable[None]],
+    on_revoked: Callable[[set[TopicPartition]], Awaitable[None]],
+) -> None:
+    class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+            await on_revoked(set(revoked))
+
+        async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+            await on_assigned(set(assigned))
+
+    consumer.subscribe([topic], listener=_Listener())
+
+
+@asynccontextmanager
+async def admin_client(settings: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, client_id=settings.client_id
+    )
+    await start_client(admin, settings)
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+def all_topics(settings: KafkaSettings) -> list[str]:
+    return [settings.input_topic, settings.output_topic, settings.dead_letter_topic]
+
+
+async def create_topics(
+    settings: KafkaSettings, partitions: int, replication_factor: int
+) -> dict[str, str]:
+    """Create the input, output and dead-letter topics; returns topic -> 'created'|'exists'."""
+    result: dict[str, str] = {}
+    async with admin_client(settings) as admin:
+        existing = set(await admin.list_topics())
+        for topic in all_topics(settings):
+            if topic in existing:
+                result[topic] = "exists"
+                continue
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            topic, num_partitions=partitions, replication_factor=replication_factor
+                        )
+                    ]
+                )
+                result[topic] = "created"
+            except TopicAlreadyExistsError:
+                result[topic] = "exists"
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    end_offsets: dict[int, int]
+
+
+async def describe_topics(settings: KafkaSettings) -> list[TopicInfo | str]:
+    """Partitions and end offsets of our topics; a str for a topic that does not exist."""
+    topics = all_topics(settings)
+    async with admin_client(settings) as admin:
+        described = await admin.describe_topics(topics)
+    partitions: dict[str, list[int]] = {}
+    for entry in described:
+        if entry.get("error_code", 0) == 0:
+            partitions[entry["topic"]] = sorted(p["partition"] for p in entry["partitions"])
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, client_id=settings.client_id
+    )
+    await start_client(consumer, settings)
+    try:
+        tps = [TopicPartition(t, p) for t, parts in partitions.items() for p in parts]
+        ends = await consumer.end_offsets(tps) if tps else {}
+    finally:
+        await consumer.stop()
+    out: list[TopicInfo | str] = []
+    for topic in topics:
+        if topic not in partitions:
+            out.append(topic)
+            continue
+        offsets = {tp.partition: o for tp, o in ends.items() if tp.topic == topic}
+        out.append(TopicInfo(topic, len(partitions[topic]), offsets))
+    return out
+
+
+async def require_topics(client: AIOKafkaConsumer, topics: list[str]) -> None:
+    existing = await client.topics()
+    missing = [t for t in topics if t not in existing]
+    if missing:
+        raise MissingTopics(
+            f"topic(s) {', '.join(missing)} do not exist; create them with "
+            "`stream topics create` (same --input-topic/--output-topic/--dlq-topic)"
+        )

@@ -1,0 +1,129 @@
+"""Every metric the service exports, declared in one place.
+
+Recorded by the parent process only: workers return their timings with their
+results (no multiprocess mode, no per-pid files). Names start with ``stream_``,
+use base units, counters end in ``_total``; labels are low-cardinality (topic,
+partition, transform, reason), never keys or offsets.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from stream import __version__
+
+# Reasons a record goes to the dead-letter topic; created at start so each series exists at 0.
+REASONS = (
+    "empty",
+    "too_large",
+    "invalid_utf8",
+    "invalid_json",
+    "schema",
+    "invalid_value",
+    "limit",
+    "singular_matrix",
+    "transform_error",
+    "encode_error",
+    "worker_crash",
+)
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+_BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+class Metrics:
+    """The service's metrics, in a registry of its own (one per service instance)."""
+
+    def __init__(self, transform: str, input_topic: str, output_topic: str, dlq_topic: str):
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        # counter: records read from the input topic
+        self.consumed = Counter(
+            "stream_messages_consumed", "Records read from Kafka.", ["topic"], registry=r
+        )
+        # counter: records written and acknowledged, per topic (output and dead-letter)
+        self.produced = Counter(
+            "stream_messages_produced", "Records produced and acknowledged.", ["topic"], registry=r
+        )
+        # counter: records that could not be processed, by reason
+        self.failed = Counter(
+            "stream_messages_failed", "Records that failed processing.", ["reason"], registry=r
+        )
+        # counter: failed records written to the dead-letter topic, by reason
+        self.dead_lettered = Counter(
+            "stream_messages_dead_lettered",
+            "Records written to the dead-letter topic.",
+            ["reason"],
+            registry=r,
+        )
+        # histogram: seconds a worker spent on one batch (decode + transform + encode)
+        self.transform_duration = Histogram(
+            "stream_transform_duration_seconds",
+            "Worker time per batch.",
+            ["transform"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        # histogram: records per batch sent to a worker
+        self.batch_size = Histogram(
+            "stream_batch_size", "Records per batch.", buckets=_BATCH_BUCKETS, registry=r
+        )
+        # histogram: input record timestamp -> output acknowledged, seconds
+        self.latency = Histogram(
+            "stream_end_to_end_latency_seconds",
+            "Input record timestamp to output acknowledged.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        # gauge: records read and not yet committed-ready
+        self.inflight_messages = Gauge("stream_inflight_messages", "Records in flight.", registry=r)
+        # gauge: bytes of records read and not yet committed-ready
+        self.inflight_bytes = Gauge("stream_inflight_bytes", "Bytes in flight.", registry=r)
+        # gauge: worker processes alive
+        self.pool_workers = Gauge("stream_pool_workers", "Worker processes alive.", registry=r)
+        # counter: times the worker pool was rebuilt after a worker died
+        self.worker_restarts = Counter(
+            "stream_worker_restarts", "Worker pool restarts.", registry=r
+        )
+        # counter: partition assignments and revocations seen
+        self.rebalances = Counter("stream_rebalances", "Consumer group rebalances.", registry=r)
+        # histogram: seconds one offset commit took
+        self.commit_duration = Histogram(
+            "stream_commit_duration_seconds",
+            "Offset commit duration.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        # gauge: unix time of the newest output acknowledged
+        self.last_processed = Gauge(
+            "stream_last_processed_timestamp_seconds",
+            "Unix time when a record was last finished.",
+            registry=r,
+        )
+        # info: version and settings that identify this build
+        self.build_info = Info("stream_build", "Build information.", registry=r)
+        self.build_info.info({"version": __version__, "transform": transform})
+
+        self.consumed.labels(input_topic)
+        for topic in (output_topic, dlq_topic):
+            self.produced.labels(topic)
+        for reason in REASONS:
+            self.failed.labels(reason)
+            self.dead_lettered.labels(reason)
+        self.transform_duration.labels(transform)

@@ -1,0 +1,490 @@
+"""The service: consume, process in the worker pool, produce, commit.
+
+The event loop only moves bytes and offsets. Records are cut into batches per
+partition; each batch crosses to a worker once and comes back once. One emitter
+task per partition produces results in input order (so per key, outputs keep the
+input order), without waiting for each acknowledgement; when every record of a
+batch is acknowledged, its range of offsets is finished and may be committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.errors import KafkaError
+
+from stream import __version__, kafka
+from stream.config import RunSettings
+from stream.flow import InFlight, split_batches
+from stream.kafka import TopicPartition
+from stream.metrics import Metrics
+from stream.offsets import OffsetTracker, PartitionOffsets, Ticket
+from stream.pool import WorkerPool
+from stream.worker import BatchResult
+from transforms import resolve
+
+log = logging.getLogger("stream")
+
+HEADER_REASON = "stream.error.reason"
+HEADER_MESSAGE = "stream.error.message"
+HEADER_TOPIC = "stream.source.topic"
+HEADER_PARTITION = "stream.source.partition"
+HEADER_OFFSET = "stream.source.offset"
+
+
+class FatalError(RuntimeError):
+    """The service cannot go on safely (a produce failed for good); it stops, non-zero."""
+
+
+@dataclass(slots=True, eq=False)
+class _Batch:
+    ticket: Ticket
+    keys: list[bytes | None]
+    values: list[bytes | None]
+    offsets: list[int]
+    timestamps_ms: list[int]
+    nbytes: int
+    result: asyncio.Future[BatchResult]
+
+
+@dataclass(slots=True, eq=False)
+class _Partition:
+    tp: TopicPartition
+    offsets: PartitionOffsets
+    queue: deque[_Batch] = field(default_factory=deque)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    emitter: asyncio.Task[None] | None = None
+    records: int = 0  # in flight: read, not yet acknowledged
+    nbytes: int = 0
+    closing: bool = False
+
+    @property
+    def busy(self) -> bool:
+        return self.records > 0
+
+
+class _Acks:
+    """Counts acknowledgements of one batch's produced records; calls back once."""
+
+    __slots__ = ("_callback", "_error", "_left")
+
+    def __init__(self, count: int, callback: Any) -> None:
+        self._left = count
+        self._error: BaseException | None = None
+        self._callback = callback
+
+    def done(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            self._error = self._error or asyncio.CancelledError()
+        elif future.exception() is not None:
+            self._error = self._error or future.exception()
+        self._left -= 1
+        if self._left == 0:
+            self._callback(self._error)
+
+
+class Service:
+    """One instance of the stream processor. ``await run()``; ``stop()`` to drain and end."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+        self.transform = resolve(settings.transform)
+        self.dlq_topic = settings.dead_letter_topic
+        self.metrics = Metrics(
+            settings.transform, settings.input_topic, settings.output_topic, self.dlq_topic
+        )
+        self.inflight = InFlight(settings.max_inflight_records, settings.max_inflight_bytes)
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        self.metrics_port: int | None = None
+        self.pool = WorkerPool(
+            settings.transform,
+            settings.workers,
+            settings.max_record_bytes,
+            on_restart=self.metrics.worker_restarts.inc,
+        )
+        self._parts: dict[TopicPartition, _Partition] = {}
+        self._stopping = asyncio.Event()
+        self._room = asyncio.Event()
+        self._fatal: BaseException | None = None
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._metrics_server: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.assigned = asyncio.Event()
+        # Counters for the summary line.
+        self._count_in = self._count_out = self._count_dlq = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask for a graceful stop: no more fetching, drain, commit, exit."""
+        self._stopping.set()
+        self._room.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+            log.error("stopping: %s", exc)
+        self.stop()
+
+    async def run(self) -> None:
+        s = self.settings
+        self._start_metrics_server()
+        await self.pool.start()
+        self.metrics.pool_workers.set(self.pool.alive)
+        try:
+            self._producer = kafka.make_producer(s, linger_ms=s.linger_ms)
+            await kafka.start_client(self._producer, s)
+            self._consumer = kafka.make_consumer(s)
+            await kafka.start_client(self._consumer, s)
+            await kafka.require_topics(
+                self._consumer, [s.input_topic, s.output_topic, self.dlq_topic]
+            )
+            kafka.subscribe(self._consumer, s.input_topic, self._on_assigned, self._on_revoked)
+            log.info(
+                "stream %s started: transform=%s workers=%d %s -> %s (dead letters: "
+                "%s) group=%s metrics=http://%s:%s/metrics",
+                __version__,
+                s.transform,
+                s.workers,
+                s.input_topic,
+                s.output_topic,
+                self.dlq_topic,
+                s.group_id,
+                s.metrics_host,
+                self.metrics_port,
+            )
+            self._tasks = [
+                self._own(self._commit_loop(), "committer"),
+                self._own(self._stats_loop(), "stats"),
+            ]
+            await self._consume_loop()
+            await self._shutdown()
+        finally:
+            await self._close()
+        if self._fatal is not None:
+            raise FatalError(str(self._fatal)) from self._fatal
+
+    def _own(self, coro: Any, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+
+        def check(t: asyncio.Task[None]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                self._fail(t.exception() or RuntimeError(name))
+
+        task.add_done_callback(check)
+        return task
+
+    def _start_metrics_server(self) -> None:
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
+        s = self.settings
+        try:
+            server, _thread = start_http_server(
+                s.metrics_port, addr=s.metrics_host, registry=self.metrics.registry
+            )
+        except OSError as exc:
+            raise kafka.BrokerUnavailable(
+                f"cannot serve metrics on {s.metrics_host}:{s.metrics_port}: {exc.strerror}"
+            ) from None
+        self._metrics_server = server
+        self.metrics_port = server.server_port
+
+    async def _shutdown(self) -> None:
+        """Drain what is in flight (bounded), then commit it."""
+        busy = [p for p in self._parts.values() if p.busy]
+        if busy:
+            log.info("draining %d in-flight records", sum(p.records for p in busy))
+        drained = await self._drain(list(self._parts.values()), self.settings.drain_timeout)
+        if not drained:
+            log.warning(
+                "drain timeout (%gs): abandoning %d records; they will be read again",
+                self.settings.drain_timeout,
+                self.inflight.records,
+            )
+        await self._commit()
+
+    async def _close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for part in list(self._parts.values()):
+            self._drop(part)
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._consumer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await self._consumer.stop()
+        if self._producer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await self._producer.stop()
+        await self.pool.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        log.info(
+            "stopped: %d read, %d written, %d dead-lettered",
+            self._count_in,
+            self._count_out,
+            self._count_dlq,
+        )
+
+    # ---- consuming ---------------------------------------------------------------------------
+
+    async def _consume_loop(self) -> None:
+        consumer, inflight = self._consumer, self.inflight
+        while not self._stopping.is_set():
+            if inflight.full:
+                # Stop fetching: aiokafka keeps at most one fetched response per partition
+                # buffered and fetches no more until we take from it.
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), 1.0)
+                continue
+            fetched = await consumer.getmany(timeout_ms=200, max_records=inflight.room)
+            for tp, records in fetched.items():
+                part = self._parts.get(tp)
+                if part is None or part.closing:
+                    continue  # revoked meanwhile: the next owner reads these again
+                self._dispatch(part, records)
+
+    def _dispatch(self, part: _Partition, records: list[Any]) -> None:
+        s = self.settings
+        self.metrics.consumed.labels(part.tp.topic).inc(len(records))
+        self._count_in += len(records)
+        for chunk, nbytes in split_batches(
+            records, s.batch_max_records, s.batch_max_bytes, _value_size
+        ):
+            ticket = part.offsets.track(
+                chunk[0].offset, chunk[-1].offset, len(chunk), chunk[0].timestamp / 1000
+            )
+            values = [r.value for r in chunk]
+            batch = _Batch(
+                ticket=ticket,
+                keys=[r.key for r in chunk],
+                values=values,
+                offsets=[r.offset for r in chunk],
+                timestamps_ms=[r.timestamp for r in chunk],
+                nbytes=nbytes,
+                result=asyncio.ensure_future(self.pool.run(values)),
+            )
+            self.inflight.add(len(chunk), nbytes)
+            part.records += len(chunk)
+            part.nbytes += nbytes
+            part.queue.append(batch)
+            self.metrics.batch_size.observe(len(chunk))
+        part.wakeup.set()
+        self._update_inflight_gauges()
+
+    # ---- producing ---------------------------------------------------------------------------
+
+    async def _emit_loop(self, part: _Partition) -> None:
+        """Produce each finished batch of one partition, in input order."""
+        while True:
+            if not part.queue:
+                part.wakeup.clear()
+                await part.wakeup.wait()
+                continue
+            batch = part.queue[0]
+            result = await batch.result
+            self.metrics.transform_duration.labels(self.settings.transform).observe(result.seconds)
+            await self._produce(part, batch, result)
+            part.queue.popleft()
+
+    async def _produce(self, part: _Partition, batch: _Batch, result: BatchResult) -> None:
+        producer, out_topic, dlq = self._producer, self.settings.output_topic, self.dlq_topic
+        errors = {index: (reason, message) for index, reason, message in result.errors}
+        acks = _Acks(len(batch.values), lambda exc: self._acknowledged(part, batch, result, exc))
+        keys = batch.keys
+        for index, output in enumerate(result.outputs):
+            if output is not None:
+                future = await producer.send(out_topic, output, key=keys[index])
+            else:
+                reason, message = errors[index]
+                headers = [
+                    (HEADER_REASON, reason.encode()),
+                    (HEADER_MESSAGE, message.encode("utf-8", "replace")),
+                    (HEADER_TOPIC, part.tp.topic.encode()),
+                    (HEADER_PARTITION, str(part.tp.partition).encode()),
+                    (HEADER_OFFSET, str(batch.offsets[index]).encode()),
+                ]
+                value = batch.values[index]
+                future = await producer.send(
+                    dlq, b"" if value is None else value, key=keys[index], headers=headers
+                )
+            future.add_done_callback(acks.done)
+
+    def _acknowledged(
+        self, part: _Partition, batch: _Batch, result: BatchResult, error: BaseException | None
+    ) -> None:
+        if error is not None:
+            # Never commit past a record that was not produced: stop, and let the next
+            # start read this batch again.
+            self._fail(FatalError(f"producing to Kafka failed: {error!r}"))
+            return
+        if part.offsets.closed:
+            return  # revoked and abandoned; the new owner processes it again
+        part.offsets.complete(batch.ticket)
+        count, failed = len(batch.values), len(result.errors)
+        part.records -= count
+        part.nbytes -= batch.nbytes
+        self.inflight.remove(count, batch.nbytes)
+        now = time.time()
+        m = self.metrics
+        m.produced.labels(self.settings.output_topic).inc(count - failed)
+        self._count_out += count - failed
+        if failed:
+            m.produced.labels(self.dlq_topic).inc(failed)
+            self._count_dlq += failed
+            for _, reason, _message in result.errors:
+                m.failed.labels(reason).inc()
+                m.dead_lettered.labels(reason).inc()
+        observe = m.latency.observe
+        for ts in batch.timestamps_ms:
+            observe(max(0.0, now - ts / 1000))
+        m.last_processed.set(now)
+        self._update_inflight_gauges()
+        if not self.inflight.full:
+            self._room.set()
+
+    def _update_inflight_gauges(self) -> None:
+        self.metrics.inflight_messages.set(self.inflight.records)
+        self.metrics.inflight_bytes.set(self.inflight.bytes)
+
+    # ---- committing and rebalancing ---------------------------------------------------------
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        offsets = self.tracker.committable()
+        if only is not None:
+            offsets = {tp: o for tp, o in offsets.items() if tp in only}
+        if not offsets or self._consumer is None:
+            return
+        started = time.perf_counter()
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning("offset commit failed (will retry): %r", exc)
+            return
+        self.metrics.commit_duration.observe(time.perf_counter() - started)
+        self.tracker.mark_committed(offsets)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.commit_interval)
+            await self._commit()
+
+    async def _drain(self, parts: list[_Partition], seconds: float) -> bool:
+        """Wait until these partitions have nothing in flight; False on timeout."""
+        deadline = time.monotonic() + seconds
+        while any(p.busy for p in parts):
+            if time.monotonic() >= deadline or self._fatal is not None:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.metrics.rebalances.inc()
+        for tp in sorted(assigned):
+            if tp in self._parts:
+                continue
+            part = _Partition(tp, self.tracker.assign(tp))
+            part.emitter = self._own(self._emit_loop(part), f"emit-{tp.topic}-{tp.partition}")
+            self._parts[tp] = part
+        log.info("assigned partitions: %s", _names(assigned))
+        if assigned:
+            self.assigned.set()
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        parts = [self._parts[tp] for tp in revoked if tp in self._parts]
+        if not parts:
+            return
+        for part in parts:
+            part.closing = True
+        if not await self._drain(parts, self.settings.drain_timeout):
+            log.warning("rebalance: in-flight work of revoked partitions abandoned after drain")
+        await self._commit({p.tp for p in parts})
+        for part in parts:
+            self._drop(part)
+        log.info("revoked partitions: %s", _names(revoked))
+
+    def _drop(self, part: _Partition) -> None:
+        """Forget a partition: cancel its emitter and abandon what is still in flight."""
+        self._parts.pop(part.tp, None)
+        self.tracker.revoke(part.tp)
+        if part.emitter is not None:
+            part.emitter.cancel()
+        for batch in part.queue:
+            batch.result.cancel()
+        part.queue.clear()
+        if part.records:
+            self.inflight.remove(part.records, part.nbytes)
+            part.records = part.nbytes = 0
+            self._room.set()
+        self._update_inflight_gauges()
+
+    # ---- summary line ------------------------------------------------------------------------
+
+    async def _stats_loop(self) -> None:
+        interval = self.settings.stats_interval
+        if interval <= 0:
+            return
+        last = (time.monotonic(), self._count_in, self._count_out)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            elapsed = max(1e-9, now - last[0])
+            self.metrics.pool_workers.set(self.pool.alive)
+            log.info(
+                "in %.0f/s, out %.0f/s, in flight %d, dead-lettered %d, partitions %d",
+                (self._count_in - last[1]) / elapsed,
+                (self._count_out - last[2]) / elapsed,
+                self.inflight.records,
+                self._count_dlq,
+                len(self._parts),
+            )
+            last = (now, self._count_in, self._count_out)
+
+
+def _value_size(record: Any) -> int:
+    value = record.value
+    return len(value) if value is not None else 0
+
+
+def _names(tps: set[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)) or "none"
+
+
+async def serve(settings: RunSettings) -> None:
+    """Run a service until SIGTERM/SIGINT: the first drains and stops, a second exits at once."""
+    service = Service(settings)
+    loop = asyncio.get_running_loop()
+    seen: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        seen.append(signum)
+        if len(seen) == 1:
+            log.info(
+                "%s: stopping (drain up to %gs; send it again to exit at once)",
+                signal.Signals(signum).name,
+                settings.drain_timeout,
+            )
+            service.stop()
+        else:
+            log.warning("second signal: exiting now without draining")
+            os._exit(130)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await service.run()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

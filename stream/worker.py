@@ -1,0 +1,123 @@
+"""What runs inside a worker process: decode, transform, encode one batch.
+
+Plain module-level functions (they are pickled by reference). A batch crosses the
+process boundary once each way: raw record values in, encoded outputs and
+per-record errors out. Errors for single records are returned, never raised;
+workers record no metrics, they return their timings with their results.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from transforms import BadRecord, Transform, resolve
+
+log = logging.getLogger(__name__)
+
+# Pinned before numpy loads in a worker: one BLAS thread per worker process, or
+# N workers each start N threads and fight over the cores.
+BLAS_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+_MAX_MESSAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """Per record: the encoded output, or None where ``errors`` names the record."""
+
+    outputs: list[bytes | None]
+    errors: list[tuple[int, str, str]]  # (index in batch, reason, message)
+    seconds: float  # decode + transform + encode, wall time inside the worker
+    pid: int
+
+
+_transforms: dict[str, Transform] = {}
+
+
+def init_worker() -> None:
+    """Worker initializer: Ctrl-C goes to the parent, which drains and stops us."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _transform(spec: str) -> Transform:
+    transform = _transforms.get(spec)
+    if transform is None:
+        transform = _transforms[spec] = resolve(spec)
+    return transform
+
+
+def warm_up(spec: str) -> int:
+    """Load the transform (and numpy) before the first batch; returns the worker's pid."""
+    _transform(spec)
+    return os.getpid()
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+def _decode(value: bytes | None, max_bytes: int) -> Any:
+    if not value:
+        raise BadRecord("empty", "the record has no value")
+    if len(value) > max_bytes:
+        raise BadRecord("too_large", f"{len(value)} bytes is more than the limit of {max_bytes}")
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        reason = "invalid_utf8" if "UTF-8" in str(exc) else "invalid_json"
+        raise BadRecord(reason, _short(str(exc))) from None
+
+
+def _apply(transform: Transform, items: list[Any]) -> list[Any]:
+    """Run the batch function; if it raises, isolate the culprit record by record."""
+    try:
+        results = transform.fn(items)
+        if len(results) == len(items):
+            return results
+        problem = f"returned {len(results)} results for {len(items)} records"
+    except Exception as exc:  # noqa: BLE001 - a transform bug must not lose the batch
+        problem = f"{type(exc).__name__}: {exc}"
+    if len(items) == 1:
+        return [BadRecord("transform_error", _short(problem))]
+    return [_apply(transform, [item])[0] for item in items]
+
+
+def process_batch(spec: str, values: list[bytes | None], max_record_bytes: int) -> BatchResult:
+    """Decode, transform and encode one batch; one result or one error per record."""
+    started = time.perf_counter()
+    transform = _transform(spec)
+    errors: list[tuple[int, str, str]] = []
+    outputs: list[bytes | None] = [None] * len(values)
+    good_index: list[int] = []
+    good_items: list[Any] = []
+    for index, value in enumerate(values):
+        try:
+            good_items.append(_decode(value, max_record_bytes))
+            good_index.append(index)
+        except BadRecord as bad:
+            errors.append((index, bad.reason, bad.message))
+    results = _apply(transform, good_items) if good_items else []
+    for index, result in zip(good_index, results, strict=True):
+        if isinstance(result, BadRecord):
+            errors.append((index, result.reason, _short(result.message)))
+            continue
+        try:
+            outputs[index] = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError as exc:
+            errors.append((index, "encode_error", _short(str(exc))))
+    errors.sort()
+    return BatchResult(outputs, errors, time.perf_counter() - started, os.getpid())

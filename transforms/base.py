@@ -1,0 +1,208 @@
+"""Shared machinery for transforms: the per-record failure type, the registry and ``resolve``.
+
+A *batch function* (:data:`BatchFn`) takes a batch of decoded JSON values and returns a list of
+the same length whose item ``i`` is either the JSON-serialisable output for record ``i`` or a
+:class:`BadRecord` describing why record ``i`` was rejected.  Batch functions should not raise
+for a bad record; they put a :class:`BadRecord` in its slot instead.
+
+This module is pure: no I/O, no logging configuration, no asyncio.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+__all__ = [
+    "MAX_MESSAGE_CHARS",
+    "BadRecord",
+    "BatchFn",
+    "Transform",
+    "UnknownTransformError",
+    "available",
+    "record_transform",
+    "register",
+    "resolve",
+]
+
+BatchFn = Callable[[Sequence[Any]], list[Any]]
+"""A batch of decoded JSON values in, a list of the same length out (outputs or BadRecords)."""
+
+MAX_MESSAGE_CHARS: Final = 500
+"""Upper bound on the length of :attr:`BadRecord.message`."""
+
+_PER_RECORD_ATTR: Final = "__stream_per_record__"
+
+
+def _bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Return ``text`` cut to at most ``limit`` characters, marking the cut with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 3] + "..."
+
+
+class BadRecord(Exception):
+    """A failure confined to one record.
+
+    ``reason`` is a short, low-cardinality snake_case code suitable as a metric label (for
+    example ``"schema"``, ``"invalid_value"``, ``"limit"``, ``"singular_matrix"``,
+    ``"transform_error"``); ``message`` is human-readable detail, at most
+    :data:`MAX_MESSAGE_CHARS` characters.
+    """
+
+    reason: str
+    message: str
+
+    def __init__(self, reason: str, message: str) -> None:
+        bounded = _bounded(message)
+        super().__init__(reason, bounded)
+        self.reason = reason
+        self.message = bounded
+
+    def __reduce__(self) -> tuple[type[BadRecord], tuple[str, str]]:
+        return (type(self), (self.reason, self.message))
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+class UnknownTransformError(ValueError):
+    """``resolve`` could not turn a spec into a transform (unknown name, bad import path...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transform:
+    """A named batch function."""
+
+    name: str
+    description: str
+    fn: BatchFn
+
+
+_REGISTRY: dict[str, Transform] = {}
+
+
+def register(name: str, description: str) -> Callable[[BatchFn], BatchFn]:
+    """Decorator adding a built-in batch function to the registry under ``name``.
+
+    Raises ``ValueError`` if ``name`` is empty, contains ``':'`` (reserved for import paths),
+    or is already registered.
+    """
+    if not name or ":" in name or name != name.strip():
+        raise ValueError(f"invalid transform name {name!r}")
+    if name in _REGISTRY:
+        raise ValueError(f"transform {name!r} is already registered")
+    summary = _first_line(description)
+
+    def decorate(fn: BatchFn) -> BatchFn:
+        if name in _REGISTRY:
+            raise ValueError(f"transform {name!r} is already registered")
+        _REGISTRY[name] = Transform(name=name, description=summary, fn=fn)
+        return fn
+
+    return decorate
+
+
+def available() -> list[Transform]:
+    """The built-in transforms, sorted by name."""
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def record_transform(fn: Callable[[Any], Any]) -> BatchFn:
+    """Wrap a per-record function into a batch function.
+
+    An exception raised by ``fn`` for one record becomes ``BadRecord("transform_error", ...)``
+    in that record's slot; a :class:`BadRecord` raised (or returned) by ``fn`` is kept as is.
+    ``BaseException``s that are not ``Exception``s (``KeyboardInterrupt``...) propagate.
+    """
+
+    def batch(records: Sequence[Any]) -> list[Any]:
+        out: list[Any] = []
+        for record in records:
+            try:
+                out.append(fn(record))
+            except BadRecord as exc:
+                out.append(exc)
+            except Exception as exc:  # noqa: BLE001 - isolating arbitrary user code is the point
+                out.append(BadRecord("transform_error", f"{type(exc).__name__}: {exc}"))
+        return out
+
+    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+        try:
+            setattr(batch, attr, getattr(fn, attr))
+        except (AttributeError, TypeError):
+            continue
+    return batch
+
+
+def _first_line(text: str | None) -> str:
+    """The first non-blank line of ``text``, stripped; ``""`` if there is none."""
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _one_line(text: str) -> str:
+    return _bounded(" ".join(text.split()), 300)
+
+
+def _known_names() -> str:
+    return ", ".join(sorted(_REGISTRY)) or "(none)"
+
+
+def resolve(spec: str) -> Transform:
+    """Turn a spec into a :class:`Transform`.
+
+    ``spec`` is either a registered name (``"sensor-features"``) or an import path
+    ``"package.module:function"`` (dotted attributes such as ``"pkg.mod:Class.method"`` are
+    allowed).  The imported object is used as a batch function, unless it has the attribute
+    ``__stream_per_record__ = True``, in which case it is wrapped with :func:`record_transform`.
+    Its description is the first line of its docstring, or ``""``.
+
+    Raises :class:`UnknownTransformError` (a ``ValueError``) with a one-line message for an
+    unknown name, a module that cannot be imported, a missing attribute or a non-callable.
+    """
+    spec = spec.strip()
+    if ":" not in spec:
+        found = _REGISTRY.get(spec)
+        if found is None:
+            raise UnknownTransformError(
+                f"unknown transform {spec!r}: known transforms are {_known_names()}; "
+                "or give an import path 'package.module:function'"
+            )
+        return found
+
+    module_name, _, attr_path = spec.partition(":")
+    module_name, attr_path = module_name.strip(), attr_path.strip()
+    if not module_name or not attr_path:
+        raise UnknownTransformError(
+            f"invalid transform import path {spec!r}: expected 'package.module:function'"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import failure means "cannot resolve"
+        raise UnknownTransformError(
+            f"cannot import module {module_name!r} for transform {spec!r}: "
+            f"{_one_line(f'{type(exc).__name__}: {exc}')}"
+        ) from exc
+
+    obj: Any = module
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UnknownTransformError(
+                f"module {module_name!r} has no attribute {attr_path!r} (transform {spec!r})"
+            ) from None
+    if not callable(obj):
+        raise UnknownTransformError(
+            f"{spec!r} is a {type(obj).__name__}, not a callable batch function"
+        )
+
+    description = _first_line(inspect.getdoc(obj))
+    fn: BatchFn = record_transform(obj) if getattr(obj, _PER_RECORD_ATTR, False) is True else obj
+    return Transform(name=spec, description=description, fn=fn)

@@ -1,0 +1,125 @@
+"""Find a real Kafka broker for the tests, in this order:
+
+1. ``KAFKA_BOOTSTRAP_SERVERS`` if set (a broker someone else runs);
+2. a testcontainers broker (the official ``apache/kafka`` image) if a Docker engine answers;
+3. the project's local broker script (``deploy/kafka/broker.sh``) on a port of the tests' own.
+
+Whatever this module starts, it stops. Never a mock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKER_SCRIPT = ROOT / "deploy" / "kafka" / "broker.sh"
+TEST_PORT = int(os.environ.get("STREAM_TEST_KAFKA_PORT", "19092"))
+KAFKA_IMAGE = os.environ.get("STREAM_TEST_KAFKA_IMAGE", "apache/kafka:4.4.0")
+
+
+def docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        done = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and bool(done.stdout.strip())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _container_broker() -> Iterator[str]:
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    port = _free_port()
+    env = {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{port}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+    }
+    container = DockerContainer(KAFKA_IMAGE).with_bind_ports(9092, port)
+    for key, value in env.items():
+        container = container.with_env(key, value)
+    with container:
+        wait_for_logs(container, "Kafka Server started", timeout=120)
+        yield f"127.0.0.1:{port}"
+
+
+def _script(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, KAFKA_PORT=str(TEST_PORT))
+    return subprocess.run(
+        ["bash", str(BROKER_SCRIPT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@contextlib.contextmanager
+def _local_broker() -> Iterator[str]:
+    already = _script("status").returncode == 0
+    if not already:
+        started = _script("start")
+        if started.returncode != 0:
+            raise RuntimeError(f"the local Kafka broker did not start:\n{started.stderr}")
+    try:
+        yield f"127.0.0.1:{TEST_PORT}"
+    finally:
+        if not already:
+            _script("stop")
+
+
+@contextlib.contextmanager
+def kafka_broker() -> Iterator[str]:
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured
+    elif docker_answers():
+        with _container_broker() as address:
+            yield address
+    else:
+        with _local_broker() as address:
+            yield address
+
+
+def kill_local_broker() -> None:
+    """SIGKILL the local test broker (chaos tests)."""
+    _script("kill")
+
+
+def start_local_broker() -> None:
+    done = _script("start")
+    if done.returncode != 0:
+        raise RuntimeError(f"the local Kafka broker did not start:\n{done.stderr}")

@@ -38,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
@@ -51,7 +51,8 @@ def _add_options(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
     )
     for f in option_fields(cls):
         meta = f.metadata
-        default = "" if meta["secret"] else f" (default: {f.default})"
+        shown = meta["secret"] or "(default:" in meta["help"]
+        default = "" if shown else f" (default: {f.default})"
         help_text = f"{meta['help']}{default} [env: {env_name(f.name)}]"
         choices = getattr(meta["parse"], "choices", None)
         if f.type == "bool":

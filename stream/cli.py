@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -19,6 +20,7 @@ import orjson
 from stream import __version__
 from stream.config import (
     ConfigError,
+    LagSettings,
     ProduceSettings,
     RunSettings,
     TopicsSettings,
@@ -104,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     topics.add_argument("action", choices=["create", "describe"])
     _add_options(topics, TopicsSettings)
+
+    lag = sub.add_parser(
+        "lag",
+        help="a consumer group's committed offset, end offset and lag per partition",
+        formatter_class=_Formatter,
+    )
+    _add_options(lag, LagSettings)
 
     sub.add_parser("transforms", help="list the built-in transforms")
     return parser
@@ -201,6 +210,34 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lag(args: argparse.Namespace) -> int:
+    settings: LagSettings = _settings(LagSettings, args)
+    from stream.kafka import group_lag  # noqa: PLC0415
+
+    rows = asyncio.run(group_lag(settings, settings.group_id))
+    if settings.json:
+        data = {
+            "group": settings.group_id,
+            "topic": settings.input_topic,
+            "total_lag": sum(r.lag for r in rows),
+            "partitions": [dataclasses.asdict(r) for r in rows],
+        }
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())  # noqa: T201
+        return 0
+    table = [("TOPIC", "PARTITION", "COMMITTED", "END", "LAG")]
+    for r in rows:
+        committed = "-" if r.committed is None else str(r.committed)
+        table.append((r.topic, str(r.partition), committed, str(r.end), str(r.lag)))
+    table.append(("total", "", "", "", str(sum(r.lag for r in rows))))
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    for row in table:
+        cells = [row[0].ljust(widths[0])]
+        cells += [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        print("  ".join(cells).rstrip())  # noqa: T201
+    print(f"group {settings.group_id}")  # noqa: T201
+    return 0
+
+
 def cmd_transforms(_args: argparse.Namespace) -> int:
     from transforms import available  # noqa: PLC0415
 
@@ -216,6 +253,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "produce": cmd_produce,
     "topics": cmd_topics,
+    "lag": cmd_lag,
     "transforms": cmd_transforms,
 }
 

@@ -9,6 +9,7 @@ one place. Precedence: flag > environment (``STREAM_<OPTION>``) > config file
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -35,9 +36,12 @@ def _int(text: str) -> int:
 
 def _float(text: str) -> float:
     try:
-        return float(text.strip())
+        value = float(text.strip())
     except ValueError:
         raise ValueError("expected a number") from None
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -86,7 +90,10 @@ def _size(text: str) -> int:
     unit = raw[len(number) :]
     if unit not in _SIZE_UNITS or not number:
         raise ValueError("expected a byte size such as 1048576, 512KiB or 4MiB")
-    value = int(float(number) * _SIZE_UNITS[unit])
+    try:
+        value = int(float(number) * _SIZE_UNITS[unit])
+    except (ValueError, OverflowError):  # "1.5.5", "1e400" (inf)
+        raise ValueError("expected a byte size such as 1048576, 512KiB or 4MiB") from None
     if value < 1:
         raise ValueError("must be at least 1 byte")
     return value
@@ -210,6 +217,18 @@ class RunSettings(KafkaSettings):
         5, "producer: milliseconds to wait to fill a batch", _non_negative_int, "MS"
     )
     session_timeout_ms: int = opt(30_000, "consumer group session timeout", _positive_int, "MS")
+    lag_interval: float = opt(
+        5.0,
+        "seconds between reads of the partitions' end offsets (lag)",
+        _positive_float,
+        "SECONDS",
+    )
+    stall_timeout: float = opt(
+        120.0,
+        "seconds without progress while lagging before /healthz reports not alive",
+        _positive_float,
+        "SECONDS",
+    )
     log_level: str = opt("info", "log level", _choice("debug", "info", "warning", "error"))
     log_format: LogFormat = opt("text", "log line format", _choice(*get_args(LogFormat)))
     stats_interval: float = opt(
@@ -253,6 +272,14 @@ class TopicsSettings(KafkaSettings):
 
 
 S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class LagSettings(KafkaSettings):
+    """Options of ``stream lag``."""
+
+    group_id: str = opt("stream", "consumer group id")
+    json: bool = opt(False, "print JSON instead of a table", _bool)
 
 
 def option_fields(cls: type[Any]) -> list[dataclasses.Field[Any]]:
@@ -324,4 +351,4 @@ def load(
     return cls(**values)
 
 
-_ALL: tuple[type[Any], ...] = (RunSettings, ProduceSettings, TopicsSettings)
+_ALL: tuple[type[Any], ...] = (RunSettings, ProduceSettings, TopicsSettings, LagSettings)

@@ -195,6 +195,43 @@ async def describe_topics(settings: KafkaSettings) -> list[TopicInfo | str]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int | None  # None: the group never committed this partition
+    end: int
+    lag: int  # end - committed (or end - log start when nothing is committed)
+
+
+async def group_lag(settings: KafkaSettings, group_id: str) -> list[PartitionLag]:
+    """A consumer group's committed offset, end offset and lag per input partition."""
+    topic = settings.input_topic
+    async with admin_client(settings) as admin:
+        described = await admin.describe_topics([topic])
+        offsets = await admin.list_consumer_group_offsets(group_id)
+    entry = described[0] if described else {}
+    if entry.get("error_code", 0) != 0 or not entry.get("partitions"):
+        raise MissingTopics(f"topic {topic} does not exist")
+    tps = [TopicPartition(topic, p["partition"]) for p in entry["partitions"]]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, client_id=settings.client_id
+    )
+    await start_client(consumer, settings)
+    try:
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+    finally:
+        await consumer.stop()
+    rows = []
+    for tp in sorted(tps):
+        meta = offsets.get(tp)
+        committed = meta.offset if meta is not None and meta.offset >= 0 else None
+        base = committed if committed is not None else starts[tp]
+        rows.append(PartitionLag(topic, tp.partition, committed, ends[tp], max(0, ends[tp] - base)))
+    return rows
+
+
 async def require_topics(client: AIOKafkaConsumer, topics: list[str]) -> None:
     existing = await client.topics()
     missing = [t for t in topics if t not in existing]

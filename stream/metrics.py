@@ -103,6 +103,24 @@ class Metrics:
         )
         # counter: partition assignments and revocations seen
         self.rebalances = Counter("stream_rebalances", "Consumer group rebalances.", registry=r)
+        # gauge: records behind, per partition: high watermark minus committed offset
+        self.consumer_lag = Gauge(
+            "stream_consumer_lag",
+            "High watermark minus committed offset.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        # gauge: seconds, per partition: age of the oldest record not yet committed (0 caught up)
+        self.consumer_lag_seconds = Gauge(
+            "stream_consumer_lag_seconds",
+            "Age of the oldest record not yet committed; 0 when caught up.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        # gauge: seconds the event loop was late waking up, at the last check
+        self.event_loop_lag = Gauge(
+            "stream_event_loop_lag_seconds", "Event loop scheduling delay.", registry=r
+        )
         # histogram: seconds one offset commit took
         self.commit_duration = Histogram(
             "stream_commit_duration_seconds",

@@ -24,6 +24,7 @@ class Ticket:
     end: int  # last offset + 1
     count: int
     timestamp: float  # of the first record, seconds; for "age of the oldest pending record"
+    last_timestamp: float = 0.0  # of the last record, seconds
     done: bool = False
 
 
@@ -34,16 +35,34 @@ class PartitionOffsets:
     committed: int | None = None  # last position committed (or known committed) to Kafka
     position: int | None = None  # end of the finished prefix: the position we may commit
     pending: deque[Ticket] = field(default_factory=deque)
+    uncommitted: deque[Ticket] = field(default_factory=deque)  # finished, not yet committed
+    first_offset: int | None = None  # the first offset tracked in this assignment
+    last_finished_timestamp: float | None = None  # of the newest record finished
     closed: bool = False  # revoked: completions no longer count
 
-    def track(self, first: int, last: int, count: int = 1, timestamp: float = 0.0) -> Ticket:
+    def track(
+        self,
+        first: int,
+        last: int,
+        count: int = 1,
+        timestamp: float = 0.0,
+        last_timestamp: float | None = None,
+    ) -> Ticket:
         if last < first:
             raise ValueError(f"range {first}..{last} is empty")
         previous_end = self.pending[-1].end if self.pending else self.position
         if previous_end is not None and first < previous_end:
             raise ValueError(f"range {first}..{last} overlaps or precedes {previous_end - 1}")
-        ticket = Ticket(first=first, end=last + 1, count=count, timestamp=timestamp)
+        ticket = Ticket(
+            first=first,
+            end=last + 1,
+            count=count,
+            timestamp=timestamp,
+            last_timestamp=timestamp if last_timestamp is None else last_timestamp,
+        )
         self.pending.append(ticket)
+        if self.first_offset is None:
+            self.first_offset = first
         return ticket
 
     def complete(self, ticket: Ticket) -> None:
@@ -53,7 +72,10 @@ class PartitionOffsets:
         ticket.done = True
         pending = self.pending
         while pending and pending[0].done:
-            self.position = pending.popleft().end
+            finished = pending.popleft()
+            self.position = finished.end
+            self.uncommitted.append(finished)
+            self.last_finished_timestamp = finished.last_timestamp
 
     def committable(self) -> int | None:
         """The position to commit now, or None if it would not move forwards."""
@@ -66,6 +88,16 @@ class PartitionOffsets:
     def mark_committed(self, position: int) -> None:
         if self.committed is None or position > self.committed:
             self.committed = position
+        uncommitted = self.uncommitted
+        while uncommitted and uncommitted[0].end <= position:
+            uncommitted.popleft()
+
+    @property
+    def oldest_uncommitted_timestamp(self) -> float | None:
+        """Timestamp of the oldest record read and not yet committed, if any."""
+        if self.uncommitted:
+            return self.uncommitted[0].timestamp
+        return self.pending[0].timestamp if self.pending else None
 
     @property
     def pending_records(self) -> int:

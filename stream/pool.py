@@ -14,6 +14,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -38,12 +39,14 @@ class WorkerPool:
         max_attempts: int = 3,
         on_restart: Callable[[], None] | None = None,
         start_method: str = "forkserver",
+        restart: bool = True,
     ) -> None:
         self.transform = transform
         self.workers = workers
         self.max_record_bytes = max_record_bytes
         self.max_attempts = max_attempts
         self._on_restart = on_restart
+        self.restart = restart
         self._context = multiprocessing.get_context(start_method)
         self._executor: ProcessPoolExecutor | None = None
         self._generation = 0
@@ -60,10 +63,13 @@ class WorkerPool:
         """Start every worker and load the transform in each; returns their pids."""
         self._executor = self._new_executor()
         loop = asyncio.get_running_loop()
+        # Each warm-up keeps its worker busy for a moment, so that every submit starts a
+        # new process (the executor starts one only when none is idle).
+        until = time.time() + 0.5
         try:
             pids = await asyncio.gather(
                 *(
-                    loop.run_in_executor(self._executor, worker.warm_up, self.transform)
+                    loop.run_in_executor(self._executor, worker.warm_up, self.transform, until)
                     for _ in range(self.workers)
                 )
             )
@@ -79,6 +85,16 @@ class WorkerPool:
             return 0
         processes = getattr(executor, "_processes", None) or {}
         return sum(1 for p in list(processes.values()) if p.is_alive())
+
+    @property
+    def broken(self) -> bool:
+        """A worker died and the executor has not been rebuilt yet."""
+        return bool(getattr(self._executor, "_broken", False))
+
+    def check(self) -> None:
+        """Rebuild a broken executor now rather than at the next batch (called periodically)."""
+        if self.broken and self.restart:
+            self._rebuild(self._generation)
 
     def _rebuild(self, generation: int) -> None:
         """Replace a broken executor, once per breakage however many batches saw it."""
@@ -110,6 +126,8 @@ class WorkerPool:
                     self.max_record_bytes,
                 )
             except BrokenProcessPool:
+                if not self.restart:
+                    raise PoolError("a worker process died and restarts are off") from None
                 self._rebuild(generation)
                 log.info(
                     "retrying a batch of %d records after a worker died (attempt %d of %d)",

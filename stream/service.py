@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from stream import __version__, kafka
 from stream.config import RunSettings
 from stream.flow import InFlight, split_batches
+from stream.http import Check, HttpServer
 from stream.kafka import TopicPartition
 from stream.metrics import Metrics
 from stream.offsets import OffsetTracker, PartitionOffsets, Ticket
@@ -116,9 +117,14 @@ class Service:
         self._fatal: BaseException | None = None
         self._consumer: Any = None
         self._producer: Any = None
-        self._metrics_server: Any = None
+        self._http: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.assigned = asyncio.Event()
+        self._rebalancing = True  # until the first assignment
+        self._last_progress = time.monotonic()
+        self._broker_seen: float | None = None  # monotonic time of the last broker answer
+        self._lag: dict[TopicPartition, int] = {}
+        self._lag_refresh = asyncio.Event()
         # Counters for the summary line.
         self._count_in = self._count_out = self._count_dlq = 0
 
@@ -137,7 +143,7 @@ class Service:
 
     async def run(self) -> None:
         s = self.settings
-        self._start_metrics_server()
+        self._start_http()
         await self.pool.start()
         self.metrics.pool_workers.set(self.pool.alive)
         try:
@@ -165,6 +171,8 @@ class Service:
             self._tasks = [
                 self._own(self._commit_loop(), "committer"),
                 self._own(self._stats_loop(), "stats"),
+                self._own(self._loop_lag_loop(), "loop-lag"),
+                self._own(self._lag_loop(), "lag"),
             ]
             await self._consume_loop()
             await self._shutdown()
@@ -183,20 +191,23 @@ class Service:
         task.add_done_callback(check)
         return task
 
-    def _start_metrics_server(self) -> None:
-        from prometheus_client import start_http_server  # noqa: PLC0415
-
+    def _start_http(self) -> None:
         s = self.settings
         try:
-            server, _thread = start_http_server(
-                s.metrics_port, addr=s.metrics_host, registry=self.metrics.registry
+            self._http = HttpServer(
+                s.metrics_host,
+                s.metrics_port,
+                self.metrics.registry,
+                loop=asyncio.get_running_loop(),
+                liveness=self.liveness,
+                readiness=self.readiness,
             )
         except OSError as exc:
             raise kafka.BrokerUnavailable(
                 f"cannot serve metrics on {s.metrics_host}:{s.metrics_port}: {exc.strerror}"
             ) from None
-        self._metrics_server = server
-        self.metrics_port = server.server_port
+        self._http.start()
+        self.metrics_port = self._http.port
 
     async def _shutdown(self) -> None:
         """Drain what is in flight (bounded), then commit it."""
@@ -227,9 +238,8 @@ class Service:
             with contextlib.suppress(KafkaError, OSError):
                 await self._producer.stop()
         await self.pool.close()
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
+        if self._http is not None:
+            self._http.close()
         log.info(
             "stopped: %d read, %d written, %d dead-lettered",
             self._count_in,
@@ -264,7 +274,11 @@ class Service:
             records, s.batch_max_records, s.batch_max_bytes, _value_size
         ):
             ticket = part.offsets.track(
-                chunk[0].offset, chunk[-1].offset, len(chunk), chunk[0].timestamp / 1000
+                chunk[0].offset,
+                chunk[-1].offset,
+                len(chunk),
+                chunk[0].timestamp / 1000,
+                chunk[-1].timestamp / 1000,
             )
             values = [r.value for r in chunk]
             batch = _Batch(
@@ -351,6 +365,7 @@ class Service:
         for ts in batch.timestamps_ms:
             observe(max(0.0, now - ts / 1000))
         m.last_processed.set(now)
+        self._last_progress = time.monotonic()
         self._update_inflight_gauges()
         if not self.inflight.full:
             self._room.set()
@@ -395,14 +410,21 @@ class Service:
         for tp in sorted(assigned):
             if tp in self._parts:
                 continue
-            part = _Partition(tp, self.tracker.assign(tp))
+            committed = await self._consumer.committed(tp)
+            part = _Partition(tp, self.tracker.assign(tp, committed))
+            labels = (tp.topic, str(tp.partition))
+            self.metrics.consumer_lag.labels(*labels).set(0)
+            self.metrics.consumer_lag_seconds.labels(*labels).set(0)
             part.emitter = self._own(self._emit_loop(part), f"emit-{tp.topic}-{tp.partition}")
             self._parts[tp] = part
+        self._rebalancing = False
         log.info("assigned partitions: %s", _names(assigned))
         if assigned:
             self.assigned.set()
+        self._lag_refresh.set()
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._rebalancing = True
         parts = [self._parts[tp] for tp in revoked if tp in self._parts]
         if not parts:
             return
@@ -419,6 +441,11 @@ class Service:
         """Forget a partition: cancel its emitter and abandon what is still in flight."""
         self._parts.pop(part.tp, None)
         self.tracker.revoke(part.tp)
+        self._lag.pop(part.tp, None)
+        labels = (part.tp.topic, str(part.tp.partition))
+        for gauge in (self.metrics.consumer_lag, self.metrics.consumer_lag_seconds):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
         if part.emitter is not None:
             part.emitter.cancel()
         for batch in part.queue:
@@ -429,6 +456,83 @@ class Service:
             part.records = part.nbytes = 0
             self._room.set()
         self._update_inflight_gauges()
+
+    # ---- monitoring ----------------------------------------------------------------------------
+
+    async def _loop_lag_loop(self) -> None:
+        """Measure how late the event loop wakes up; keep the pool whole."""
+        interval = 0.25
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(interval)
+            self.metrics.event_loop_lag.set(max(0.0, loop.time() - started - interval))
+            self.pool.check()
+            self.metrics.pool_workers.set(self.pool.alive)
+
+    async def _lag_loop(self) -> None:
+        """Read the end offsets of our partitions every lag interval; set the lag gauges."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lag_refresh.wait(), self.settings.lag_interval)
+            self._lag_refresh.clear()
+            parts = list(self._parts.values())
+            if not parts:
+                continue
+            try:
+                ends = await self._consumer.end_offsets([p.tp for p in parts])
+            except KafkaError as exc:
+                log.warning("could not read end offsets for lag: %r", exc)
+                continue
+            self._broker_seen = time.monotonic()
+            now = time.time()
+            for part in parts:
+                end = ends.get(part.tp)
+                if end is None or part.offsets.closed:
+                    continue
+                state = part.offsets
+                base = state.committed if state.committed is not None else state.first_offset
+                if base is None:
+                    base = await self._consumer.position(part.tp)
+                lag = max(0, end - base)
+                self._lag[part.tp] = lag
+                age = 0.0
+                if lag:
+                    oldest = state.oldest_uncommitted_timestamp or state.last_finished_timestamp
+                    age = max(0.0, now - oldest) if oldest else 0.0
+                labels = (part.tp.topic, str(part.tp.partition))
+                self.metrics.consumer_lag.labels(*labels).set(lag)
+                self.metrics.consumer_lag_seconds.labels(*labels).set(age)
+
+    def liveness(self) -> Check:
+        """Alive: the loop answers (this runs on it), workers are up, no stall while lagging."""
+        alive = self.pool.alive
+        details: dict[str, Any] = {"workers_alive": alive, "workers": self.settings.workers}
+        if self._fatal is not None:
+            return Check(False, f"stopping after a fatal error: {self._fatal}", details)
+        if alive == 0:
+            return Check(False, "no worker process is alive", details)
+        lag = sum(self._lag.values())
+        idle = time.monotonic() - self._last_progress
+        details |= {"lag": lag, "seconds_since_progress": round(idle, 3)}
+        if lag > 0 and idle > self.settings.stall_timeout:
+            return Check(False, f"no progress for {idle:.0f}s while lagging", details)
+        return Check(True, "alive", details)
+
+    def readiness(self) -> Check:
+        """Ready: partitions assigned, the broker answered recently, not mid-rebalance."""
+        details: dict[str, Any] = {"partitions": len(self._parts)}
+        if self._stopping.is_set():
+            return Check(False, "shutting down", details)
+        if self._rebalancing:
+            return Check(False, "rebalancing: waiting for a partition assignment", details)
+        if not self._parts:
+            return Check(False, "no partitions assigned", details)
+        seen = self._broker_seen
+        stale = max(30.0, 3 * self.settings.lag_interval)
+        if seen is None or time.monotonic() - seen > stale:
+            return Check(False, "the broker has not answered recently", details)
+        return Check(True, "ready", details)
 
     # ---- summary line ------------------------------------------------------------------------
 
@@ -441,11 +545,11 @@ class Service:
             await asyncio.sleep(interval)
             now = time.monotonic()
             elapsed = max(1e-9, now - last[0])
-            self.metrics.pool_workers.set(self.pool.alive)
             log.info(
-                "in %.0f/s, out %.0f/s, in flight %d, dead-lettered %d, partitions %d",
+                "in %.0f/s, out %.0f/s, lag %d, in flight %d, dead-lettered %d, partitions %d",
                 (self._count_in - last[1]) / elapsed,
                 (self._count_out - last[2]) / elapsed,
+                sum(self._lag.values()),
                 self.inflight.records,
                 self._count_dlq,
                 len(self._parts),

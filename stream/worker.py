@@ -60,9 +60,13 @@ def _transform(spec: str) -> Transform:
     return transform
 
 
-def warm_up(spec: str) -> int:
-    """Load the transform (and numpy) before the first batch; returns the worker's pid."""
+def warm_up(spec: str, until: float = 0.0) -> int:
+    """Load the transform (and numpy) before the first batch, stay busy until ``until``
+    (unix time); returns the worker's pid."""
     _transform(spec)
+    delay = until - time.time()
+    if delay > 0:
+        time.sleep(delay)
     return os.getpid()
 
 

@@ -1,0 +1,116 @@
+"""The service's HTTP endpoints: /metrics, /healthz (liveness), /readyz (readiness).
+
+A small threaded server of its own, so that a scrape never waits on the event
+loop. Health questions, though, are answered *by* the event loop: the handler
+asks the loop and waits at most a second, so a blocked loop reads as not alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger(__name__)
+
+LOOP_ANSWER_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A health answer: ok or not, and why, as a small JSON object."""
+
+    ok: bool
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def body(self) -> bytes:
+        return orjson.dumps({"ok": self.ok, "reason": self.reason, **self.details})
+
+
+class HttpServer:
+    """Serves metrics from a registry and health checks computed on the event loop."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        liveness: Callable[[], Check],
+        readiness: Callable[[], Check],
+    ) -> None:
+        self._registry = registry
+        self._loop = loop
+        self._checks = {"/healthz": liveness, "/readyz": readiness}
+        handler = self._handler_class()
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="stream-http", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        port: int = self._server.server_address[1]
+        return port
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def _ask_loop(self, check: Callable[[], Check]) -> Check:
+        async def ask() -> Check:
+            return check()
+
+        try:
+            future = asyncio.run_coroutine_threadsafe(ask(), self._loop)
+        except RuntimeError:
+            return Check(False, "the event loop is closed")
+        try:
+            return future.result(LOOP_ANSWER_TIMEOUT)
+        except FutureTimeout:
+            future.cancel()
+            return Check(False, f"the event loop did not answer within {LOOP_ANSWER_TIMEOUT:g}s")
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(server._registry))
+                elif path in server._checks:
+                    result = server._ask_loop(server._checks[path])
+                    self._send(200 if result.ok else 503, "application/json", result.body())
+                elif path == "/":
+                    body = b"stream: /metrics /healthz /readyz\n"
+                    self._send(200, "text/plain; charset=utf-8", body)
+                else:
+                    self._send(404, "text/plain; charset=utf-8", b"not found\n")
+
+            def _send(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("http: " + format, *args)
+
+        return Handler

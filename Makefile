@@ -9,7 +9,7 @@ PARTITIONS ?= 4
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install broker broker-stop broker-status topics run produce test test-unit lint format clean
+.PHONY: help install deps broker broker-stop broker-status topics run produce test test-unit lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-13s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,6 +21,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the package with its dev extras
+
+deps: ## Debian packages the tests use: prometheus and promtool (apt-get; root or sudo)
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		echo "installing Debian's prometheus package (a real server for the scrape tests)"; \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends \
+			prometheus >/dev/null; \
+	fi
 
 broker: ## start the local Kafka broker (KRaft, 127.0.0.1:9092) unless one answers
 	deploy/kafka/broker.sh start
@@ -43,7 +52,7 @@ run: $(STAMP) ## install if needed, start a broker if none answers, create topic
 produce: $(STAMP) ## send 10,000 demo events to the input topic
 	$(BIN)/stream produce --bootstrap-servers $(BOOTSTRAP) --count 10000
 
-test: $(STAMP) ## run every test against a real broker (started if none is configured)
+test: $(STAMP) deps ## every test, against a real broker (started if none is configured)
 	$(BIN)/pytest
 
 test-unit: $(STAMP) ## run the tests that need no broker

@@ -189,6 +189,12 @@ class RunSettings(KafkaSettings):
         "where a group without committed offsets starts",
         _choice(*get_args(OffsetReset)),
     )
+    batch_timeout: float = opt(
+        60.0,
+        "seconds a worker may spend on one batch before it is replaced and the batch retried",
+        _positive_float,
+        "SECONDS",
+    )
     batch_max_records: int = opt(
         500, "most records in one batch sent to a worker", _positive_int, "N"
     )

@@ -25,6 +25,7 @@ REASONS = (
     "transform_error",
     "encode_error",
     "worker_crash",
+    "worker_timeout",
 )
 
 _LATENCY_BUCKETS = (

@@ -1,11 +1,17 @@
 """The pool of worker processes, as the event loop sees it.
 
-One ``run()`` call sends one batch to a worker and awaits its result without
-blocking the loop. Workers start with ``forkserver`` (the parent runs threads and
-an event loop, so plain fork is unsafe) and one BLAS thread each. If a worker dies
-(SIGKILL, segfault, out of memory) the executor is rebuilt and the batch retried;
-a batch that keeps killing workers is split until the culprit record is isolated
-and reported as a bad record, so nothing is lost and the rest flows.
+``await pool.run(values)`` sends one batch to a free worker and returns its
+result without blocking the loop. Each worker process has a pipe and a thread
+in the parent that feeds it batches from one shared queue and waits for the
+answer, so the loop never touches a pipe and batches go to whichever worker is
+free. Workers start with ``forkserver`` (the parent runs threads and an event
+loop, so plain fork is unsafe), ignore SIGINT, and run one BLAS thread each.
+
+Faults are per worker: one that dies (SIGKILL, segfault, out of memory,
+``os._exit``) or overruns the batch deadline is replaced, and only its batch is
+retried. A batch that keeps killing workers is split until the record that does
+it is isolated and returned as a bad record (reason ``worker_crash`` or
+``worker_timeout``), so nothing is lost and the rest flows.
 """
 
 from __future__ import annotations
@@ -14,19 +20,163 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import time
+import pickle
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
 
 from stream import worker
 from stream.worker import BatchResult
 
 log = logging.getLogger(__name__)
 
+START_TIMEOUT = 120.0  # seconds for a new worker to load the transform
+
 
 class PoolError(RuntimeError):
-    """The pool cannot run work at all (its workers fail to start)."""
+    """The pool cannot run work (its workers fail to start, or it was closed)."""
+
+
+class WorkerLost(Exception):
+    """The worker running a batch died or overran the deadline; the batch may be retried."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    payload: bytes
+    future: asyncio.Future[BatchResult]
+    loop: asyncio.AbstractEventLoop
+
+    def resolve(self, result: BatchResult | BaseException) -> None:
+        self.loop.call_soon_threadsafe(_settle, self.future, result)
+
+
+def _settle(future: asyncio.Future[BatchResult], result: BatchResult | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+class _Worker:
+    """One worker process and the parent thread that talks to it."""
+
+    def __init__(self, pool: WorkerPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.process: Any = None
+        self.conn: Connection | None = None
+        self.thread = threading.Thread(target=self._serve, name=f"stream-pool-{index}", daemon=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def spawn(self) -> int:
+        pool = self.pool
+        parent, child = pool.context.Pipe(duplex=True)
+        process = pool.context.Process(
+            target=worker.serve,
+            args=(child, pool.transform, pool.max_record_bytes),
+            name=f"stream-worker-{self.index}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        self.process, self.conn = process, parent
+        if not parent.poll(START_TIMEOUT):
+            self.kill()
+            raise PoolError(f"a worker did not start within {START_TIMEOUT:g}s")
+        try:
+            ready = parent.recv_bytes()
+        except (EOFError, OSError):
+            self.kill()
+            raise PoolError("a worker process exited while starting") from None
+        if ready != b"ready":
+            self.kill()
+            raise PoolError(f"a worker failed to start: {ready.decode(errors='replace')}")
+        pid: int = process.pid
+        return pid
+
+    def kill(self) -> None:
+        process, conn = self.process, self.conn
+        if process is not None and process.is_alive():
+            process.kill()
+        if process is not None:
+            process.join(5)
+        if conn is not None:
+            conn.close()
+        self.conn = None
+
+    def _respawn(self, why: str) -> bool:
+        self.kill()
+        if not self.pool.restart:
+            log.error("worker %d %s; restarts are off", self.index, why)
+            return False
+        self.pool.note_restart(why)
+        try:
+            self.spawn()
+        except PoolError as exc:
+            log.error("worker %d could not be restarted: %s", self.index, exc)
+            return False
+        return True
+
+    def _serve(self) -> None:
+        pool = self.pool
+        while True:
+            try:
+                job = pool.jobs.get(timeout=0.5)
+            except queue.Empty:
+                if not self.alive and not pool.closing and not self._respawn("died while idle"):
+                    break
+                continue
+            if job is None:
+                break
+            if not self.alive and not self._respawn("died while idle"):
+                pool.jobs.put(job)  # another worker may take it
+                break
+            conn = self.conn
+            assert conn is not None
+            try:
+                conn.send_bytes(job.payload)
+                if conn.poll(pool.batch_timeout):
+                    job.resolve(pickle.loads(conn.recv_bytes()))  # noqa: S301 - our own worker
+                    continue
+                lost = WorkerLost(
+                    "worker_timeout", f"the batch took longer than {pool.batch_timeout:g}s"
+                )
+                why = "overran the batch deadline"
+            except (EOFError, OSError):
+                lost = WorkerLost("worker_crash", "the worker process died on this batch")
+                why = "died"
+            code = self.process.exitcode if self.process is not None else None
+            log.warning(
+                "worker %d %s (exit code %s); its batch will be retried", self.index, why, code
+            )
+            job.resolve(lost)
+            if not self._respawn(why):
+                break
+        self.stop()
+        pool.worker_exited()
+
+    def stop(self) -> None:
+        """Ask the worker to exit; kill it if it does not."""
+        if self.conn is not None and self.alive:
+            try:
+                self.conn.send_bytes(b"")
+                self.process.join(2)
+            except OSError:
+                pass
+        self.kill()
 
 
 class WorkerPool:
@@ -36,7 +186,8 @@ class WorkerPool:
         workers: int,
         max_record_bytes: int,
         *,
-        max_attempts: int = 3,
+        batch_timeout: float = 60.0,
+        max_attempts: int = 2,
         on_restart: Callable[[], None] | None = None,
         start_method: str = "forkserver",
         restart: bool = True,
@@ -44,113 +195,110 @@ class WorkerPool:
         self.transform = transform
         self.workers = workers
         self.max_record_bytes = max_record_bytes
+        self.batch_timeout = batch_timeout
         self.max_attempts = max_attempts
-        self._on_restart = on_restart
         self.restart = restart
-        self._context = multiprocessing.get_context(start_method)
-        self._executor: ProcessPoolExecutor | None = None
-        self._generation = 0
         self.restarts = 0
-
-    def _new_executor(self) -> ProcessPoolExecutor:
-        for name in worker.BLAS_THREAD_VARS:
-            os.environ.setdefault(name, "1")
-        return ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=self._context, initializer=worker.init_worker
-        )
+        self.closing = False
+        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.context: Any = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            # New workers fork from a server that has numpy and the transforms loaded.
+            self.context.set_forkserver_preload(["stream.worker"])
+        self._on_restart = on_restart
+        self._lock = threading.Lock()
+        self._workers: list[_Worker] = []
+        self._running_threads = 0
 
     async def start(self) -> list[int]:
         """Start every worker and load the transform in each; returns their pids."""
-        self._executor = self._new_executor()
-        loop = asyncio.get_running_loop()
-        # Each warm-up keeps its worker busy for a moment, so that every submit starts a
-        # new process (the executor starts one only when none is idle).
-        until = time.time() + 0.5
+        for name in worker.BLAS_THREAD_VARS:
+            os.environ.setdefault(name, "1")
+        self._workers = [_Worker(self, i) for i in range(self.workers)]
         try:
-            pids = await asyncio.gather(
-                *(
-                    loop.run_in_executor(self._executor, worker.warm_up, self.transform, until)
-                    for _ in range(self.workers)
-                )
-            )
-        except BrokenProcessPool as exc:
-            raise PoolError(f"worker processes failed to start: {exc}") from None
-        return sorted(set(pids))
+            pids = await asyncio.gather(*(asyncio.to_thread(w.spawn) for w in self._workers))
+        except PoolError:
+            for w in self._workers:
+                w.kill()
+            raise
+        self._running_threads = len(self._workers)
+        for w in self._workers:
+            w.thread.start()
+        return sorted(pids)
 
     @property
     def alive(self) -> int:
         """Worker processes now alive."""
-        executor = self._executor
-        if executor is None:
-            return 0
-        processes = getattr(executor, "_processes", None) or {}
-        return sum(1 for p in list(processes.values()) if p.is_alive())
+        return sum(1 for w in self._workers if w.alive)
 
-    @property
-    def broken(self) -> bool:
-        """A worker died and the executor has not been rebuilt yet."""
-        return bool(getattr(self._executor, "_broken", False))
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.alive]
 
-    def check(self) -> None:
-        """Rebuild a broken executor now rather than at the next batch (called periodically)."""
-        if self.broken and self.restart:
-            self._rebuild(self._generation)
-
-    def _rebuild(self, generation: int) -> None:
-        """Replace a broken executor, once per breakage however many batches saw it."""
-        if generation != self._generation:
-            return
-        self._generation += 1
-        self.restarts += 1
+    def note_restart(self, why: str) -> None:
+        with self._lock:
+            self.restarts += 1
         if self._on_restart is not None:
             self._on_restart()
-        old = self._executor
-        self._executor = self._new_executor()
-        if old is not None:
-            old.shutdown(wait=False, cancel_futures=True)
-        log.warning("a worker process died; the pool was restarted (%d so far)", self.restarts)
+        log.info("restarting a worker that %s (%d restarts so far)", why, self.restarts)
 
-    async def run(self, values: list[bytes | None]) -> BatchResult:
-        """Process one batch; never raises for what one record does to a worker."""
-        for attempt in range(1, self.max_attempts + 1):
-            executor, generation = self._executor, self._generation
-            if executor is None:
-                raise PoolError("the pool is closed")
-            loop = asyncio.get_running_loop()
+    def worker_exited(self) -> None:
+        """A worker thread ended; the last one fails whatever still waits in the queue."""
+        with self._lock:
+            self._running_threads -= 1
+            last = self._running_threads == 0
+        if last:
+            while True:
+                try:
+                    job = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job.resolve(PoolError("no worker process is left to run the batch"))
+
+    async def _attempt(self, values: list[bytes | None]) -> BatchResult:
+        if self.closing or self._running_threads == 0:
+            raise PoolError("the pool has no running workers")
+        loop = asyncio.get_running_loop()
+        payload = pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL)
+        job = _Job(payload, loop.create_future(), loop)
+        self.jobs.put(job)
+        return await job.future
+
+    async def run(self, values: list[bytes | None], attempts: int | None = None) -> BatchResult:
+        """Process one batch; a record that kills or hangs workers comes back as an error."""
+        tries = self.max_attempts if attempts is None else attempts
+        lost: WorkerLost | None = None
+        for _ in range(tries):
             try:
-                return await loop.run_in_executor(
-                    executor,
-                    worker.process_batch,
-                    self.transform,
-                    values,
-                    self.max_record_bytes,
-                )
-            except BrokenProcessPool:
-                if not self.restart:
-                    raise PoolError("a worker process died and restarts are off") from None
-                self._rebuild(generation)
-                log.info(
-                    "retrying a batch of %d records after a worker died (attempt %d of %d)",
-                    len(values),
-                    attempt,
-                    self.max_attempts,
-                )
+                return await self._attempt(values)
+            except WorkerLost as exc:
+                lost = exc
+        assert lost is not None
         if len(values) == 1:
-            return BatchResult(
-                [None],
-                [(0, "worker_crash", f"the worker died on this record {self.max_attempts} times")],
-                0.0,
-                0,
-            )
-        # Split: the culprit is in one half; the other half goes through.
+            message = f"{lost} ({self.max_attempts} tries)"
+            return BatchResult([None], [(0, lost.reason, message)], 0.0, 0)
+        # Split: the culprit is in one half; the other half goes through. Halves get one
+        # try each until a single record is left, which gets the full number of tries.
         middle = len(values) // 2
-        left, right = await asyncio.gather(self.run(values[:middle]), self.run(values[middle:]))
+        left_values, right_values = values[:middle], values[middle:]
+        left, right = await asyncio.gather(
+            self.run(left_values, None if len(left_values) == 1 else 1),
+            self.run(right_values, None if len(right_values) == 1 else 1),
+        )
         errors = left.errors + [(i + middle, r, m) for i, r, m in right.errors]
         return BatchResult(
             left.outputs + right.outputs, errors, left.seconds + right.seconds, left.pid
         )
 
     async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
+        self.closing = True
+        for _ in self._workers:
+            self.jobs.put(None)
+        await asyncio.to_thread(self._join)
+
+    def _join(self) -> None:
+        for w in self._workers:
+            if w.thread.is_alive():
+                w.thread.join(10)
+        for w in self._workers:
+            w.kill()

@@ -109,6 +109,7 @@ class Service:
             settings.transform,
             settings.workers,
             settings.max_record_bytes,
+            batch_timeout=settings.batch_timeout,
             on_restart=self.metrics.worker_restarts.inc,
         )
         self._parts: dict[TopicPartition, _Partition] = {}
@@ -460,14 +461,13 @@ class Service:
     # ---- monitoring ----------------------------------------------------------------------------
 
     async def _loop_lag_loop(self) -> None:
-        """Measure how late the event loop wakes up; keep the pool whole."""
+        """Measure how late the event loop wakes up; count the live workers."""
         interval = 0.25
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
             await asyncio.sleep(interval)
             self.metrics.event_loop_lag.set(max(0.0, loop.time() - started - interval))
-            self.pool.check()
             self.metrics.pool_workers.set(self.pool.alive)
 
     async def _lag_loop(self) -> None:

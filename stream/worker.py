@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
@@ -51,6 +53,35 @@ _transforms: dict[str, Transform] = {}
 def init_worker() -> None:
     """Worker initializer: Ctrl-C goes to the parent, which drains and stops us."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def serve(conn: Connection, spec: str, max_record_bytes: int) -> None:
+    """A worker process's main loop: batches in, results out, over one pipe.
+
+    Says ``ready`` once the transform is loaded (or why it could not be); an empty
+    message asks it to exit.
+    """
+    init_worker()
+    try:
+        _transform(spec)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops
+        conn.send_bytes(f"{type(exc).__name__}: {exc}".encode())
+        return
+    conn.send_bytes(b"ready")
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if not data:
+            return
+        values = pickle.loads(data)  # noqa: S301 - from our own parent process
+        try:
+            result = process_batch(spec, values, max_record_bytes)
+        except Exception:
+            log.error("a batch failed outside the transform", exc_info=True)
+            raise
+        conn.send_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _transform(spec: str) -> Transform:

@@ -47,9 +47,9 @@ def metrics_url(service: Service) -> str:
     return line.split("metrics=", 1)[1].strip()
 
 
-async def wait_until(predicate: Any, timeout: float = 30.0, step: float = 0.2) -> None:
+async def wait_until(predicate: Any, seconds: float = 30.0, step: float = 0.2) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + seconds
     while not predicate():
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
@@ -150,28 +150,41 @@ async def test_readyz_needs_partitions_and_a_standby_takes_over(
     assert status == 200, body
     assert json.loads(body)["ok"] is True
 
-    # One partition, two instances: the second gets nothing and is not ready.
+    # One partition, two instances: after the rebalance one holds it and is ready, the
+    # other has nothing and is not ready (but alive).
     second = start_service(topics, "--workers", "1", "--lag-interval", "1")
     services.append(second)
     base_second = metrics_url(second).removesuffix("/metrics")
-    second.wait_for("assigned partitions")
-    status, body = await asyncio.to_thread(get, base_second + "/readyz")
-    assert status == 503
-    assert json.loads(body)["ok"] is False
-    status, body = await asyncio.to_thread(get, base_second + "/healthz")
+    pair = [(first, base_first), (second, base_second)]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:
+        answers = [await asyncio.to_thread(get, base + "/readyz") for _, base in pair]
+        codes = [code for code, _ in answers]
+        reasons = [json.loads(body)["reason"] for _, body in answers]
+        settled = sorted(codes) == [200, 503] and "no partitions assigned" in reasons
+        if settled or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert sorted(codes) == [200, 503], answers
+    held = codes.index(200)
+    holder, standby, standby_base = pair[held][0], pair[1 - held][0], pair[1 - held][1]
+    body = answers[1 - held][1]
+    assert json.loads(body) == {"ok": False, "reason": "no partitions assigned", "partitions": 0}
+    status, body = await asyncio.to_thread(get, standby_base + "/healthz")
     assert status == 200, body  # alive all the same
 
-    # The first leaves: the second takes its partition over and becomes ready.
-    assert first.terminate() == 0
-    deadline = asyncio.get_running_loop().time() + 60
+    # The holder leaves: the standby takes its partition over and becomes ready.
+    assert holder.terminate() == 0
+    deadline = loop.time() + 60
     while True:
-        status, body = await asyncio.to_thread(get, base_second + "/readyz")
-        if status == 200 or asyncio.get_running_loop().time() > deadline:
+        status, body = await asyncio.to_thread(get, standby_base + "/readyz")
+        if status == 200 or loop.time() > deadline:
             break
         await asyncio.sleep(0.5)
     assert status == 200, body
     assert json.loads(body)["partitions"] == 1
-    assert second.terminate() == 0
+    assert standby.terminate() == 0
 
 
 @contextlib.asynccontextmanager
@@ -205,9 +218,8 @@ async def test_healthz_fails_when_the_pool_is_dead(topics: Topics) -> None:
         assert json.loads(body)["workers_alive"] == 2
 
         service.pool.restart = False  # what a pool that cannot come back looks like
-        executor: Any = service.pool._executor
-        for process in list(executor._processes.values()):
-            os.kill(process.pid, signal.SIGKILL)
+        for pid in service.pool.pids():
+            os.kill(pid, signal.SIGKILL)
         await wait_until(lambda: service.pool.alive == 0)
         status, body = await asyncio.to_thread(get, base + "/healthz")
         assert status == 503
@@ -228,9 +240,7 @@ async def test_healthz_restarts_killed_workers(topics: Topics) -> None:
         stats_interval=0,
     )
     async with in_process(settings) as service:
-        executor: Any = service.pool._executor
-        victim = next(iter(executor._processes.values()))
-        os.kill(victim.pid, signal.SIGKILL)
+        os.kill(service.pool.pids()[0], signal.SIGKILL)
         await wait_until(lambda: service.pool.restarts >= 1 and service.pool.alive == 2)
         base = f"http://127.0.0.1:{service.metrics_port}"
         status, body = await asyncio.to_thread(get, base + "/healthz")

@@ -55,7 +55,7 @@ produce: $(STAMP) ## send 10,000 demo events to the input topic
 test: $(STAMP) deps ## every test, against a real broker (started if none is configured)
 	$(BIN)/pytest
 
-test-unit: $(STAMP) ## run the tests that need no broker
+test-unit: $(STAMP) deps ## run the tests that need no broker
 	$(BIN)/pytest tests/unit
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict

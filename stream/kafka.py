@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +44,26 @@ class MissingTopics(RuntimeError):
     """Topics the service needs do not exist."""
 
 
+@contextmanager
+def _quiet_aiokafka() -> Iterator[None]:
+    """While we retry the first connection, aiokafka's per-attempt errors are noise: the
+    caller reports the outcome in one line."""
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 async def start_client(client: Any, settings: KafkaSettings) -> None:
     """Start an aiokafka client, retrying until the connect timeout; one clear error."""
+    with _quiet_aiokafka():
+        await _start_client(client, settings)
+
+
+async def _start_client(client: Any, settings: KafkaSettings) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.connect_timeout
     while True:

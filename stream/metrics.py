@@ -8,7 +8,17 @@ partition, transform, reason), never keys or offsets.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+import platform
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from stream import __version__
 
@@ -45,6 +55,9 @@ _LATENCY_BUCKETS = (
     10.0,
     30.0,
     60.0,
+    120.0,
+    300.0,
+    600.0,
 )
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
@@ -122,6 +135,10 @@ class Metrics:
         self.event_loop_lag = Gauge(
             "stream_event_loop_lag_seconds", "Event loop scheduling delay.", registry=r
         )
+        # counter: offset commits that failed (they are retried at the next interval)
+        self.commit_failures = Counter(
+            "stream_commit_failures", "Offset commits that failed.", registry=r
+        )
         # histogram: seconds one offset commit took
         self.commit_duration = Histogram(
             "stream_commit_duration_seconds",
@@ -137,7 +154,12 @@ class Metrics:
         )
         # info: version and settings that identify this build
         self.build_info = Info("stream_build", "Build information.", registry=r)
-        self.build_info.info({"version": __version__, "transform": transform})
+        self.build_info.info(
+            {"version": __version__, "transform": transform, "python": platform.python_version()}
+        )
+        # process_* (CPU, memory, start time, open files) and python_info, of this process
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
 
         self.consumed.labels(input_topic)
         for topic in (output_topic, dlq_topic):

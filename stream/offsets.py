@@ -77,6 +77,21 @@ class PartitionOffsets:
             self.uncommitted.append(finished)
             self.last_finished_timestamp = finished.last_timestamp
 
+    def advance_idle(self, position: int) -> None:
+        """With nothing in flight, move to the consumer's fetch position.
+
+        The records between our finished position and the fetch position are
+        ones the consumer skipped (transaction markers, aborted records), so there
+        is nothing unfinished to commit past. Without this, a transactionally
+        written input would show a lag of 1 forever.
+        """
+        if self.closed or self.pending:
+            return
+        if self.position is None or position > self.position:
+            if self.position is None and self.committed is not None and position <= self.committed:
+                return
+            self.position = position
+
     def committable(self) -> int | None:
         """The position to commit now, or None if it would not move forwards."""
         if self.position is None:

@@ -378,6 +378,10 @@ class Service:
     # ---- committing and rebalancing ---------------------------------------------------------
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        for part in list(self._parts.values()):
+            if not part.busy and not part.closing and part.offsets.position is not None:
+                with contextlib.suppress(KafkaError, AssertionError):
+                    part.offsets.advance_idle(await self._consumer.position(part.tp))
         offsets = self.tracker.committable()
         if only is not None:
             offsets = {tp: o for tp, o in offsets.items() if tp in only}
@@ -387,6 +391,7 @@ class Service:
         try:
             await self._consumer.commit(offsets)
         except KafkaError as exc:
+            self.metrics.commit_failures.inc()
             log.warning("offset commit failed (will retry): %r", exc)
             return
         self.metrics.commit_duration.observe(time.perf_counter() - started)

@@ -201,3 +201,36 @@ async def test_missing_topics_is_one_clear_line(topics: Topics) -> None:
     assert "do not exist" in errors[0]
     assert "stream topics create" in errors[0]
     assert "Traceback" not in done.stderr
+
+
+async def test_transactional_input_commits_past_the_markers(
+    topics: Topics, services: list[Service]
+) -> None:
+    """Transaction markers take offsets of their own: once every record is done the
+    group's committed offset must reach the end, or lag would read 1 forever."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=topics.bootstrap, transactional_id=f"{topics.group}-writer"
+    )
+    await producer.start()
+    try:
+        for chunk in range(3):
+            async with producer.transaction():
+                for i in range(20):
+                    body = {"sensor_id": f"s{i % 4}", "ts": 1.0, "values": [float(chunk), 1.0]}
+                    await producer.send(topics.input, orjson.dumps(body), key=f"s{i % 4}".encode())
+    finally:
+        await producer.stop()
+    service = start_service(topics, "--workers", "1", "--commit-interval", "0.2")
+    services.append(service)
+    await read_topic(topics.bootstrap, topics.output, 60, wait=60, settle=0)
+    all_ends = await end_offsets(topics.bootstrap, topics.input, topics.partitions)
+    ends = {p: o for p, o in all_ends.items() if o}  # empty partitions have nothing to commit
+    assert sum(ends.values()) > 60, "markers occupy offsets"
+    for _ in range(50):
+        if await committed_offsets(topics.bootstrap, topics.group) == ends:
+            break
+        await asyncio.sleep(0.2)
+    assert await committed_offsets(topics.bootstrap, topics.group) == ends
+    assert service.terminate() == 0

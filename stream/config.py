@@ -138,7 +138,7 @@ def opt(
 
 # --- the settings ---------------------------------------------------------------------------
 
-Guarantee = Literal["at-least-once"]
+Guarantee = Literal["at-least-once", "exactly-once"]
 OffsetReset = Literal["earliest", "latest"]
 LogFormat = Literal["text", "json"]
 

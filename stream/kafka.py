@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
 from stream.config import KafkaSettings, RunSettings
@@ -118,6 +121,58 @@ def make_producer(settings: KafkaSettings, *, linger_ms: int = 5) -> AIOKafkaPro
         max_batch_size=256 * 1024,
         max_request_size=8 * 1024 * 1024,
         compression_type=None,
+    )
+
+
+Record = tuple[bytes | None, bytes, list[tuple[str, bytes]] | None]  # key, value, headers
+
+
+@lru_cache(maxsize=1 << 16)
+def _partition_for(key: bytes, partitions: int) -> int:
+    """The Java client's default partitioner (murmur2), so keys land where any client puts them."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+async def send_records(producer: AIOKafkaProducer, topic: str, records: list[Record]) -> list[Any]:
+    """Produce records in order, batched per partition; returns one future per batch.
+
+    One ``BatchBuilder`` per partition instead of one ``send()`` per record: the
+    records of a key keep their order (one partition, appended in order), and the
+    caller waits on a few batch futures rather than a future per record.
+    """
+    if not records:
+        return []
+    partitions = sorted(await producer.partitions_for(topic))
+    count = len(partitions)
+    grouped: dict[int, list[Record]] = {}
+    for record in records:
+        key = record[0]
+        index = _partition_for(key, count) if key is not None else random.randrange(count)
+        grouped.setdefault(partitions[index], []).append(record)
+    futures = []
+    for partition, items in grouped.items():
+        batch = producer.create_batch()
+        for key, value, headers in items:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None, headers=headers or [])
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
+
+
+def make_transactional_producer(settings: RunSettings, transactional_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=settings.client_id,
+        acks="all",
+        enable_idempotence=True,
+        transactional_id=transactional_id,
+        transaction_timeout_ms=max(60_000, int(settings.drain_timeout * 2000)),
+        linger_ms=settings.linger_ms,
+        max_batch_size=256 * 1024,
+        max_request_size=8 * 1024 * 1024,
     )
 
 

@@ -100,7 +100,9 @@ class PartitionOffsets:
             return None
         return self.position
 
-    def mark_committed(self, position: int) -> None:
+    def mark_committed(self, position: int | None) -> None:
+        if position is None:
+            return
         if self.committed is None or position > self.committed:
             self.committed = position
         uncommitted = self.uncommitted

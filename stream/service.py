@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalOperation, IllegalStateError, KafkaError
 
 from stream import __version__, kafka
 from stream.config import RunSettings
@@ -34,6 +34,7 @@ from transforms import resolve
 
 log = logging.getLogger("stream")
 
+TRANSACTION_MAX_BATCHES = 32  # exactly-once: most batches one transaction covers
 HEADER_REASON = "stream.error.reason"
 HEADER_MESSAGE = "stream.error.message"
 HEADER_TOPIC = "stream.source.topic"
@@ -63,6 +64,7 @@ class _Partition:
     queue: deque[_Batch] = field(default_factory=deque)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     emitter: asyncio.Task[None] | None = None
+    producer: Any = None  # exactly-once: this partition's transactional producer
     records: int = 0  # in flight: read, not yet acknowledged
     nbytes: int = 0
     closing: bool = False
@@ -99,6 +101,7 @@ class Service:
         self.settings = settings
         self.transform = resolve(settings.transform)
         self.dlq_topic = settings.dead_letter_topic
+        self.exactly_once = settings.guarantee == "exactly-once"
         self.metrics = Metrics(
             settings.transform, settings.input_topic, settings.output_topic, self.dlq_topic
         )
@@ -148,8 +151,9 @@ class Service:
         await self.pool.start()
         self.metrics.pool_workers.set(self.pool.alive)
         try:
-            self._producer = kafka.make_producer(s, linger_ms=s.linger_ms)
-            await kafka.start_client(self._producer, s)
+            if not self.exactly_once:
+                self._producer = kafka.make_producer(s, linger_ms=s.linger_ms)
+                await kafka.start_client(self._producer, s)
             self._consumer = kafka.make_consumer(s)
             await kafka.start_client(self._consumer, s)
             await kafka.require_topics(
@@ -157,9 +161,10 @@ class Service:
             )
             kafka.subscribe(self._consumer, s.input_topic, self._on_assigned, self._on_revoked)
             log.info(
-                "stream %s started: transform=%s workers=%d %s -> %s (dead letters: "
+                "stream %s started: %s transform=%s workers=%d %s -> %s (dead letters: "
                 "%s) group=%s metrics=http://%s:%s/metrics",
                 __version__,
+                s.guarantee,
                 s.transform,
                 s.workers,
                 s.input_topic,
@@ -170,7 +175,7 @@ class Service:
                 self.metrics_port,
             )
             self._tasks = [
-                self._own(self._commit_loop(), "committer"),
+                self._own(self._commit_loop(), "committer"),  # idle in exactly-once mode
                 self._own(self._stats_loop(), "stats"),
                 self._own(self._loop_lag_loop(), "loop-lag"),
                 self._own(self._lag_loop(), "lag"),
@@ -228,7 +233,7 @@ class Service:
         for task in self._tasks:
             task.cancel()
         for part in list(self._parts.values()):
-            self._drop(part)
+            await self._release(part)
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -264,7 +269,12 @@ class Service:
             for tp, records in fetched.items():
                 part = self._parts.get(tp)
                 if part is None or part.closing:
-                    continue  # revoked meanwhile: the next owner reads these again
+                    # Not ours (yet, or any more): never skip records. Seek back so that
+                    # they are fetched again if the partition stays assigned; if it goes,
+                    # its next owner starts from the committed offset anyway.
+                    with contextlib.suppress(KafkaError, IllegalStateError, AssertionError):
+                        consumer.seek(tp, records[0].offset)
+                    continue
                 self._dispatch(part, records)
 
     def _dispatch(self, part: _Partition, records: list[Any]) -> None:
@@ -302,49 +312,118 @@ class Service:
     # ---- producing ---------------------------------------------------------------------------
 
     async def _emit_loop(self, part: _Partition) -> None:
-        """Produce each finished batch of one partition, in input order."""
+        """Produce the finished batches of one partition, in input order."""
         while True:
             if not part.queue:
                 part.wakeup.clear()
                 await part.wakeup.wait()
                 continue
+            await part.queue[0].result
+            if self.exactly_once:
+                if not await self._emit_transaction(part):
+                    return  # rewound: a new emitter carries on
+                continue
             batch = part.queue[0]
-            result = await batch.result
-            self.metrics.transform_duration.labels(self.settings.transform).observe(result.seconds)
-            await self._produce(part, batch, result)
+            result = batch.result.result()
+            futures = await self._send(self._producer, part, batch, result)
+            acks = _Acks(len(futures), lambda exc, b=batch, r=result: self._acked(part, b, r, exc))
+            for future in futures:
+                future.add_done_callback(acks.done)
             part.queue.popleft()
 
-    async def _produce(self, part: _Partition, batch: _Batch, result: BatchResult) -> None:
-        producer, out_topic, dlq = self._producer, self.settings.output_topic, self.dlq_topic
-        errors = {index: (reason, message) for index, reason, message in result.errors}
-        acks = _Acks(len(batch.values), lambda exc: self._acknowledged(part, batch, result, exc))
+    async def _send(
+        self, producer: Any, part: _Partition, batch: _Batch, result: BatchResult
+    ) -> list[asyncio.Future[Any]]:
+        """Send one batch's outputs and dead letters; one future per produced record batch."""
+        self.metrics.transform_duration.labels(self.settings.transform).observe(result.seconds)
         keys = batch.keys
+        outputs: list[kafka.Record] = []
+        letters: list[kafka.Record] = []
+        errors = iter(result.errors)
         for index, output in enumerate(result.outputs):
             if output is not None:
-                future = await producer.send(out_topic, output, key=keys[index])
-            else:
-                reason, message = errors[index]
-                headers = [
-                    (HEADER_REASON, reason.encode()),
-                    (HEADER_MESSAGE, message.encode("utf-8", "replace")),
-                    (HEADER_TOPIC, part.tp.topic.encode()),
-                    (HEADER_PARTITION, str(part.tp.partition).encode()),
-                    (HEADER_OFFSET, str(batch.offsets[index]).encode()),
-                ]
-                value = batch.values[index]
-                future = await producer.send(
-                    dlq, b"" if value is None else value, key=keys[index], headers=headers
-                )
-            future.add_done_callback(acks.done)
+                outputs.append((keys[index], output, None))
+                continue
+            _, reason, message = next(errors)
+            headers = [
+                (HEADER_REASON, reason.encode()),
+                (HEADER_MESSAGE, message.encode("utf-8", "replace")),
+                (HEADER_TOPIC, part.tp.topic.encode()),
+                (HEADER_PARTITION, str(part.tp.partition).encode()),
+                (HEADER_OFFSET, str(batch.offsets[index]).encode()),
+            ]
+            value = batch.values[index]
+            letters.append((keys[index], b"" if value is None else value, headers))
+        futures = await kafka.send_records(producer, self.settings.output_topic, outputs)
+        return futures + await kafka.send_records(producer, self.dlq_topic, letters)
 
-    def _acknowledged(
+    def _acked(
         self, part: _Partition, batch: _Batch, result: BatchResult, error: BaseException | None
     ) -> None:
+        """At-least-once: every record of a batch is acknowledged (or one failed)."""
         if error is not None:
             # Never commit past a record that was not produced: stop, and let the next
             # start read this batch again.
             self._fail(FatalError(f"producing to Kafka failed: {error!r}"))
             return
+        self._finish(part, batch, result)
+
+    async def _emit_transaction(self, part: _Partition) -> bool:
+        """Exactly-once: the finished batches at the head of the queue, their outputs and
+        dead letters and the partition's next offset, in one transaction. False if the
+        transaction failed and the partition was rewound."""
+        batches: list[_Batch] = []
+        for batch in part.queue:
+            if not batch.result.done() or len(batches) >= TRANSACTION_MAX_BATCHES:
+                break
+            batches.append(batch)
+        producer = part.producer
+        position = batches[-1].ticket.end
+        started = time.perf_counter()
+        try:
+            await producer.begin_transaction()
+            futures: list[asyncio.Future[Any]] = []
+            for batch in batches:
+                futures += await self._send(producer, part, batch, batch.result.result())
+            await producer.send_offsets_to_transaction({part.tp: position}, self.settings.group_id)
+            await producer.commit_transaction()
+            for future in futures:
+                future.result()  # all done once committed; raises if a send failed
+        except (KafkaError, IllegalOperation) as exc:
+            await self._rewind(part, exc)
+            return False
+        self.metrics.commit_duration.observe(time.perf_counter() - started)
+        for batch in batches:
+            part.queue.popleft()
+            self._finish(part, batch, batch.result.result())
+        part.offsets.mark_committed(position)
+        return True
+
+    async def _rewind(self, part: _Partition, error: BaseException) -> None:
+        """Abort, forget what is in flight, seek back to the last committed offset, and go
+        on with a new transactional producer (whose start fences any zombie)."""
+        tp = part.tp
+        committed = part.offsets.committed
+        log.warning(
+            "%s: transaction failed (%r); aborted, rewinding to offset %s",
+            _names({tp}),
+            error,
+            committed,
+        )
+        self.metrics.commit_failures.inc()
+        await self._release(part, abort=True)
+        if part.closing or self._stopping.is_set():
+            return
+        if committed is not None:
+            self._consumer.seek(tp, committed)
+        elif self.settings.auto_offset_reset == "earliest":
+            await self._consumer.seek_to_beginning(tp)
+        else:
+            await self._consumer.seek_to_end(tp)
+        await self._start_partition(self._add_partition(tp, committed))
+
+    def _finish(self, part: _Partition, batch: _Batch, result: BatchResult) -> None:
+        """A batch is produced (and, exactly-once, committed): account for it."""
         if part.offsets.closed:
             return  # revoked and abandoned; the new owner processes it again
         part.offsets.complete(batch.ticket)
@@ -378,6 +457,8 @@ class Service:
     # ---- committing and rebalancing ---------------------------------------------------------
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        if self.exactly_once:
+            return  # offsets are committed inside each partition's transactions
         for part in list(self._parts.values()):
             if not part.busy and not part.closing and part.offsets.position is not None:
                 with contextlib.suppress(KafkaError, AssertionError):
@@ -413,21 +494,36 @@ class Service:
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.metrics.rebalances.inc()
-        for tp in sorted(assigned):
-            if tp in self._parts:
-                continue
-            committed = await self._consumer.committed(tp)
-            part = _Partition(tp, self.tracker.assign(tp, committed))
-            labels = (tp.topic, str(tp.partition))
-            self.metrics.consumer_lag.labels(*labels).set(0)
-            self.metrics.consumer_lag_seconds.labels(*labels).set(0)
-            part.emitter = self._own(self._emit_loop(part), f"emit-{tp.topic}-{tp.partition}")
-            self._parts[tp] = part
+        # Register every new partition before the first await, so that records fetched
+        # meanwhile have a queue to go to; then look up offsets and start producers.
+        added = [self._add_partition(tp) for tp in sorted(assigned) if tp not in self._parts]
+        for part in added:
+            part.offsets.mark_committed(await self._consumer.committed(part.tp))
+            await self._start_partition(part)
         self._rebalancing = False
         log.info("assigned partitions: %s", _names(assigned))
         if assigned:
             self.assigned.set()
         self._lag_refresh.set()
+
+    def _add_partition(self, tp: TopicPartition, committed: int | None = None) -> _Partition:
+        part = _Partition(tp, self.tracker.assign(tp, committed))
+        self._parts[tp] = part
+        labels = (tp.topic, str(tp.partition))
+        self.metrics.consumer_lag.labels(*labels).set(0)
+        self.metrics.consumer_lag_seconds.labels(*labels).set(0)
+        return part
+
+    async def _start_partition(self, part: _Partition) -> None:
+        """Start a partition's producer (exactly-once) and its emitter."""
+        tp = part.tp
+        if self.exactly_once:
+            # One transactional id per input partition (aiokafka has no KIP-447): starting
+            # it fences any zombie that still writes for this partition.
+            transactional_id = f"{self.settings.group_id}-{tp.topic}-{tp.partition}"
+            part.producer = kafka.make_transactional_producer(self.settings, transactional_id)
+            await kafka.start_client(part.producer, self.settings)
+        part.emitter = self._own(self._emit_loop(part), f"emit-{tp.topic}-{tp.partition}")
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         self._rebalancing = True
@@ -440,19 +536,33 @@ class Service:
             log.warning("rebalance: in-flight work of revoked partitions abandoned after drain")
         await self._commit({p.tp for p in parts})
         for part in parts:
-            self._drop(part)
+            await self._release(part)
         log.info("revoked partitions: %s", _names(revoked))
+
+    async def _release(self, part: _Partition, abort: bool = False) -> None:
+        """Forget a partition and close its transactional producer, if it has one."""
+        self._drop(part)
+        producer, part.producer = part.producer, None
+        if producer is None:
+            return
+        with contextlib.suppress(KafkaError, IllegalOperation):
+            if abort:
+                await producer.abort_transaction()
+        with contextlib.suppress(KafkaError, IllegalOperation, OSError):
+            await producer.stop()
 
     def _drop(self, part: _Partition) -> None:
         """Forget a partition: cancel its emitter and abandon what is still in flight."""
-        self._parts.pop(part.tp, None)
+        if self._parts.get(part.tp) is part:
+            del self._parts[part.tp]
+        self.tracker.revoke(part.tp)
         self.tracker.revoke(part.tp)
         self._lag.pop(part.tp, None)
         labels = (part.tp.topic, str(part.tp.partition))
         for gauge in (self.metrics.consumer_lag, self.metrics.consumer_lag_seconds):
             with contextlib.suppress(KeyError):
                 gauge.remove(*labels)
-        if part.emitter is not None:
+        if part.emitter is not None and part.emitter is not asyncio.current_task():
             part.emitter.cancel()
         for batch in part.queue:
             batch.result.cancel()

@@ -51,8 +51,10 @@ _transforms: dict[str, Transform] = {}
 
 
 def init_worker() -> None:
-    """Worker initializer: Ctrl-C goes to the parent, which drains and stops us."""
+    """Ctrl-C and a SIGTERM sent to the whole process group are the parent's to handle:
+    it drains, then stops the workers. A worker also exits when its parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def serve(conn: Connection, spec: str, max_record_bytes: int) -> None:

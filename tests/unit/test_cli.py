@@ -129,7 +129,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["run", "--metrics-port", "99999"], "--metrics-port"),
         (["run", "--batch-max-bytes", "lots"], "--batch-max-bytes"),
         (["run", "--batch-max-records", "900", "--max-inflight-records", "10"], "900 > 10"),
-        (["run", "--guarantee", "exactly-once"], "at-least-once"),
+        (["run", "--guarantee", "exactly-twice"], "at-least-once, exactly-once"),
         (["produce", "--count", "-1"], "--count"),
         (["produce", "--kind", "weather"], "sensor, matrix"),
         (["topics", "create", "--partitions", "zero"], "--partitions"),

@@ -243,7 +243,7 @@ def test_bad_value_with_a_newline_still_gives_one_line() -> None:
 @pytest.mark.parametrize(
     ("name", "value", "words"),
     [
-        ("guarantee", "exactly-once", "must be one of at-least-once"),
+        ("guarantee", "exactly-twice", "must be one of at-least-once, exactly-once"),
         ("auto_offset_reset", "middle", "must be one of earliest, latest"),
         ("commit_interval", "0", "more than 0"),
         ("commit_interval", "-1", "more than 0"),

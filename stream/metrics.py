@@ -34,6 +34,7 @@ REASONS = (
     "singular_matrix",
     "transform_error",
     "encode_error",
+    "output_too_large",
     "worker_crash",
     "worker_timeout",
 )

@@ -122,12 +122,19 @@ class _Worker:
         if not self.pool.restart:
             log.error("worker %d %s; restarts are off", self.index, why)
             return False
-        self.pool.note_restart(why)
+        self.pool.note_restart()
         try:
-            self.spawn()
+            pid = self.spawn()
         except PoolError as exc:
             log.error("worker %d could not be restarted: %s", self.index, exc)
             return False
+        log.info(
+            "worker %d %s; restarted as pid %d (%d restarts so far)",
+            self.index,
+            why,
+            pid,
+            self.pool.restarts,
+        )
         return True
 
     def _serve(self) -> None:
@@ -234,12 +241,11 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.alive]
 
-    def note_restart(self, why: str) -> None:
+    def note_restart(self) -> None:
         with self._lock:
             self.restarts += 1
         if self._on_restart is not None:
             self._on_restart()
-        log.info("restarting a worker that %s (%d restarts so far)", why, self.restarts)
 
     def worker_exited(self) -> None:
         """A worker thread ended; the last one fails whatever still waits in the queue."""

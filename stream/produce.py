@@ -24,15 +24,16 @@ class Event:
     value: bytes
 
 
-def demo_events(settings: ProduceSettings) -> Iterator[Event]:
+def demo_events(settings: ProduceSettings, first_seq: int = 0) -> Iterator[Event]:
     """Deterministic demo events for a seed: sensor readings or matrices, keyed by id.
 
-    Each event carries ``seq``, its number within its key (0, 1, 2, ...), so a
-    reader of the output can check per-key order and find gaps or duplicates.
+    Each event carries ``seq``, its number within its key (``first_seq``, +1, +2,
+    ...), so a reader of the output can check per-key order and find gaps or
+    duplicates.
     """
     rng = np.random.default_rng(settings.seed)
     keys = [f"sensor-{i:04d}" for i in range(settings.keys)]
-    seq = [0] * settings.keys
+    seq = [first_seq] * settings.keys
     sent = 0
     t = np.linspace(0.0, 2 * np.pi, settings.values, endpoint=False)
     while sent < settings.count:

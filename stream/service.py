@@ -40,6 +40,7 @@ HEADER_MESSAGE = "stream.error.message"
 HEADER_TOPIC = "stream.source.topic"
 HEADER_PARTITION = "stream.source.partition"
 HEADER_OFFSET = "stream.source.offset"
+HEADER_ORIGINAL_SIZE = "stream.error.original-size"  # set when the dead letter is truncated
 
 
 class FatalError(RuntimeError):
@@ -148,7 +149,7 @@ class Service:
     async def run(self) -> None:
         s = self.settings
         self._start_http()
-        await self.pool.start()
+        pids = await self.pool.start()
         self.metrics.pool_workers.set(self.pool.alive)
         try:
             if not self.exactly_once:
@@ -161,12 +162,13 @@ class Service:
             )
             kafka.subscribe(self._consumer, s.input_topic, self._on_assigned, self._on_revoked)
             log.info(
-                "stream %s started: %s transform=%s workers=%d %s -> %s (dead letters: "
+                "stream %s started: %s transform=%s workers=%d (pids %s) %s -> %s (dead letters: "
                 "%s) group=%s metrics=http://%s:%s/metrics",
                 __version__,
                 s.guarantee,
                 s.transform,
                 s.workers,
+                ",".join(map(str, pids)),
                 s.input_topic,
                 s.output_topic,
                 self.dlq_topic,
@@ -352,8 +354,12 @@ class Service:
                 (HEADER_PARTITION, str(part.tp.partition).encode()),
                 (HEADER_OFFSET, str(batch.offsets[index]).encode()),
             ]
-            value = batch.values[index]
-            letters.append((keys[index], b"" if value is None else value, headers))
+            value = batch.values[index] or b""
+            limit = self.settings.max_record_bytes
+            if len(value) > limit:  # the dead letter must fit where the original did not
+                headers.append((HEADER_ORIGINAL_SIZE, str(len(value)).encode()))
+                value = value[:limit]
+            letters.append((keys[index], value, headers))
         futures = await kafka.send_records(producer, self.settings.output_topic, outputs)
         return futures + await kafka.send_records(producer, self.dlq_topic, letters)
 

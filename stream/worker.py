@@ -153,8 +153,16 @@ def process_batch(spec: str, values: list[bytes | None], max_record_bytes: int) 
             errors.append((index, result.reason, _short(result.message)))
             continue
         try:
-            outputs[index] = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
+            encoded = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
         except TypeError as exc:
             errors.append((index, "encode_error", _short(str(exc))))
+            continue
+        if len(encoded) > max_record_bytes:
+            message = (
+                f"the output is {len(encoded)} bytes, more than the limit of {max_record_bytes}"
+            )
+            errors.append((index, "output_too_large", message))
+            continue
+        outputs[index] = encoded
     errors.sort()
     return BatchResult(outputs, errors, time.perf_counter() - started, os.getpid())

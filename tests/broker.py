@@ -75,11 +75,11 @@ def _container_broker() -> Iterator[str]:
         yield f"127.0.0.1:{port}"
 
 
-def _script(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, KAFKA_PORT=str(TEST_PORT))
+def script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run deploy/kafka/broker.sh (by default for the tests' own port)."""
     return subprocess.run(
         ["bash", str(BROKER_SCRIPT), *args],
-        env=env,
+        env={**os.environ, "KAFKA_PORT": str(TEST_PORT), **(env or {})},
         capture_output=True,
         text=True,
         timeout=600,
@@ -89,16 +89,16 @@ def _script(*args: str) -> subprocess.CompletedProcess[str]:
 
 @contextlib.contextmanager
 def _local_broker() -> Iterator[str]:
-    already = _script("status").returncode == 0
+    already = script("status").returncode == 0
     if not already:
-        started = _script("start")
+        started = script("start")
         if started.returncode != 0:
             raise RuntimeError(f"the local Kafka broker did not start:\n{started.stderr}")
     try:
         yield f"127.0.0.1:{TEST_PORT}"
     finally:
         if not already:
-            _script("stop")
+            script("stop")
 
 
 @contextlib.contextmanager
@@ -112,14 +112,3 @@ def kafka_broker() -> Iterator[str]:
     else:
         with _local_broker() as address:
             yield address
-
-
-def kill_local_broker() -> None:
-    """SIGKILL the local test broker (chaos tests)."""
-    _script("kill")
-
-
-def start_local_broker() -> None:
-    done = _script("start")
-    if done.returncode != 0:
-        raise RuntimeError(f"the local Kafka broker did not start:\n{done.stderr}")

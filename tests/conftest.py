@@ -148,6 +148,19 @@ async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, 
     return {tp.partition: offset for tp, offset in ends.items()}
 
 
+async def wait_caught_up(topics: Topics, wait: float = 120.0) -> bool:
+    """Wait until the group has committed every input offset (the run is done)."""
+    deadline = time.monotonic() + wait
+    ends = await end_offsets(topics.bootstrap, topics.input, topics.partitions)
+    want = {p: o for p, o in ends.items() if o}
+    while time.monotonic() < deadline:
+        committed = await committed_offsets(topics.bootstrap, topics.group)
+        if all(committed.get(p, -1) >= o for p, o in want.items()):
+            return True
+        await asyncio.sleep(0.25)
+    return False
+
+
 @dataclass
 class Service:
     """A `stream run` process, as a user or a supervisor starts it."""

@@ -28,7 +28,9 @@ from transforms import resolve
 pytestmark = pytest.mark.broker
 
 
-async def feed_demo(topics: Topics, count: int, seed: int = 1, keys: int = 32) -> list[Any]:
+async def feed_demo(
+    topics: Topics, count: int, seed: int = 1, keys: int = 32, first_seq_from: int = 0
+) -> list[Any]:
     settings = ProduceSettings(
         bootstrap_servers=topics.bootstrap,
         input_topic=topics.input,
@@ -37,9 +39,9 @@ async def feed_demo(topics: Topics, count: int, seed: int = 1, keys: int = 32) -
         keys=keys,
         quiet=True,
     )
-    sent, _ = await produce(settings, demo_events(settings))
+    sent, _ = await produce(settings, demo_events(settings, first_seq_from))
     assert sent == count
-    return [orjson.loads(e.value) for e in demo_events(settings)]
+    return [orjson.loads(e.value) for e in demo_events(settings, first_seq_from)]
 
 
 def by_key(records: list[Any]) -> dict[str, list[dict[str, Any]]]:

@@ -134,8 +134,37 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiokafka logs every retry and rebalance step at INFO; its warnings are enough.
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    # aiokafka logs every retry and rebalance step at INFO; its warnings are enough, and
+    # while the broker is away, once per kind of message per interval.
+    aiokafka = logging.getLogger("aiokafka")
+    aiokafka.setLevel(max(logging.WARNING, root.level))
+    handler.addFilter(RepeatFilter(prefix="aiokafka"))
+
+
+class RepeatFilter(logging.Filter):
+    """Let one record per (logger, message template) through per interval; say how many
+    were held back when the next one passes."""
+
+    def __init__(self, prefix: str, interval: float = 10.0) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.interval = interval
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefix):
+            return True
+        key = (record.name, str(record.msg))
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        last, held = self._seen.get(key, (0.0, 0))
+        if record.created - last < self.interval:
+            self._seen[key] = (last, held + 1)
+            return False
+        if held:
+            record.msg = f"{record.msg} (and {held} more like it in the last {self.interval:g}s)"
+        self._seen[key] = (record.created, 0)
+        return True
 
 
 class _JsonFormatter(logging.Formatter):

@@ -219,6 +219,13 @@ class RunSettings(KafkaSettings):
         _positive_float,
         "SECONDS",
     )
+    delivery_timeout: float = opt(
+        120.0,
+        "seconds a produced record may wait for the broker (rides out an outage) before the "
+        "service stops with an error, committing nothing past it",
+        _positive_float,
+        "SECONDS",
+    )
     linger_ms: int = opt(
         5, "producer: milliseconds to wait to fill a batch", _non_negative_int, "MS"
     )

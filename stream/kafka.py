@@ -16,7 +16,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
@@ -111,10 +116,14 @@ def make_consumer(settings: RunSettings) -> AIOKafkaConsumer:
     )
 
 
-def make_producer(settings: KafkaSettings, *, linger_ms: int = 5) -> AIOKafkaProducer:
+def make_producer(
+    settings: KafkaSettings, *, linger_ms: int = 5, delivery_timeout: float = 120.0
+) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=settings.client_id,
+        # aiokafka has no delivery.timeout.ms: a batch expires after request_timeout_ms.
+        request_timeout_ms=int(delivery_timeout * 1000),
         acks="all",
         enable_idempotence=True,
         linger_ms=linger_ms,
@@ -155,11 +164,27 @@ async def send_records(producer: AIOKafkaProducer, topic: str, records: list[Rec
         batch = producer.create_batch()
         for key, value, headers in items:
             if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                futures.append(await _enqueue(producer, batch, topic, partition))
                 batch = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None, headers=headers or [])
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
+        futures.append(await _enqueue(producer, batch, topic, partition))
     return futures
+
+
+async def _enqueue(producer: AIOKafkaProducer, batch: Any, topic: str, partition: int) -> Any:
+    """Queue a batch, waiting for room while the broker is away (up to the delivery
+    timeout). A batch that was not queued was not sent, so trying again duplicates
+    nothing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + producer._request_timeout_ms / 1000
+    while True:
+        try:
+            return await producer.send_batch(batch, topic, partition=partition)
+        except KafkaTimeoutError:
+            if loop.time() >= deadline:
+                raise
+            log.warning("the producer cannot queue a batch for %s[%d]; waiting", topic, partition)
+            await asyncio.sleep(1.0)
 
 
 def make_transactional_producer(settings: RunSettings, transactional_id: str) -> AIOKafkaProducer:
@@ -169,6 +194,7 @@ def make_transactional_producer(settings: RunSettings, transactional_id: str) ->
         acks="all",
         enable_idempotence=True,
         transactional_id=transactional_id,
+        request_timeout_ms=int(settings.delivery_timeout * 1000),
         transaction_timeout_ms=max(60_000, int(settings.drain_timeout * 2000)),
         linger_ms=settings.linger_ms,
         max_batch_size=256 * 1024,

@@ -153,7 +153,9 @@ class Service:
         self.metrics.pool_workers.set(self.pool.alive)
         try:
             if not self.exactly_once:
-                self._producer = kafka.make_producer(s, linger_ms=s.linger_ms)
+                self._producer = kafka.make_producer(
+                    s, linger_ms=s.linger_ms, delivery_timeout=s.delivery_timeout
+                )
                 await kafka.start_client(self._producer, s)
             self._consumer = kafka.make_consumer(s)
             await kafka.start_client(self._consumer, s)
@@ -194,7 +196,7 @@ class Service:
 
         def check(t: asyncio.Task[None]) -> None:
             if not t.cancelled() and t.exception() is not None:
-                self._fail(t.exception() or RuntimeError(name))
+                self._fail(FatalError(f"{name}: {t.exception()!r}"))
 
         task.add_done_callback(check)
         return task

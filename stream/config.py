@@ -208,6 +208,15 @@ class RunSettings(KafkaSettings):
     max_record_bytes: int = opt(
         1 << 20, "larger input records go to the dead-letter topic", _size, "SIZE"
     )
+    max_array_length: int = opt(
+        100_000,
+        "longest array a built-in transform accepts (sensor values, matrix rows)",
+        _positive_int,
+        "N",
+    )
+    require_key: bool = opt(
+        True, "records without a key go to the dead-letter topic (reason null_key)", _bool
+    )
     fetch_max_bytes: int = opt(8 << 20, "most bytes one fetch from the broker returns", _size)
     max_partition_fetch_bytes: int = opt(
         1 << 20, "most bytes one fetch returns per partition", _size, "SIZE"

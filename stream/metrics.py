@@ -24,6 +24,7 @@ from stream import __version__
 
 # Reasons a record goes to the dead-letter topic; created at start so each series exists at 0.
 REASONS = (
+    "null_key",
     "empty",
     "too_large",
     "invalid_utf8",

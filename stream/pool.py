@@ -86,7 +86,7 @@ class _Worker:
         parent, child = pool.context.Pipe(duplex=True)
         process = pool.context.Process(
             target=worker.serve,
-            args=(child, pool.transform, pool.max_record_bytes),
+            args=(child, pool.transform, pool.max_record_bytes, pool.max_array_length),
             name=f"stream-worker-{self.index}",
             daemon=True,
         )
@@ -198,8 +198,10 @@ class WorkerPool:
         on_restart: Callable[[], None] | None = None,
         start_method: str = "forkserver",
         restart: bool = True,
+        max_array_length: int = 100_000,
     ) -> None:
         self.transform = transform
+        self.max_array_length = max_array_length
         self.workers = workers
         self.max_record_bytes = max_record_bytes
         self.batch_timeout = batch_timeout

@@ -56,6 +56,7 @@ class _Batch:
     timestamps_ms: list[int]
     nbytes: int
     result: asyncio.Future[BatchResult]
+    errors: list[tuple[int, str, str]] = field(default_factory=list)  # what was dead-lettered
 
 
 @dataclass(slots=True, eq=False)
@@ -115,6 +116,7 @@ class Service:
             settings.max_record_bytes,
             batch_timeout=settings.batch_timeout,
             on_restart=self.metrics.worker_restarts.inc,
+            max_array_length=settings.max_array_length,
         )
         self._parts: dict[TopicPartition, _Partition] = {}
         self._stopping = asyncio.Event()
@@ -330,7 +332,7 @@ class Service:
             batch = part.queue[0]
             result = batch.result.result()
             futures = await self._send(self._producer, part, batch, result)
-            acks = _Acks(len(futures), lambda exc, b=batch, r=result: self._acked(part, b, r, exc))
+            acks = _Acks(len(futures), lambda exc, b=batch: self._acked(part, b, exc))
             for future in futures:
                 future.add_done_callback(acks.done)
             part.queue.popleft()
@@ -343,12 +345,16 @@ class Service:
         keys = batch.keys
         outputs: list[kafka.Record] = []
         letters: list[kafka.Record] = []
-        errors = iter(result.errors)
+        errors = {index: (reason, message) for index, reason, message in result.errors}
+        require_key = self.settings.require_key
+        batch.errors = []
         for index, output in enumerate(result.outputs):
-            if output is not None:
-                outputs.append((keys[index], output, None))
+            key = keys[index]
+            if output is not None and (key is not None or not require_key):
+                outputs.append((key, output, None))
                 continue
-            _, reason, message = next(errors)
+            reason, message = errors.get(index) or ("null_key", "the record has no key")
+            batch.errors.append((index, reason, message))
             headers = [
                 (HEADER_REASON, reason.encode()),
                 (HEADER_MESSAGE, message.encode("utf-8", "replace")),
@@ -361,20 +367,18 @@ class Service:
             if len(value) > limit:  # the dead letter must fit where the original did not
                 headers.append((HEADER_ORIGINAL_SIZE, str(len(value)).encode()))
                 value = value[:limit]
-            letters.append((keys[index], value, headers))
+            letters.append((key, value, headers))
         futures = await kafka.send_records(producer, self.settings.output_topic, outputs)
         return futures + await kafka.send_records(producer, self.dlq_topic, letters)
 
-    def _acked(
-        self, part: _Partition, batch: _Batch, result: BatchResult, error: BaseException | None
-    ) -> None:
+    def _acked(self, part: _Partition, batch: _Batch, error: BaseException | None) -> None:
         """At-least-once: every record of a batch is acknowledged (or one failed)."""
         if error is not None:
             # Never commit past a record that was not produced: stop, and let the next
             # start read this batch again.
             self._fail(FatalError(f"producing to Kafka failed: {error!r}"))
             return
-        self._finish(part, batch, result)
+        self._finish(part, batch)
 
     async def _emit_transaction(self, part: _Partition) -> bool:
         """Exactly-once: the finished batches at the head of the queue, their outputs and
@@ -403,7 +407,7 @@ class Service:
         self.metrics.commit_duration.observe(time.perf_counter() - started)
         for batch in batches:
             part.queue.popleft()
-            self._finish(part, batch, batch.result.result())
+            self._finish(part, batch)
         part.offsets.mark_committed(position)
         return True
 
@@ -430,12 +434,12 @@ class Service:
             await self._consumer.seek_to_end(tp)
         await self._start_partition(self._add_partition(tp, committed))
 
-    def _finish(self, part: _Partition, batch: _Batch, result: BatchResult) -> None:
+    def _finish(self, part: _Partition, batch: _Batch) -> None:
         """A batch is produced (and, exactly-once, committed): account for it."""
         if part.offsets.closed:
             return  # revoked and abandoned; the new owner processes it again
         part.offsets.complete(batch.ticket)
-        count, failed = len(batch.values), len(result.errors)
+        count, failed = len(batch.values), len(batch.errors)
         part.records -= count
         part.nbytes -= batch.nbytes
         self.inflight.remove(count, batch.nbytes)
@@ -446,7 +450,7 @@ class Service:
         if failed:
             m.produced.labels(self.dlq_topic).inc(failed)
             self._count_dlq += failed
-            for _, reason, _message in result.errors:
+            for _, reason, _message in batch.errors:
                 m.failed.labels(reason).inc()
                 m.dead_lettered.labels(reason).inc()
         observe = m.latency.observe

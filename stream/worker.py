@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from transforms import BadRecord, Transform, resolve
+from transforms import BadRecord, Transform, resolve, set_limits
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def init_worker() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def serve(conn: Connection, spec: str, max_record_bytes: int) -> None:
+def serve(conn: Connection, spec: str, max_record_bytes: int, max_array_length: int) -> None:
     """A worker process's main loop: batches in, results out, over one pipe.
 
     Says ``ready`` once the transform is loaded (or why it could not be); an empty
@@ -65,6 +65,7 @@ def serve(conn: Connection, spec: str, max_record_bytes: int) -> None:
     """
     init_worker()
     try:
+        set_limits(max_array_length)
         _transform(spec)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops
         conn.send_bytes(f"{type(exc).__name__}: {exc}".encode())

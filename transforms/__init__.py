@@ -5,19 +5,24 @@ Importing this package registers the built-in transforms (see :mod:`transforms.b
 
 from transforms import builtin
 from transforms.base import (
+    LIMITS,
     BadRecord,
     BatchFn,
+    Limits,
     Transform,
     UnknownTransformError,
     available,
     record_transform,
     register,
     resolve,
+    set_limits,
 )
 
 __all__ = [
+    "LIMITS",
     "BadRecord",
     "BatchFn",
+    "Limits",
     "Transform",
     "UnknownTransformError",
     "available",
@@ -25,4 +30,5 @@ __all__ = [
     "record_transform",
     "register",
     "resolve",
+    "set_limits",
 ]

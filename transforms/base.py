@@ -106,6 +106,23 @@ def register(name: str, description: str) -> Callable[[BatchFn], BatchFn]:
     return decorate
 
 
+@dataclass(slots=True)
+class Limits:
+    """Input limits the built-in transforms enforce (a record over one is a bad record)."""
+
+    max_array_length: int = 100_000  # sensor ``values``; also caps a matrix's rows
+
+
+LIMITS = Limits()
+
+
+def set_limits(max_array_length: int) -> None:
+    """Set the limits for this process (a worker calls it once, from the service's config)."""
+    if max_array_length < 1:
+        raise ValueError("max_array_length must be at least 1")
+    LIMITS.max_array_length = max_array_length
+
+
 def available() -> list[Transform]:
     """The built-in transforms, sorted by name."""
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]

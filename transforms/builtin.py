@@ -16,7 +16,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from transforms.base import BadRecord, register
+from transforms.base import LIMITS, BadRecord, register
 
 __all__ = [
     "ANOMALY_ZSCORE",
@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 MAX_VALUES: Final = 100_000
-"""Longest ``values`` array accepted by ``sensor-features``."""
+"""Default longest ``values`` array accepted by ``sensor-features`` (``set_limits`` changes it)."""
 
 MAX_MATRIX_SIZE: Final = 512
 """Largest ``n`` of an ``n x n`` matrix accepted by ``matrix-inverse``."""
@@ -222,8 +222,9 @@ def _check_sensor(record: Any) -> BadRecord | None:
         return BadRecord("schema", f"values must be an array of numbers, got {_describe(values)}")
     if not values:
         return BadRecord("schema", "values must not be empty")
-    if len(values) > MAX_VALUES:
-        return BadRecord("limit", f"values has {len(values)} numbers, more than {MAX_VALUES}")
+    limit = LIMITS.max_array_length
+    if len(values) > limit:
+        return BadRecord("limit", f"values has {len(values)} numbers, more than {limit}")
     return None
 
 
@@ -330,8 +331,9 @@ def _check_matrix(record: Any) -> BadRecord | int:
     n = len(matrix)
     if n == 0:
         return BadRecord("schema", "matrix must not be empty")
-    if n > MAX_MATRIX_SIZE:
-        return BadRecord("limit", f"matrix has {n} rows, more than {MAX_MATRIX_SIZE}")
+    max_rows = min(MAX_MATRIX_SIZE, LIMITS.max_array_length)
+    if n > max_rows:
+        return BadRecord("limit", f"matrix has {n} rows, more than {max_rows}")
     for r, row in enumerate(matrix):
         if not isinstance(row, list):
             return BadRecord("schema", f"matrix[{r}] must be an array, got {_describe(row)}")

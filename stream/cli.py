@@ -19,6 +19,7 @@ import orjson
 
 from stream import __version__
 from stream.config import (
+    BenchSettings,
     ConfigError,
     LagSettings,
     ProduceSettings,
@@ -113,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     _add_options(lag, LagSettings)
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark the service against baselines on the configured broker",
+        formatter_class=_Formatter,
+    )
+    _add_options(bench, BenchSettings)
 
     sub.add_parser("transforms", help="list the built-in transforms")
     return parser
@@ -267,6 +275,38 @@ def cmd_lag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    settings: BenchSettings = _settings(BenchSettings, args)
+    if settings.quick:
+        quick: dict[str, Any] = {"count": 20_000, "case_seconds": 10.0, "latency_seconds": 2.0}
+        settings = dataclasses.replace(
+            settings, **{k: v for k, v in quick.items() if k not in _given(args)}
+        )
+    setup_logging("warning")
+    from stream import bench  # noqa: PLC0415
+
+    report = asyncio.run(bench.bench(settings))
+    print(bench.table(report))  # noqa: T201
+    if settings.output:
+        bench.save(report, settings.output)
+        print(f"raw results: {settings.output}")  # noqa: T201
+    if settings.chart:
+        if bench.chart(report, settings.chart):
+            print(f"chart: {settings.chart}")  # noqa: T201
+        else:
+            print("no chart: install the 'plot' extra (matplotlib)")  # noqa: T201
+    return 1 if any(r["error"] for r in report["results"]) else 0
+
+
+def _given(args: argparse.Namespace) -> set[str]:
+    """Options set by flag or environment (so --quick does not override them)."""
+    return {
+        f.name
+        for f in option_fields(BenchSettings)
+        if hasattr(args, f.name) or env_name(f.name) in os.environ
+    }
+
+
 def cmd_transforms(_args: argparse.Namespace) -> int:
     from transforms import available  # noqa: PLC0415
 
@@ -283,6 +323,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "produce": cmd_produce,
     "topics": cmd_topics,
     "lag": cmd_lag,
+    "bench": cmd_bench,
     "transforms": cmd_transforms,
 }
 
@@ -321,3 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _say(prog: str, exc: BaseException) -> None:
     text = str(exc) or type(exc).__name__
     sys.stderr.write(f"{prog}: error: {text}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

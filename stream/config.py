@@ -304,6 +304,35 @@ class LagSettings(KafkaSettings):
     json: bool = opt(False, "print JSON instead of a table", _bool)
 
 
+@dataclass(frozen=True, slots=True)
+class BenchSettings(KafkaSettings):
+    """Options of ``stream bench``."""
+
+    count: int = opt(200_000, "records per case (pre-filled once per payload kind)", _positive_int)
+    partitions: int = opt(4, "partitions of the benchmark's topics", _positive_int, "N")
+    payload: int = opt(1300, "approximate bytes per sensor event", _positive_int, "BYTES")
+    matrix_size: int = opt(
+        0, "matrix size for matrix-inverse (0: the size that costs ~1 ms a record)", _int, "N"
+    )
+    case_seconds: float = opt(
+        30.0, "longest throughput run of one case", _positive_float, "SECONDS"
+    )
+    latency_seconds: float = opt(
+        10.0, "length of each latency run at the offered rate", _positive_float, "SECONDS"
+    )
+    load: float = opt(
+        0.5, "offered rate of the latency run, as a share of the case's throughput", _float
+    )
+    rate: float = opt(0.0, "offered rate in records/s (overrides --load)", _non_negative_float)
+    seed: int = opt(0, "random seed of the events", _int, "N")
+    cases: str = opt("", "only these cases or groups, comma-separated (default: all)")
+    output: str = opt("", "write the raw results as JSON here", metavar="PATH")
+    chart: str = opt("", "draw a PNG chart here (needs the 'plot' extra)", metavar="PATH")
+    quick: bool = opt(
+        False, "a short smoke run: few records and cases (for CI; ratios are rough)", _bool
+    )
+
+
 def option_fields(cls: type[Any]) -> list[dataclasses.Field[Any]]:
     return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
 
@@ -373,4 +402,10 @@ def load(
     return cls(**values)
 
 
-_ALL: tuple[type[Any], ...] = (RunSettings, ProduceSettings, TopicsSettings, LagSettings)
+_ALL: tuple[type[Any], ...] = (
+    RunSettings,
+    ProduceSettings,
+    TopicsSettings,
+    LagSettings,
+    BenchSettings,
+)

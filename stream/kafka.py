@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -143,7 +143,9 @@ def _partition_for(key: bytes, partitions: int) -> int:
     return (hashed & 0x7FFFFFFF) % partitions
 
 
-async def send_records(producer: AIOKafkaProducer, topic: str, records: list[Record]) -> list[Any]:
+async def send_records(
+    producer: AIOKafkaProducer, topic: str, records: Sequence[Record]
+) -> list[Any]:
     """Produce records in order, batched per partition; returns one future per batch.
 
     One ``BatchBuilder`` per partition instead of one ``send()`` per record: the
@@ -339,3 +341,71 @@ async def require_topics(client: AIOKafkaConsumer, topics: list[str]) -> None:
             f"topic(s) {', '.join(missing)} do not exist; create them with "
             "`stream topics create` (same --input-topic/--output-topic/--dlq-topic)"
         )
+
+
+# ---- used by the benchmark --------------------------------------------------------------------
+
+
+def new_topic(name: str, partitions: int, replication: int, configs: dict[str, str]) -> NewTopic:
+    return NewTopic(
+        name, num_partitions=partitions, replication_factor=replication, topic_configs=configs
+    )
+
+
+async def partitions_of(settings: KafkaSettings, topic: str) -> list[TopicPartition]:
+    async with admin_client(settings) as admin:
+        described = await admin.describe_topics([topic])
+    parts = described[0].get("partitions", []) if described else []
+    return [TopicPartition(topic, p["partition"]) for p in sorted(parts, key=_partition_id)]
+
+
+def _partition_id(entry: dict[str, Any]) -> int:
+    number: int = entry["partition"]
+    return number
+
+
+async def topic_end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:
+    tps = await partitions_of(settings, topic)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, client_id=settings.client_id
+    )
+    await start_client(consumer, settings)
+    try:
+        ends = await consumer.end_offsets(tps) if tps else {}
+    finally:
+        await consumer.stop()
+    return {tp.partition: offset for tp, offset in ends.items()}
+
+
+async def read_all(settings: KafkaSettings, topic: str, limit: int | None = None) -> list[Any]:
+    """Every committed record of a topic, up to its current end (or ``limit`` records)."""
+    tps = await partitions_of(settings, topic)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=settings.client_id,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await start_client(consumer, settings)
+    records: list[Any] = []
+    try:
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining and (limit is None or len(records) < limit):
+            fetched = await consumer.getmany(*remaining, timeout_ms=1000)
+            if not fetched:
+                # Only transaction markers or aborted records may be left.
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+                continue
+            for tp, part in fetched.items():
+                records.extend(part)
+                if part[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return records if limit is None else records[:limit]

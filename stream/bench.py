@@ -1,0 +1,542 @@
+"""`stream bench`: measure designs against each other on one broker, in one run.
+
+Every case runs as its own process group (the service, or a baseline from
+:mod:`stream.bench_engines`) against the same pre-filled input topic, so the
+ratios between cases hold on this machine and broker. Per case:
+
+- throughput: outputs over the time from the first to the last output (output
+  topics use LogAppendTime: the broker's clock, when it acknowledged them);
+- latency: a fresh topic fed at a fixed rate (by default half the case's measured
+  throughput); per key, the k-th output answers the k-th input, and its latency is
+  its LogAppendTime minus the input's CreateTime;
+- peak resident memory and CPU time per record of the whole process group (the
+  service and its workers together), sampled from /proc while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream import __version__
+from stream.config import BenchSettings, ProduceSettings
+from stream.produce import demo_events, produce
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    payload: str  # "sensor" or "matrix"
+    command: list[str]  # after the common connection options are added
+    group: str  # what the case belongs to in the table
+    service: bool = True
+
+
+@dataclass
+class Result:
+    name: str
+    group: str
+    records: int = 0
+    seconds: float = 0.0
+    records_per_s: float = 0.0
+    mb_per_s: float = 0.0
+    cpu_us_per_record: float = 0.0
+    peak_rss_mb: float = 0.0
+    offered_rate: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    ratio_to_naive: float | None = None
+    ratio_to_ceiling: float | None = None
+    error: str = ""
+
+
+# ---- measuring a process group ---------------------------------------------------------------
+
+
+def group_usage(pgid: int) -> tuple[float, int]:
+    """(CPU seconds, resident bytes) of every live process in a process group."""
+    cpu, rss = 0.0, 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) != pgid:
+            continue
+        cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+        rss += int(fields[21]) * PAGE
+    return cpu, rss
+
+
+class Sampler:
+    """Samples a process group's CPU and memory every 0.1 s, with wall-clock times."""
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid = pgid
+        self.samples: list[tuple[float, float, int]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            cpu, rss = group_usage(self.pgid)
+            self.samples.append((time.time(), cpu, rss))
+            await asyncio.sleep(0.1)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def cpu_between(self, start: float, end: float) -> float:
+        times = [s[0] for s in self.samples]
+        cpus = [s[1] for s in self.samples]
+        if len(times) < 2:
+            return 0.0
+        return float(np.interp(end, times, cpus) - np.interp(start, times, cpus))
+
+    @property
+    def peak_rss(self) -> int:
+        return max((s[2] for s in self.samples), default=0)
+
+
+# ---- the bench ------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, settings: BenchSettings) -> None:
+        self.s = settings
+        self.cpus = os.cpu_count() or 1
+        self.run_id = uuid.uuid4().hex[:8]
+        self.topics: list[str] = []
+        self.matrix_size = settings.matrix_size
+
+    def say(self, text: str) -> None:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    # -- topics --
+
+    def topic(self, name: str) -> str:
+        full = f"bench-{self.run_id}-{name}"
+        self.topics.append(full)
+        return full
+
+    async def create(self, *names: str, log_append_time: bool = False) -> None:
+        from stream.kafka import admin_client, new_topic  # noqa: PLC0415
+
+        configs = {"message.timestamp.type": "LogAppendTime"} if log_append_time else {}
+        async with admin_client(self.s) as admin:
+            await admin.create_topics(
+                [new_topic(name, self.s.partitions, 1, configs) for name in names]
+            )
+
+    async def cleanup(self) -> None:
+        from stream.kafka import admin_client  # noqa: PLC0415
+
+        if not self.topics:
+            return
+        async with admin_client(self.s) as admin:
+            with contextlib.suppress(Exception):
+                await admin.delete_topics(self.topics)
+
+    async def fill(self, topic: str, kind: str, count: int, rate: float = 0.0) -> int:
+        values = max(8, self.s.payload // 20)  # a float in JSON is about 20 bytes
+        settings = ProduceSettings(
+            bootstrap_servers=self.s.bootstrap_servers,
+            input_topic=topic,
+            kind=kind,
+            count=count,
+            rate=rate,
+            seed=self.s.seed,
+            values=values,
+            matrix_size=self.matrix_size,
+            keys=64,
+            quiet=True,
+        )
+        sent, _ = await produce(settings, demo_events(settings))
+        return sent
+
+    # -- cases --
+
+    def cases(self) -> list[Case]:
+        service = [sys.executable, "-m", "stream.cli", "run"]
+        engine = [sys.executable, "-m", "stream.bench_engines"]
+        all_cores = str(self.cpus)
+        cases = [
+            Case("ceiling", "sensor", [*engine, "ceiling"], "baselines", service=False),
+            Case(
+                "naive",
+                "sensor",
+                [*engine, "naive", "--transform", "sensor-features", "--workers", all_cores],
+                "baselines",
+                service=False,
+            ),
+            Case("identity", "sensor", [*service, "--transform", "identity"], "pipeline"),
+            Case(
+                "sensor-features",
+                "sensor",
+                [*service, "--transform", "sensor-features"],
+                "pipeline",
+            ),
+        ]
+        if self.s.quick:
+            return cases
+        matrix = ["--transform", "matrix-inverse"]
+        cases += [
+            Case("matrix-inverse", "matrix", [*service, *matrix], "pipeline"),
+            Case(
+                "matrix-inverse, 1 worker",
+                "matrix",
+                [*service, *matrix, "--workers", "1"],
+                "scaling",
+            ),
+        ]
+        for executor in ("inline", "thread", "process"):
+            cases.append(
+                Case(
+                    f"matrix-inverse, batched {executor}",
+                    "matrix",
+                    [*engine, "batched", "--executor", executor, *matrix, "--workers", all_cores],
+                    "executors",
+                    service=False,
+                )
+            )
+        cases.append(
+            Case(
+                "sensor-features, exactly-once",
+                "sensor",
+                [*service, "--transform", "sensor-features", "--guarantee", "exactly-once"],
+                "guarantees",
+            )
+        )
+        wanted = {c.strip() for c in self.s.cases.split(",") if c.strip()}
+        return [c for c in cases if not wanted or c.name in wanted or c.group in wanted]
+
+    def command(self, case: Case, input_topic: str, output_topic: str, group: str) -> list[str]:
+        common = [
+            "--bootstrap-servers",
+            self.s.bootstrap_servers,
+            "--input-topic",
+            input_topic,
+            "--output-topic",
+            output_topic,
+            "--group-id",
+            group,
+        ]
+        if case.service:
+            dlq = output_topic + ".dlq"
+            return [*case.command, *common, "--dlq-topic", dlq, "--metrics-port", "0"]
+        return [*case.command, *common]
+
+    async def start(self, command: list[str], ready: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(  # noqa: S603, ASYNC220 - our own command; returns at once
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env={**os.environ, "STREAM_STATS_INTERVAL": "0"},
+        )
+        assert process.stderr is not None
+        deadline = time.monotonic() + 120
+        loop = asyncio.get_running_loop()
+        log: list[bytes] = []
+        while time.monotonic() < deadline:
+            line = await loop.run_in_executor(None, process.stderr.readline)
+            if not line:
+                break
+            log.append(line)
+            if ready.encode() in line:
+                # Keep draining its stderr so that it never blocks on a full pipe.
+                loop.run_in_executor(None, _drain, process.stderr)
+                return process
+        self.stop_group(process)
+        raise RuntimeError("the case did not start:\n" + b"".join(log[-20:]).decode())
+
+    def stop_group(self, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # any worker left behind
+
+    async def throughput(self, case: Case, input_topic: str, count: int, result: Result) -> None:
+        from stream.kafka import read_all  # noqa: PLC0415
+
+        output = self.topic(f"{_slug(case.name)}-out")
+        await self.create(output, output + ".dlq", log_append_time=True)
+        group = f"bench-{self.run_id}-{_slug(case.name)}"
+        ready = "assigned partitions" if case.service else "engine ready"
+        process = await self.start(self.command(case, input_topic, output, group), ready)
+        sampler = Sampler(process.pid)
+        sampler.start()
+        try:
+            await _wait_outputs(self.s, output, count, self.s.case_seconds)
+        finally:
+            await sampler.stop()
+            await asyncio.to_thread(self.stop_group, process)
+        records = await read_all(self.s, output)
+        if len(records) < 2:
+            raise RuntimeError(f"{case.name}: only {len(records)} outputs")
+        stamps = sorted(r.timestamp for r in records)
+        first, last = stamps[0] / 1000, stamps[-1] / 1000
+        seconds = max(1e-3, last - first)
+        done = len(records) - 1  # records finished after the first one
+        result.records = len(records)
+        result.seconds = seconds
+        result.records_per_s = done / seconds
+        result.mb_per_s = result.records_per_s * self.payload_bytes[case.payload] / 1e6
+        result.cpu_us_per_record = sampler.cpu_between(first, last) / done * 1e6
+        result.peak_rss_mb = sampler.peak_rss / 1e6
+
+    async def latency(self, case: Case, result: Result) -> None:
+        from stream.kafka import read_all  # noqa: PLC0415
+
+        rate = self.s.rate or max(1.0, result.records_per_s * self.s.load)
+        count = max(50, int(rate * self.s.latency_seconds))
+        result.offered_rate = rate
+        input_topic = self.topic(f"{_slug(case.name)}-lat-in")
+        output = self.topic(f"{_slug(case.name)}-lat-out")
+        await self.create(input_topic)
+        await self.create(output, output + ".dlq", log_append_time=True)
+        group = f"bench-{self.run_id}-{_slug(case.name)}-lat"
+        ready = "assigned partitions" if case.service else "engine ready"
+        process = await self.start(self.command(case, input_topic, output, group), ready)
+        try:
+            await asyncio.sleep(0.5)
+            await self.fill(input_topic, case.payload, count, rate=rate)
+            await _wait_outputs(self.s, output, count, 60)
+        finally:
+            await asyncio.to_thread(self.stop_group, process)
+        inputs = await read_all(self.s, input_topic)
+        outputs = await read_all(self.s, output)
+        sent: dict[bytes | None, list[int]] = defaultdict(list)
+        for r in sorted(inputs, key=lambda r: (r.partition, r.offset)):
+            sent[r.key].append(r.timestamp)
+        latencies = []
+        for key, stamps in _per_key(outputs).items():
+            latencies += [(out - inp) / 1000 for inp, out in zip(sent[key], stamps, strict=False)]
+        if not latencies:
+            raise RuntimeError(f"{case.name}: no outputs in the latency run")
+        ms = np.array(latencies) * 1000
+        result.latency_ms = {
+            "p50": float(np.percentile(ms, 50)),
+            "p99": float(np.percentile(ms, 99)),
+            "max": float(ms.max()),
+        }
+
+    async def run(self) -> dict[str, Any]:
+        cases = self.cases()
+        self.payload_bytes: dict[str, float] = {}
+        inputs: dict[str, str] = {}
+        try:
+            for payload in sorted({c.payload for c in cases}):
+                topic = self.topic(f"{payload}-in")
+                await self.create(topic)
+                self.say(f"filling {topic} with {self.s.count:,} {payload} events")
+                await self.fill(topic, payload, self.s.count)
+                inputs[payload] = topic
+                self.payload_bytes[payload] = await _mean_size(self.s, topic)
+            results = []
+            for number, case in enumerate(cases, 1):
+                result = Result(case.name, case.group)
+                self.say(f"[{number}/{len(cases)}] {case.name}: throughput")
+                try:
+                    await self.throughput(case, inputs[case.payload], self.s.count, result)
+                    self.say(
+                        f"[{number}/{len(cases)}] {case.name}: {result.records_per_s:,.0f} "
+                        "records/s; latency"
+                    )
+                    await self.latency(case, result)
+                except (RuntimeError, OSError) as exc:
+                    result.error = str(exc)
+                    self.say(f"[{number}/{len(cases)}] {case.name}: failed: {exc}")
+                results.append(result)
+        finally:
+            await self.cleanup()
+        _ratios(results)
+        return {
+            "version": __version__,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {
+                "cpus": self.cpus,
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            "settings": {
+                "count": self.s.count,
+                "partitions": self.s.partitions,
+                "payload_bytes": self.payload_bytes,
+                "matrix_size": self.matrix_size,
+                "load": self.s.load,
+                "quick": self.s.quick,
+            },
+            "results": [asdict(r) for r in results],
+        }
+
+
+def _per_key(records: list[Any]) -> dict[bytes | None, list[int]]:
+    out: dict[bytes | None, list[int]] = defaultdict(list)
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        out[r.key].append(r.timestamp)
+    return out
+
+
+def _drain(stream: Any) -> None:
+    for _ in iter(stream.readline, b""):
+        pass
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-")
+
+
+async def _wait_outputs(settings: BenchSettings, topic: str, count: int, seconds: float) -> None:
+    """Until ``count`` records are in the topic (markers included), or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await _output_count(settings, topic) >= count:
+            return
+        await asyncio.sleep(0.2)
+
+
+async def _output_count(settings: BenchSettings, topic: str) -> int:
+    from stream.kafka import topic_end_offsets  # noqa: PLC0415
+
+    return sum((await topic_end_offsets(settings, topic)).values())
+
+
+async def _mean_size(settings: BenchSettings, topic: str) -> float:
+    from stream.kafka import read_all  # noqa: PLC0415
+
+    records = await read_all(settings, topic, limit=2000)
+    return float(np.mean([len(r.value) for r in records])) if records else 0.0
+
+
+def _ratios(results: list[Result]) -> None:
+    by_name = {r.name: r for r in results if not r.error}
+    naive, ceiling = by_name.get("naive"), by_name.get("ceiling")
+    for r in results:
+        if r.error:
+            continue
+        if naive is not None and naive.records_per_s:
+            r.ratio_to_naive = r.records_per_s / naive.records_per_s
+        if ceiling is not None and ceiling.records_per_s:
+            r.ratio_to_ceiling = r.records_per_s / ceiling.records_per_s
+
+
+def table(report: dict[str, Any]) -> str:
+    head = (
+        f"{'case':<34}{'records/s':>11}{'MB/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
+        f"{'RSS MB':>8}{'CPU us/rec':>11}{'x naive':>9}{'x ceiling':>10}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in report["results"]:
+        if r["error"]:
+            lines.append(f"{r['name']:<34}failed: {r['error'][:80]}")
+            continue
+        lat = r["latency_ms"]
+
+        def ratio(value: float | None) -> str:
+            return f"{value:.2f}" if value is not None else "-"
+
+        lines.append(
+            f"{r['name']:<34}{r['records_per_s']:>11,.0f}{r['mb_per_s']:>7.1f}"
+            f"{lat.get('p50', 0):>8.1f}{lat.get('p99', 0):>8.1f}{lat.get('max', 0):>8.1f}"
+            f"{r['peak_rss_mb']:>8.0f}{r['cpu_us_per_record']:>11.1f}"
+            f"{ratio(r['ratio_to_naive']):>9}{ratio(r['ratio_to_ceiling']):>10}"
+        )
+    return "\n".join(lines)
+
+
+def chart(report: dict[str, Any], path: str) -> bool:
+    """A PNG of throughput and latency per case, if matplotlib is installed."""
+    try:
+        import matplotlib as mpl  # noqa: PLC0415
+
+        mpl.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return False
+    results = [r for r in report["results"] if not r["error"]]
+    names = [r["name"] for r in results]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 0.5 * len(names) + 2))
+    left.barh(names, [r["records_per_s"] for r in results], color="#3b7dd8")
+    left.set_xlabel("records/s (higher is better)")
+    left.invert_yaxis()
+    for key, color in (("p50", "#6bbf59"), ("p99", "#e0a030"), ("max", "#d05050")):
+        right.scatter([r["latency_ms"].get(key, 0) for r in results], names, label=key, c=color)
+    right.set_xscale("log")
+    right.set_xlabel("end-to-end latency, ms (at the offered load)")
+    right.invert_yaxis()
+    right.legend()
+    cpus = report["machine"]["cpus"]
+    fig.suptitle(f"stream bench, {cpus} CPUs, {report['settings']['count']:,} records per case")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def matrix_size_for(target_seconds: float = 0.001) -> int:
+    """The matrix size n at which one matrix-inverse record costs about ``target`` CPU
+    seconds (decode, invert, encode), measured here in one process."""
+    import orjson  # noqa: PLC0415
+
+    from stream.worker import process_batch  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    best = 8
+    for n in (8, 12, 16, 24, 32, 40, 48, 64, 80, 96):
+        values: list[bytes | None] = [
+            orjson.dumps({"id": i, "matrix": (rng.normal(size=(n, n)) + n * np.eye(n)).tolist()})
+            for i in range(50)
+        ]
+        process_batch("matrix-inverse", values, 1 << 24)  # warm
+        started = time.process_time()
+        process_batch("matrix-inverse", values, 1 << 24)
+        per_record = (time.process_time() - started) / len(values)
+        best = n
+        if per_record >= target_seconds:
+            break
+    return best
+
+
+async def bench(settings: BenchSettings) -> dict[str, Any]:
+    runner = Bench(settings)
+    if not settings.matrix_size:
+        runner.matrix_size = matrix_size_for()
+        runner.say(f"matrix-inverse: n = {runner.matrix_size} costs about 1 ms per record here")
+    return await runner.run()
+
+
+def save(report: dict[str, Any], path: str) -> None:
+    Path(path).write_text(json.dumps(report, indent=2), encoding="utf-8")

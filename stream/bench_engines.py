@@ -1,0 +1,188 @@
+"""The designs `stream bench` compares our service against, each a small program.
+
+Run as ``python -m stream.bench_engines ENGINE ...`` by the benchmark, in a process
+group of its own so that its CPU time and memory can be measured like the
+service's. Each consumes the input topic in a consumer group, writes one output
+per input under the input's key, and commits; none has a dead-letter topic or the
+service's other duties, so they are fast baselines, not products.
+
+- ``ceiling``: raw bytes in, the same bytes out, no decoding: the client's I/O ceiling.
+- ``naive``: one ``run_in_executor`` call on a process pool per record, then one
+  ``send()`` per result (the per-message design of most tutorials).
+- ``batched``: batches of records to an executor that is ``inline`` (on the event
+  loop), a ``thread`` pool or a ``process`` pool: the classic executor comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+from stream import kafka, worker
+from stream.config import RunSettings
+
+_MAX_BYTES = 1 << 20
+
+
+def _one(spec: str, value: bytes | None) -> bytes | None:
+    """The naive design's unit of work: one record, decoded, transformed and encoded."""
+    return worker.process_batch(spec, [value], _MAX_BYTES).outputs[0]
+
+
+def _batch(spec: str, values: list[bytes | None]) -> list[bytes | None]:
+    return worker.process_batch(spec, values, _MAX_BYTES).outputs
+
+
+async def run(args: argparse.Namespace) -> None:
+    settings = RunSettings(
+        bootstrap_servers=args.bootstrap_servers,
+        input_topic=args.input_topic,
+        output_topic=args.output_topic,
+        group_id=args.group_id,
+        workers=args.workers,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    executor: Executor | None = None
+    if args.engine == "naive" or args.executor == "process":
+        for name in worker.BLAS_THREAD_VARS:
+            os.environ.setdefault(name, "1")
+        executor = ProcessPoolExecutor(
+            args.workers,
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=worker.init_worker,
+        )
+    elif args.executor == "thread":
+        executor = ThreadPoolExecutor(args.workers)
+    consumer = kafka.make_consumer(settings)
+    producer = kafka.make_producer(settings, linger_ms=5)
+    await kafka.start_client(producer, settings)
+    await kafka.start_client(consumer, settings)
+    assigned = asyncio.Event()
+
+    async def on_assigned(_: set[Any]) -> None:
+        assigned.set()
+
+    async def on_revoked(_: set[Any]) -> None:
+        return None
+
+    kafka.subscribe(consumer, settings.input_topic, on_assigned, on_revoked)
+    if executor is not None:  # start the workers before the clock starts
+        await asyncio.gather(
+            *(loop.run_in_executor(executor, worker.warm_up, args.transform) for _ in range(8))
+        )
+    step = _STEPS[args.engine if args.engine != "batched" else f"batched-{args.executor}"]
+    previous: tuple[list[asyncio.Future[Any]], dict[Any, int]] | None = None
+    announced = False
+    try:
+        while not stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=100, max_records=args.batch * 8)
+            if assigned.is_set() and not announced:
+                sys.stderr.write("engine ready\n")
+                sys.stderr.flush()
+                announced = True
+            futures: list[asyncio.Future[Any]] = []
+            offsets: dict[Any, int] = {}
+            for tp, records in fetched.items():
+                futures += await step(args, executor, producer, records)
+                offsets[tp] = records[-1].offset + 1
+            # Pipelined: while this round's records are on their way, commit the last one's.
+            if previous is not None:
+                await asyncio.gather(*previous[0])
+                if previous[1]:
+                    await consumer.commit(previous[1])
+            previous = (futures, offsets)
+        if previous is not None:
+            await asyncio.gather(*previous[0])
+            if previous[1]:
+                await consumer.commit(previous[1])
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+Step = Callable[[argparse.Namespace, Executor | None, Any, list[Any]], Any]
+
+
+async def _ceiling(
+    args: argparse.Namespace, _executor: Executor | None, producer: Any, records: list[Any]
+) -> list[asyncio.Future[Any]]:
+    return await kafka.send_records(
+        producer, args.output_topic, [(r.key, r.value, None) for r in records]
+    )
+
+
+async def _naive(
+    args: argparse.Namespace, executor: Executor | None, producer: Any, records: list[Any]
+) -> list[asyncio.Future[Any]]:
+    loop = asyncio.get_running_loop()
+    outputs = await asyncio.gather(
+        *(loop.run_in_executor(executor, _one, args.transform, r.value) for r in records)
+    )
+    futures = []
+    for record, output in zip(records, outputs, strict=True):
+        if output is not None:
+            futures.append(await producer.send(args.output_topic, output, key=record.key))
+    return futures
+
+
+async def _batched(
+    args: argparse.Namespace, executor: Executor | None, producer: Any, records: list[Any]
+) -> list[asyncio.Future[Any]]:
+    loop = asyncio.get_running_loop()
+    chunks = [records[i : i + args.batch] for i in range(0, len(records), args.batch)]
+    if executor is None:  # inline, on the event loop
+        results = [_batch(args.transform, [r.value for r in chunk]) for chunk in chunks]
+    else:
+        results = await asyncio.gather(
+            *(
+                loop.run_in_executor(executor, _batch, args.transform, [r.value for r in chunk])
+                for chunk in chunks
+            )
+        )
+    out = [
+        (r.key, value, None)
+        for chunk, values in zip(chunks, results, strict=True)
+        for r, value in zip(chunk, values, strict=True)
+        if value is not None
+    ]
+    return await kafka.send_records(producer, args.output_topic, out)
+
+
+_STEPS: dict[str, Step] = {
+    "ceiling": _ceiling,
+    "naive": _naive,
+    "batched-inline": _batched,
+    "batched-thread": _batched,
+    "batched-process": _batched,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stream.bench_engines")
+    parser.add_argument("engine", choices=["ceiling", "naive", "batched"])
+    parser.add_argument("--executor", choices=["inline", "thread", "process"], default="process")
+    parser.add_argument("--bootstrap-servers", required=True)
+    parser.add_argument("--input-topic", required=True)
+    parser.add_argument("--output-topic", required=True)
+    parser.add_argument("--group-id", required=True)
+    parser.add_argument("--transform", default="identity")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--batch", type=int, default=500)
+    asyncio.run(run(parser.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

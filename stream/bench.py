@@ -149,6 +149,7 @@ class Bench:
         from stream.kafka import admin_client, new_topic  # noqa: PLC0415
 
         configs = {"message.timestamp.type": "LogAppendTime"} if log_append_time else {}
+        self.topics += [name for name in names if name not in self.topics]
         async with admin_client(self.s) as admin:
             await admin.create_topics(
                 [new_topic(name, self.s.partitions, 1, configs) for name in names]
@@ -385,6 +386,7 @@ class Bench:
         _ratios(results)
         return {
             "version": __version__,
+            "run_id": self.run_id,  # its topics were named bench-<run_id>-..., and deleted
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {
                 "cpus": self.cpus,

@@ -1,0 +1,69 @@
+"""`stream bench --quick` runs end to end on the real broker and writes results of the
+documented shape. Speed is not asserted here: that is what the bench reports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.conftest import STREAM
+
+pytestmark = pytest.mark.broker
+
+
+async def test_quick_bench_writes_a_complete_report(bootstrap: str, tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            STREAM,
+            "bench",
+            "--quick",
+            "--bootstrap-servers",
+            bootstrap,
+            "--count",
+            "5000",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(output.read_text())
+    assert report["machine"]["cpus"] >= 1
+    assert report["settings"]["count"] == 5000
+    names = [r["name"] for r in report["results"]]
+    assert names == ["ceiling", "naive", "identity", "sensor-features"]
+    for result in report["results"]:
+        assert result["error"] == "", result
+        assert result["records"] >= 2
+        assert result["records_per_s"] > 0
+        assert result["cpu_us_per_record"] > 0
+        assert result["peak_rss_mb"] > 0
+        assert set(result["latency_ms"]) == {"p50", "p99", "max"}
+        assert 0 <= result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
+        assert result["latency_ms"]["p99"] <= result["latency_ms"]["max"]
+        assert result["ratio_to_naive"] is not None
+        assert result["ratio_to_ceiling"] is not None
+    by_name = {r["name"]: r for r in report["results"]}
+    assert by_name["naive"]["ratio_to_naive"] == pytest.approx(1.0)
+    assert by_name["ceiling"]["ratio_to_ceiling"] == pytest.approx(1.0)
+    # The table names every case; the bench cleaned up its topics.
+    for name in names:
+        assert name in done.stdout
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        prefix = f"bench-{report['run_id']}-"
+        left = [t for t in await admin.list_topics() if t.startswith(prefix)]
+    finally:
+        await admin.close()
+    assert left == []

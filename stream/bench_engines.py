@@ -33,11 +33,11 @@ _MAX_BYTES = 1 << 20
 
 def _one(spec: str, value: bytes | None) -> bytes | None:
     """The naive design's unit of work: one record, decoded, transformed and encoded."""
-    return worker.process_batch(spec, [value], _MAX_BYTES).outputs[0]
+    return _batch(spec, [value])[0]
 
 
 def _batch(spec: str, values: list[bytes | None]) -> list[bytes | None]:
-    return worker.process_batch(spec, values, _MAX_BYTES).outputs
+    return worker.process_batch(spec, values, _MAX_BYTES).materialize(values)
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -9,7 +9,9 @@ partition, transform, reason), never keys or offsets.
 from __future__ import annotations
 
 import platform
+from typing import Any
 
+import numpy as np
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -64,6 +66,27 @@ _LATENCY_BUCKETS = (
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
+class BatchHistogram(Histogram):
+    """A histogram that also takes a whole batch of observations in one call.
+
+    ``observe_many`` buckets an array with numpy and adds one count per bucket, instead
+    of a Python call per value (at 50,000 records/s, per-record ``observe`` costs a
+    noticeable share of the event loop). It uses the parent class's bucket fields,
+    which a unit test checks against per-value ``observe``.
+    """
+
+    def observe_many(self, amounts: np.ndarray[Any, Any]) -> None:
+        if amounts.size == 0:
+            return
+        bounds = np.asarray(self._upper_bounds, dtype=float)
+        # The first bucket whose upper bound is >= the amount (le semantics).
+        counts = np.bincount(np.searchsorted(bounds, amounts, side="left"), minlength=len(bounds))
+        for index, count in enumerate(counts[: len(bounds)]):
+            if count:
+                self._buckets[index].inc(int(count))
+        self._sum.inc(float(amounts.sum()))
+
+
 class Metrics:
     """The service's metrics, in a registry of its own (one per service instance)."""
 
@@ -101,7 +124,7 @@ class Metrics:
             "stream_batch_size", "Records per batch.", buckets=_BATCH_BUCKETS, registry=r
         )
         # histogram: input record timestamp -> output acknowledged, seconds
-        self.latency = Histogram(
+        self.latency = BatchHistogram(
             "stream_end_to_end_latency_seconds",
             "Input record timestamp to output acknowledged.",
             buckets=_LATENCY_BUCKETS,

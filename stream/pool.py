@@ -294,9 +294,8 @@ class WorkerPool:
             self.run(right_values, None if len(right_values) == 1 else 1),
         )
         errors = left.errors + [(i + middle, r, m) for i, r, m in right.errors]
-        return BatchResult(
-            left.outputs + right.outputs, errors, left.seconds + right.seconds, left.pid
-        )
+        outputs = left.materialize(left_values) + right.materialize(right_values)
+        return BatchResult(outputs, errors, left.seconds + right.seconds, left.pid)
 
     async def close(self) -> None:
         self.closing = True

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from aiokafka.errors import IllegalOperation, IllegalStateError, KafkaError
 
 from stream import __version__, kafka
@@ -348,7 +349,7 @@ class Service:
         errors = {index: (reason, message) for index, reason, message in result.errors}
         require_key = self.settings.require_key
         batch.errors = []
-        for index, output in enumerate(result.outputs):
+        for index, output in enumerate(result.materialize(batch.values)):
             key = keys[index]
             if output is not None and (key is not None or not require_key):
                 outputs.append((key, output, None))
@@ -453,9 +454,8 @@ class Service:
             for _, reason, _message in batch.errors:
                 m.failed.labels(reason).inc()
                 m.dead_lettered.labels(reason).inc()
-        observe = m.latency.observe
-        for ts in batch.timestamps_ms:
-            observe(max(0.0, now - ts / 1000))
+        stamps = np.fromiter(batch.timestamps_ms, dtype=np.float64, count=count)
+        m.latency.observe_many(np.maximum(0.0, now - stamps / 1000))
         m.last_processed.set(now)
         self._last_progress = time.monotonic()
         self._update_inflight_gauges()

@@ -39,12 +39,23 @@ _MAX_MESSAGE = 500
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """Per record: the encoded output, or None where ``errors`` names the record."""
+    """Per record: the encoded output, or None where ``errors`` names the record.
 
-    outputs: list[bytes | None]
+    ``outputs`` is None for a passthrough transform: each output is its input, except
+    where ``errors`` names the record (so the bytes need not cross back).
+    """
+
+    outputs: list[bytes | None] | None
     errors: list[tuple[int, str, str]]  # (index in batch, reason, message)
     seconds: float  # decode + transform + encode, wall time inside the worker
     pid: int
+
+    def materialize(self, values: list[bytes | None]) -> list[bytes | None]:
+        """The outputs, one per record, with None where the record failed."""
+        if self.outputs is not None:
+            return self.outputs
+        failed = {index for index, _, _ in self.errors}
+        return [None if i in failed else v for i, v in enumerate(values)]
 
 
 _transforms: dict[str, Transform] = {}
@@ -149,6 +160,12 @@ def process_batch(spec: str, values: list[bytes | None], max_record_bytes: int) 
         except BadRecord as bad:
             errors.append((index, bad.reason, bad.message))
     results = _apply(transform, good_items) if good_items else []
+    if transform.passthrough:
+        for index, result in zip(good_index, results, strict=True):
+            if isinstance(result, BadRecord):
+                errors.append((index, result.reason, _short(result.message)))
+        errors.sort()
+        return BatchResult(None, errors, time.perf_counter() - started, os.getpid())
     for index, result in zip(good_index, results, strict=True):
         if isinstance(result, BadRecord):
             errors.append((index, result.reason, _short(result.message)))

@@ -80,12 +80,17 @@ class Transform:
     name: str
     description: str
     fn: BatchFn
+    # True when a valid record's output is the record itself, byte for byte: the worker
+    # then validates the record but neither re-encodes it nor ships it back.
+    passthrough: bool = False
 
 
 _REGISTRY: dict[str, Transform] = {}
 
 
-def register(name: str, description: str) -> Callable[[BatchFn], BatchFn]:
+def register(
+    name: str, description: str, *, passthrough: bool = False
+) -> Callable[[BatchFn], BatchFn]:
     """Decorator adding a built-in batch function to the registry under ``name``.
 
     Raises ``ValueError`` if ``name`` is empty, contains ``':'`` (reserved for import paths),
@@ -100,7 +105,7 @@ def register(name: str, description: str) -> Callable[[BatchFn], BatchFn]:
     def decorate(fn: BatchFn) -> BatchFn:
         if name in _REGISTRY:
             raise ValueError(f"transform {name!r} is already registered")
-        _REGISTRY[name] = Transform(name=name, description=summary, fn=fn)
+        _REGISTRY[name] = Transform(name=name, description=summary, fn=fn, passthrough=passthrough)
         return fn
 
     return decorate

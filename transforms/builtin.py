@@ -186,7 +186,7 @@ def _chunks(indices: list[int], elements_per_record: int) -> Iterator[list[int]]
 # --- identity -----------------------------------------------------------------------------------
 
 
-@register("identity", "Return every record unchanged.")
+@register("identity", "Return every record unchanged.", passthrough=True)
 def identity(records: Sequence[Any]) -> list[Any]:
     """Return every record unchanged."""
     return list(records)

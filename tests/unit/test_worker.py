@@ -60,13 +60,21 @@ def reasons(result: BatchResult) -> dict[int, str]:
     return {index: reason for index, reason, _ in result.errors}
 
 
-def check_shape(result: BatchResult, size: int) -> None:
+def outputs(result: BatchResult, values: list[bytes | None] | None = None) -> list[bytes | None]:
+    """The per-record outputs; a passthrough result (identity) needs its inputs."""
+    if result.outputs is None:
+        assert values is not None, "a passthrough result has no outputs of its own"
+        return result.materialize(values)
+    return result.outputs
+
+
+def check_shape(result: BatchResult, size: int, values: list[bytes | None] | None = None) -> None:
     """Batch length kept; errors sorted by index; outputs None exactly where errors are."""
-    assert len(result.outputs) == size
+    assert len(outputs(result, values)) == size
     indices = [index for index, _, _ in result.errors]
     assert indices == sorted(indices)
     assert len(set(indices)) == len(indices)
-    for index, output in enumerate(result.outputs):
+    for index, output in enumerate(outputs(result, values)):
         assert (output is None) == (index in indices), index
     for _, reason, message in result.errors:
         assert reason
@@ -85,7 +93,7 @@ def test_good_sensor_events() -> None:
     assert result.errors == []
     assert result.pid == os.getpid()
     assert result.seconds >= 0
-    for i, output in enumerate(result.outputs):
+    for i, output in enumerate(outputs(result)):
         assert output is not None
         decoded = orjson.loads(output)
         assert isinstance(decoded, dict)
@@ -119,7 +127,7 @@ def test_bad_record_reasons(value: bytes | None, reason: str) -> None:
     check_shape(result, 3)
     assert reasons(result) == {1: reason}
     # The neighbours are unaffected.
-    first, last = result.outputs[0], result.outputs[2]
+    first, last = outputs(result)[0], outputs(result)[2]
     assert first is not None
     assert last is not None
     assert orjson.loads(first)["sensor_id"] == "before"
@@ -149,7 +157,7 @@ def test_deeply_nested_json_is_a_bad_record(value: bytes) -> None:
     result = process_batch("sensor-features", [sensor("ok"), value], LIMIT)
     check_shape(result, 2)
     assert reasons(result) == {1: "invalid_json"}
-    assert result.outputs[0] is not None
+    assert outputs(result)[0] is not None
 
 
 def test_mixed_batch_errors_sorted_and_outputs_aligned() -> None:
@@ -173,13 +181,14 @@ def test_mixed_batch_errors_sorted_and_outputs_aligned() -> None:
         6: "invalid_utf8",
         7: "empty",
     }
-    ids = {i: orjson.loads(o)["sensor_id"] for i, o in enumerate(result.outputs) if o is not None}
+    ids = {i: orjson.loads(o)["sensor_id"] for i, o in enumerate(outputs(result)) if o is not None}
     assert ids == {0: "a", 3: "d", 5: "f", 8: "i"}
 
 
 def test_empty_batch() -> None:
     result = process_batch("identity", [], LIMIT)
-    assert result.outputs == []
+    assert result.outputs is None  # identity passes its (no) records through
+    assert result.materialize([]) == []
     assert result.errors == []
 
 
@@ -190,7 +199,7 @@ def test_user_transform_that_raises_fails_only_its_record() -> None:
     check_shape(result, 5)
     assert reasons(result) == {2: "transform_error"}
     assert "ValueError: boom!" in result.errors[0][2]
-    for n, output in enumerate(result.outputs):
+    for n, output in enumerate(outputs(result)):
         if n != 2:
             assert output is not None
             assert orjson.loads(output) == {"seen": {"n": n, "boom": False}}
@@ -201,7 +210,7 @@ def test_user_transform_with_the_wrong_result_count() -> None:
     check_shape(result, 3)
     # The batch call is bad; record by record it is fine.
     assert result.errors == []
-    assert [orjson.loads(o) for o in result.outputs if o is not None] == [1, 2, 3]
+    assert [orjson.loads(o) for o in outputs(result) if o is not None] == [1, 2, 3]
 
 
 def test_output_that_cannot_be_encoded() -> None:
@@ -263,10 +272,11 @@ async def test_pool_runs_a_batch() -> None:
         values: list[bytes | None] = [orjson.dumps({"k": i}) for i in range(10)]
         values.append(b"{bad")
         result = await pool.run(values)
-        check_shape(result, 11)
+        check_shape(result, 11, values)
         assert result.pid == pids[0]
         assert reasons(result) == {10: "invalid_json"}
-        assert [orjson.loads(o) for o in result.outputs[:10] if o] == [{"k": i} for i in range(10)]
+        assert result.outputs is None  # identity: the inputs are not shipped back
+        assert outputs(result, values)[:10] == values[:10]
         assert pool.restarts == 0
     finally:
         await pool.close()
@@ -288,7 +298,7 @@ async def _run_with_killers(
         # The pool still works after all those restarts.
         after = await pool.run([b'{"i": 99}'])
         assert after.errors == []
-        assert after.outputs == [orjson.dumps({"i": 99})]
+        assert outputs(after) == [orjson.dumps({"i": 99})]
         assert pool.alive == workers
     finally:
         await pool.close()
@@ -298,7 +308,7 @@ async def _run_with_killers(
 def _check_only_the_culprits_failed(result: BatchResult, culprits: set[int], size: int) -> None:
     check_shape(result, size)
     assert reasons(result) == dict.fromkeys(culprits, "worker_crash")
-    for i, output in enumerate(result.outputs):
+    for i, output in enumerate(outputs(result)):
         if i not in culprits:
             assert output is not None
             assert orjson.loads(output) == {"i": i, "die": False}
@@ -307,7 +317,7 @@ def _check_only_the_culprits_failed(result: BatchResult, culprits: set[int], siz
 @pytest.mark.usefixtures("blas_env")
 async def test_pool_single_record_that_kills_the_worker() -> None:
     pool, result = await _run_with_killers({0}, size=1)
-    assert result.outputs == [None]
+    assert outputs(result) == [None]
     assert reasons(result) == {0: "worker_crash"}
     assert "died" in result.errors[0][2]
     assert pool.restarts >= pool.max_attempts  # every try killed a worker

@@ -114,6 +114,14 @@ def _bool(text: str) -> bool:
     raise ValueError("expected true or false")
 
 
+def _secret(text: str) -> str:
+    """A password as given: not stripped (spaces may belong to it), not empty. Errors never
+    quote it."""
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -131,9 +139,29 @@ def opt(
     metavar: str | None = None,
     secret: bool = False,
 ) -> Any:
-    """Declare one option: its default, help text and parser."""
+    """Declare one option: its default, help text and parser. A secret's value is never
+    shown: not in --help, not in errors from ``load``, not in the settings' repr."""
     meta = {"help": help, "parse": parse, "metavar": metavar, "secret": secret}
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata=meta, repr=not secret)
+
+
+def read_secret_file(option: str, path: str) -> str:
+    """The secret in a file (say, a mounted Kubernetes Secret), without the line breaks at
+    its end. Errors name the option and the file, never the content."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{flag_name(option)}: no such file {path!r}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{flag_name(option)}: {path!r} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{flag_name(option)}: cannot read {path!r}: {exc.strerror}") from None
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise ConfigError(f"{flag_name(option)}: {path!r} is empty")
+    if "\n" in secret or "\r" in secret:
+        raise ConfigError(f"{flag_name(option)}: {path!r} holds more than one line")
+    return secret
 
 
 # --- the settings ---------------------------------------------------------------------------
@@ -141,6 +169,8 @@ def opt(
 Guarantee = Literal["at-least-once", "exactly-once"]
 OffsetReset = Literal["earliest", "latest"]
 LogFormat = Literal["text", "json"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +192,148 @@ class KafkaSettings:
         _positive_float,
         "SECONDS",
     )
+    security_protocol: SecurityProtocol = opt(
+        "PLAINTEXT",
+        "how to talk to the brokers: SSL is TLS, SASL_* authenticate with --sasl-username",
+        _choice(*get_args(SecurityProtocol)),
+    )
+    sasl_mechanism: SaslMechanism = opt(
+        "SCRAM-SHA-512", "SASL mechanism", _choice(*get_args(SaslMechanism))
+    )
+    sasl_username: str = opt(
+        "",
+        "SASL user name, for --security-protocol SASL_SSL or SASL_PLAINTEXT (default: none)",
+        metavar="NAME",
+    )
+    sasl_password: str = opt(
+        "",
+        "SASL password; prefer the environment variable or --sasl-password-file, as other "
+        "local users can see a flag's value",
+        _secret,
+        "PASSWORD",
+        secret=True,
+    )
+    sasl_password_file: str = opt(
+        "",
+        "file holding the SASL password, instead of --sasl-password (read at start; line "
+        "breaks at its end are ignored) (default: none)",
+        metavar="PATH",
+    )
+    ssl_cafile: str = opt(
+        "",
+        "PEM file of the CAs that sign the brokers' certificates (default: the system's CAs)",
+        metavar="PATH",
+    )
+    ssl_certfile: str = opt(
+        "",
+        "PEM file of this client's certificate (and key, unless --ssl-keyfile), for brokers "
+        "that ask for TLS client authentication (default: none)",
+        metavar="PATH",
+    )
+    ssl_keyfile: str = opt(
+        "", "PEM file of the private key of --ssl-certfile (default: none)", metavar="PATH"
+    )
+    ssl_key_password: str = opt(
+        "", "password of an encrypted private key", _secret, "PASSWORD", secret=True
+    )
+    ssl_key_password_file: str = opt(
+        "",
+        "file holding the password of an encrypted private key, instead of "
+        "--ssl-key-password (default: none)",
+        metavar="PATH",
+    )
+    ssl_check_hostname: bool = opt(
+        True,
+        "check that a broker's certificate is valid for the host name the client connects to "
+        "(turn off with STREAM_SSL_CHECK_HOSTNAME=false)",
+        _bool,
+    )
+
+    def __post_init__(self) -> None:
+        self.check_security()
 
     @property
     def dead_letter_topic(self) -> str:
         return self.dlq_topic or f"{self.input_topic}.dlq"
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def check_security(self) -> None:
+        """The security options fit together and their files exist; errors name options
+        and paths, never a secret."""
+        protocol = f"--security-protocol {self.security_protocol}"
+        if self.sasl_password and self.sasl_password_file:
+            raise ConfigError("give --sasl-password or --sasl-password-file, not both")
+        if self.ssl_key_password and self.ssl_key_password_file:
+            raise ConfigError("give --ssl-key-password or --ssl-key-password-file, not both")
+        if self.uses_sasl:
+            if not self.sasl_username:
+                raise ConfigError(f"{protocol} needs --sasl-username")
+            if not (self.sasl_password or self.sasl_password_file):
+                raise ConfigError(f"{protocol} needs --sasl-password or --sasl-password-file")
+        else:
+            given = [n for n in _SASL_OPTIONS if getattr(self, n)]
+            if given:
+                raise ConfigError(
+                    f"{', '.join(map(flag_name, given))} given, but {protocol} does not "
+                    "use SASL (SASL_SSL or SASL_PLAINTEXT do)"
+                )
+        if self.uses_ssl:
+            if self.ssl_keyfile and not self.ssl_certfile:
+                raise ConfigError("--ssl-keyfile needs --ssl-certfile")
+            if (self.ssl_key_password or self.ssl_key_password_file) and not self.ssl_certfile:
+                raise ConfigError("a private key password needs --ssl-certfile")
+        else:
+            given = [n for n in _SSL_OPTIONS if getattr(self, n)]
+            if given:
+                raise ConfigError(
+                    f"{', '.join(map(flag_name, given))} given, but {protocol} does not "
+                    "use TLS (SSL or SASL_SSL do)"
+                )
+        for name in _FILE_OPTIONS:
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                what = "is not a file" if Path(path).exists() else "does not exist"
+                raise ConfigError(f"{flag_name(name)}: {path!r} {what}")
+        # Read the password files now, so a bad one stops the command before it does
+        # anything; clients read them again when they are made.
+        self.sasl_password_value()
+        self.ssl_key_password_value()
+
+    def sasl_password_value(self) -> str:
+        """The SASL password, read from --sasl-password-file when that is given."""
+        if self.sasl_password_file:
+            return read_secret_file("sasl_password_file", self.sasl_password_file)
+        return self.sasl_password
+
+    def ssl_key_password_value(self) -> str | None:
+        """The private key's password (None: the key is not encrypted)."""
+        if self.ssl_key_password_file:
+            return read_secret_file("ssl_key_password_file", self.ssl_key_password_file)
+        return self.ssl_key_password or None
+
+
+_SASL_OPTIONS = ("sasl_username", "sasl_password", "sasl_password_file")
+_SSL_OPTIONS = (
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_key_password",
+    "ssl_key_password_file",
+)
+_FILE_OPTIONS = (
+    "sasl_password_file",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_key_password_file",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +426,7 @@ class RunSettings(KafkaSettings):
     )
 
     def __post_init__(self) -> None:
+        KafkaSettings.__post_init__(self)  # zero-argument super() fails in slots dataclasses
         if self.batch_max_records > self.max_inflight_records:
             raise ConfigError(
                 "--batch-max-records must not exceed --max-inflight-records "

@@ -8,8 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+import re
+import ssl
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -17,27 +21,35 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
+    AuthenticationFailedError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
+    SaslAuthenticationFailed,
     TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
 )
+from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
-from stream.config import KafkaSettings, RunSettings
+from stream.config import ConfigError, KafkaSettings, RunSettings, flag_name, read_secret_file
 
 __all__ = [
+    "AuthenticationFailed",
     "BrokerUnavailable",
     "KafkaError",
     "MissingTopics",
+    "TLSFailed",
     "TopicPartition",
     "admin_client",
+    "client_options",
     "create_topics",
     "describe_topics",
     "make_consumer",
     "make_producer",
     "require_topics",
+    "ssl_context",
     "start_client",
 ]
 
@@ -52,40 +64,271 @@ class MissingTopics(RuntimeError):
     """Topics the service needs do not exist."""
 
 
-@contextmanager
-def _quiet_aiokafka() -> Iterator[None]:
-    """While we retry the first connection, aiokafka's per-attempt errors are noise: the
-    caller reports the outcome in one line."""
-    logger = logging.getLogger("aiokafka")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+class AuthenticationFailed(BrokerUnavailable):
+    """The broker refused the SASL credentials or mechanism (retrying cannot help)."""
+
+
+class TLSFailed(BrokerUnavailable):
+    """The TLS handshake failed: the broker's certificate was not accepted (CA, host
+    name), or the broker did not accept ours (retrying cannot help)."""
+
+
+# --- what every client is made with -----------------------------------------------------------
+
+
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    """The address, identity and security arguments every aiokafka client here is made
+    with (consumers, producers, admin clients take the same ones)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.uses_sasl:
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = settings.sasl_password_value()
+    if settings.uses_ssl:
+        options["ssl_context"] = ssl_context(settings)
+    return options
+
+
+class _NoKeyPassword(Exception):
+    pass
+
+
+def _no_key_password() -> str:
+    # Without a password callback OpenSSL would prompt on the terminal for an encrypted key.
+    raise _NoKeyPassword
+
+
+def ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
+    """TLS for the brokers: verify their certificates against --ssl-cafile (or the system's
+    CAs) and, unless turned off, their host names; present our certificate if given."""
     try:
-        yield
+        context: ssl.SSLContext = create_ssl_context(cafile=settings.ssl_cafile or None)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(
+            f"--ssl-cafile: {settings.ssl_cafile!r} holds no usable PEM CA certificate "
+            f"({_ssl_reason(exc)})"
+        ) from None
+    context.check_hostname = settings.ssl_check_hostname
+    if settings.ssl_certfile:
+        what = f"--ssl-certfile {settings.ssl_certfile!r}"
+        if settings.ssl_keyfile:
+            what += f" and --ssl-keyfile {settings.ssl_keyfile!r}"
+        password = settings.ssl_key_password_value()
+        try:
+            context.load_cert_chain(
+                settings.ssl_certfile,
+                settings.ssl_keyfile or None,
+                password if password is not None else _no_key_password,
+            )
+        except _NoKeyPassword:
+            raise ConfigError(
+                f"the private key in {what} is encrypted: give --ssl-key-password or "
+                "--ssl-key-password-file"
+            ) from None
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot load the client certificate and private key from {what}: a wrong key "
+                f"password, no key, or a key of another certificate ({_ssl_reason(exc)})"
+            ) from None
+    return context
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """OpenSSL's words without the source location: "[SSL: X] what happened"."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return str(exc.verify_message)
+    text = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], str) else str(exc)
+    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text) or type(exc).__name__
+
+
+# --- starting a client: retry while the broker is away, fail at once when it refuses us ---------
+
+
+class _Capture:
+    """The exceptions aiokafka logged while one client started (it logs them and raises
+    a bare "Unable to bootstrap")."""
+
+    def __init__(self) -> None:
+        self.errors: list[BaseException] = []
+        self.active = True
+
+
+_capture: ContextVar[_Capture | None] = ContextVar("stream_kafka_capture", default=None)
+
+
+class _CaptureHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        capture = _capture.get()
+        if capture is None or not capture.active:
+            return
+        args = record.args.values() if isinstance(record.args, Mapping) else record.args or ()
+        found = [a for a in args if isinstance(a, BaseException)]
+        if record.exc_info and record.exc_info[1] is not None:
+            found.append(record.exc_info[1])
+        for error in found:
+            capture.errors.extend(_chain(error))
+        del capture.errors[:-32]
+
+
+def _chain(error: BaseException | None) -> Iterator[BaseException]:
+    """An exception and its causes: a closed connection's error carries the TLS alert."""
+    for _ in range(8):
+        if error is None:
+            return
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+class _Quiet:
+    lock = threading.Lock()
+    depth = 0
+    level = logging.NOTSET
+    propagate = True
+    handler = _CaptureHandler(logging.DEBUG)
+
+
+@contextmanager
+def _quiet_aiokafka() -> Iterator[_Capture]:
+    """While we retry the first connection, aiokafka's per-attempt errors are noise: the
+    caller reports the outcome in one line. They are kept (not printed) for that line.
+    Nests: clients may start concurrently."""
+    logger = logging.getLogger("aiokafka")
+    with _Quiet.lock:
+        if _Quiet.depth == 0:
+            _Quiet.level, _Quiet.propagate = logger.level, logger.propagate
+            logger.setLevel(logging.WARNING)
+            logger.propagate = False
+            logger.addHandler(_Quiet.handler)
+        _Quiet.depth += 1
+    capture = _Capture()
+    token = _capture.set(capture)
+    try:
+        yield capture
     finally:
-        logger.setLevel(level)
+        capture.active = False
+        _capture.reset(token)
+        with _Quiet.lock:
+            _Quiet.depth -= 1
+            if _Quiet.depth == 0:
+                logger.removeHandler(_Quiet.handler)
+                logger.setLevel(_Quiet.level)
+                logger.propagate = _Quiet.propagate
 
 
 async def start_client(client: Any, settings: KafkaSettings) -> None:
-    """Start an aiokafka client, retrying until the connect timeout; one clear error."""
-    with _quiet_aiokafka():
-        await _start_client(client, settings)
+    """Start an aiokafka client, retrying until the connect timeout; one clear error.
+
+    Refused credentials or a failed TLS handshake end the wait at once
+    (``AuthenticationFailed``, ``TLSFailed``): the broker is there and said no."""
+    with _quiet_aiokafka() as capture:
+        await _start_client(client, settings, capture)
 
 
-async def _start_client(client: Any, settings: KafkaSettings) -> None:
+_REFUSALS = (
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+    UnsupportedSaslMechanismError,
+    ssl.SSLError,
+)
+
+
+async def _start_client(client: Any, settings: KafkaSettings, capture: _Capture) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.connect_timeout
     while True:
         try:
             await asyncio.wait_for(client.start(), max(0.1, deadline - loop.time()))
             return
-        except (KafkaConnectionError, TimeoutError) as exc:
-            if loop.time() >= deadline:
-                await _quiet_close(client)
-                raise BrokerUnavailable(
+        except (KafkaConnectionError, TimeoutError, *_REFUSALS) as exc:
+            logged = list(capture.errors)  # what went wrong underneath "Unable to bootstrap"
+            capture.errors.clear()
+            refused = _refusal([*logged, *_chain(exc)], settings)
+            if refused is None and loop.time() < deadline:
+                await asyncio.sleep(0.5)
+                continue
+            await _quiet_close(client)
+            if refused is not None:
+                raise refused from None
+            raise BrokerUnavailable(
+                _redact(
                     f"no Kafka broker answered at {settings.bootstrap_servers} within "
-                    f"{settings.connect_timeout:g}s ({type(exc).__name__})"
-                ) from None
-            await asyncio.sleep(0.5)
+                    f"{settings.connect_timeout:g}s ({type(exc).__name__}"
+                    f"{_last_error(logged, settings)})",
+                    settings,
+                )
+            ) from None
+
+
+def _last_error(logged: list[BaseException], settings: KafkaSettings) -> str:
+    if not logged:
+        return ""
+    last = logged[-1]
+    text = f"; last error: {_describe(last)}"
+    closed = isinstance(last, (ConnectionResetError, asyncio.IncompleteReadError))
+    if closed or (isinstance(last, KafkaConnectionError) and "closed" in str(last)):
+        text += (
+            f"; the broker closed the connection: does --security-protocol "
+            f"{settings.security_protocol} match its listener?"
+        )
+    return text
+
+
+def _refusal(errors: list[BaseException], settings: KafkaSettings) -> BrokerUnavailable | None:
+    """The one-line error for a broker that refused us, if one did."""
+    servers = settings.bootstrap_servers
+    for error in errors:
+        if isinstance(error, (SaslAuthenticationFailed, AuthenticationFailedError)):
+            text = (
+                f"authentication failed for user {settings.sasl_username!r} "
+                f"({settings.sasl_mechanism}) at {servers}: {_describe(error)}"
+            )
+            return AuthenticationFailed(_redact(text, settings))
+        if isinstance(error, UnsupportedSaslMechanismError):
+            text = f"SASL mechanism {settings.sasl_mechanism} refused at {servers}: "
+            return AuthenticationFailed(_redact(text + _describe(error), settings))
+        if isinstance(error, ssl.SSLCertVerificationError):
+            reason = _ssl_reason(error)
+            if "mismatch" in reason:
+                hint = "connect by a host name the certificate is for, or see --ssl-check-hostname"
+            else:
+                hint = "is --ssl-cafile the CA that signed it?"
+            text = f"SSL: the broker's certificate at {servers} was not accepted: {reason} ({hint})"
+            return TLSFailed(_redact(text, settings))
+        if isinstance(error, ssl.SSLError):
+            text = f"SSL handshake with the broker at {servers} failed: {_ssl_reason(error)}"
+            if "certificate" in text.lower() and settings.ssl_certfile:
+                text += f" (did it accept {flag_name('ssl_certfile')}?)"
+            return TLSFailed(_redact(text, settings))
+    return None
+
+
+def _describe(error: BaseException) -> str:
+    """An exception's message without aiokafka's "ClassName: " prefix, on one line."""
+    if isinstance(error, ssl.SSLError):
+        return _ssl_reason(error)
+    first = error.args[0] if error.args else None
+    text = first if isinstance(first, str) and first else str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def _redact(text: str, settings: KafkaSettings) -> str:
+    """Belt and braces: no message of ours carries a secret, even if a library echoes one."""
+    secrets = [settings.sasl_password, settings.ssl_key_password]
+    for option, path in (
+        ("sasl_password_file", settings.sasl_password_file),
+        ("ssl_key_password_file", settings.ssl_key_password_file),
+    ):
+        if path:
+            with suppress(ConfigError):
+                secrets.append(read_secret_file(option, path))
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return " ".join(text.split())
 
 
 async def _quiet_close(client: Any) -> None:
@@ -98,8 +341,7 @@ async def _quiet_close(client: Any) -> None:
 
 def make_consumer(settings: RunSettings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=settings.client_id,
+        **client_options(settings),
         group_id=settings.group_id,
         enable_auto_commit=False,
         auto_offset_reset=settings.auto_offset_reset,
@@ -120,8 +362,7 @@ def make_producer(
     settings: KafkaSettings, *, linger_ms: int = 5, delivery_timeout: float = 120.0
 ) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=settings.client_id,
+        **client_options(settings),
         # aiokafka has no delivery.timeout.ms: a batch expires after request_timeout_ms.
         request_timeout_ms=int(delivery_timeout * 1000),
         acks="all",
@@ -191,8 +432,7 @@ async def _enqueue(producer: AIOKafkaProducer, batch: Any, topic: str, partition
 
 def make_transactional_producer(settings: RunSettings, transactional_id: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=settings.client_id,
+        **client_options(settings),
         acks="all",
         enable_idempotence=True,
         transactional_id=transactional_id,
@@ -222,9 +462,7 @@ def subscribe(
 
 @asynccontextmanager
 async def admin_client(settings: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, client_id=settings.client_id
-    )
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await start_client(admin, settings)
     try:
         yield admin
@@ -277,9 +515,7 @@ async def describe_topics(settings: KafkaSettings) -> list[TopicInfo | str]:
     for entry in described:
         if entry.get("error_code", 0) == 0:
             partitions[entry["topic"]] = sorted(p["partition"] for p in entry["partitions"])
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, client_id=settings.client_id
-    )
+    consumer = AIOKafkaConsumer(**client_options(settings))
     await start_client(consumer, settings)
     try:
         tps = [TopicPartition(t, p) for t, parts in partitions.items() for p in parts]
@@ -315,9 +551,7 @@ async def group_lag(settings: KafkaSettings, group_id: str) -> list[PartitionLag
     if entry.get("error_code", 0) != 0 or not entry.get("partitions"):
         raise MissingTopics(f"topic {topic} does not exist")
     tps = [TopicPartition(topic, p["partition"]) for p in entry["partitions"]]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, client_id=settings.client_id
-    )
+    consumer = AIOKafkaConsumer(**client_options(settings))
     await start_client(consumer, settings)
     try:
         ends = await consumer.end_offsets(tps)
@@ -366,9 +600,7 @@ def _partition_id(entry: dict[str, Any]) -> int:
 
 async def topic_end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:
     tps = await partitions_of(settings, topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, client_id=settings.client_id
-    )
+    consumer = AIOKafkaConsumer(**client_options(settings))
     await start_client(consumer, settings)
     try:
         ends = await consumer.end_offsets(tps) if tps else {}
@@ -381,8 +613,7 @@ async def read_all(settings: KafkaSettings, topic: str, limit: int | None = None
     """Every committed record of a topic, up to its current end (or ``limit`` records)."""
     tps = await partitions_of(settings, topic)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=settings.client_id,
+        **client_options(settings),
         isolation_level="read_committed",
         enable_auto_commit=False,
         auto_offset_reset="earliest",

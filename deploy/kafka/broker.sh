@@ -14,6 +14,30 @@
 #   KAFKA_CONTROLLER_PORT                              (default: KAFKA_PORT + 1)
 #   KAFKA_HEAP       JVM heap                          (default: 1G)
 #   KAFKA_START_TIMEOUT seconds to wait for it to answer (default: 90)
+#   KAFKA_RUN_DIR    this broker's data, logs, config and pid (default: $KAFKA_HOME_DIR/run-$KAFKA_PORT)
+#
+# An optional SASL_SSL listener (off unless KAFKA_SASL_SSL_PORT is set; the PLAINTEXT
+# listener above stays, and the controller and inter-broker traffic stay PLAINTEXT):
+#   KAFKA_SASL_SSL_PORT  SASL_SSL listener on 127.0.0.1; mechanisms SCRAM-SHA-256,
+#                        SCRAM-SHA-512 and PLAIN
+#   KAFKA_SASL_SSL_HOST  host name it advertises; the server certificate must be valid
+#                        for it (default: localhost)
+#   KAFKA_SSL_KEYSTORE   the server's key and certificate chain (required with the port)
+#   KAFKA_SSL_KEYSTORE_PASSWORD                        (required with the port)
+#   KAFKA_SSL_KEYSTORE_TYPE                            (default: PKCS12)
+#   KAFKA_SSL_CLIENT_AUTH  none | requested | required: TLS client certificates
+#                        (default: none)
+#   KAFKA_SSL_TRUSTSTORE   CAs that client certificates must chain to (with client auth)
+#   KAFKA_SSL_TRUSTSTORE_TYPE                          (default: PKCS12; or PEM)
+#   KAFKA_SSL_TRUSTSTORE_PASSWORD                      (not for PEM)
+#   KAFKA_SCRAM_USERS    name:password[,name:password...]: SCRAM-SHA-256 and -512 users.
+#                        They are written when the storage is formatted, i.e. the first
+#                        start for a run dir: give a secure broker its own port or
+#                        KAFKA_RUN_DIR (`clean` to re-format).
+#   KAFKA_PLAIN_USERS    name:password[,name:password...]: PLAIN users (read at every start)
+# Names and passwords may not contain , " \ or line breaks. The secrets end up in the
+# run dir's server.properties (mode 600) and, while formatting, on StorageTool's
+# command line: this is a development and test broker.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,7 +48,9 @@ heap=${KAFKA_HEAP:-1G}
 timeout=${KAFKA_START_TIMEOUT:-90}
 version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")
 jars=$home/jars/$version
-run=$home/run-$port
+run=${KAFKA_RUN_DIR:-$home/run-$port}
+sasl_port=${KAFKA_SASL_SSL_PORT:-}
+sasl_host=${KAFKA_SASL_SSL_HOST:-localhost}
 pidfile=$run/broker.pid
 
 log() { printf 'broker: %s\n' "$*" >&2; }
@@ -69,6 +95,100 @@ except OSError:
 EOF
 }
 
+# TCP connect to the SASL_SSL port (exit 0 when something listens).
+listening() {
+  python3 - "$1" <<'EOF'
+import socket, sys
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).close()
+except OSError:
+    sys.exit(1)
+EOF
+}
+
+# name:password[,name:password...] -> one "name<TAB>password" line each; refuses what
+# the JAAS and StorageTool syntaxes cannot carry.
+users() {
+  local var=$1 list=${!1:-} entry
+  [ -n "$list" ] || return 0
+  local IFS=,
+  for entry in $list; do
+    if [[ $entry != *:* || -z ${entry%%:*} || -z ${entry#*:} ]]; then
+      log "$var: expected name:password[,name:password...]"
+      exit 2
+    fi
+    if [[ $entry == *'"'* || $entry == *'\'* || $entry == *$'\n'* ]]; then
+      log "$var: names and passwords may not contain \" or \\ (nor , which separates them)"
+      exit 2
+    fi
+    printf '%s\t%s\n' "${entry%%:*}" "${entry#*:}"
+  done
+}
+
+check_sasl_ssl() {
+  [ -n "$sasl_port" ] || return 0
+  if [ "$sasl_port" = "$port" ] || [ "$sasl_port" = "$cport" ]; then
+    log "KAFKA_SASL_SSL_PORT ($sasl_port) must differ from KAFKA_PORT ($port) and the controller port ($cport)"
+    exit 2
+  fi
+  if [ -z "${KAFKA_SSL_KEYSTORE:-}" ] || [ -z "${KAFKA_SSL_KEYSTORE_PASSWORD:-}" ]; then
+    log "KAFKA_SASL_SSL_PORT needs KAFKA_SSL_KEYSTORE and KAFKA_SSL_KEYSTORE_PASSWORD"
+    exit 2
+  fi
+  if [ ! -f "$KAFKA_SSL_KEYSTORE" ]; then
+    log "KAFKA_SSL_KEYSTORE: no such file: $KAFKA_SSL_KEYSTORE"
+    exit 2
+  fi
+  if [ -n "${KAFKA_SSL_TRUSTSTORE:-}" ] && [ ! -f "$KAFKA_SSL_TRUSTSTORE" ]; then
+    log "KAFKA_SSL_TRUSTSTORE: no such file: $KAFKA_SSL_TRUSTSTORE"
+    exit 2
+  fi
+  case "${KAFKA_SSL_CLIENT_AUTH:-none}" in
+    none | requested | required) ;;
+    *) log "KAFKA_SSL_CLIENT_AUTH: expected none, requested or required"; exit 2 ;;
+  esac
+  users KAFKA_SCRAM_USERS >/dev/null
+  users KAFKA_PLAIN_USERS >/dev/null
+}
+
+# The SASL_SSL listener's lines of server.properties.
+sasl_ssl_config() {
+  local l=listener.name.sasl_ssl name password plain=""
+  while IFS=$'\t' read -r name password; do
+    plain+=" user_$name=\"$password\""
+  done < <(users KAFKA_PLAIN_USERS)
+  cat <<EOF
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
+$l.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+$l.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+$l.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$plain;
+$l.ssl.keystore.location=$KAFKA_SSL_KEYSTORE
+$l.ssl.keystore.password=$KAFKA_SSL_KEYSTORE_PASSWORD
+$l.ssl.keystore.type=${KAFKA_SSL_KEYSTORE_TYPE:-PKCS12}
+$l.ssl.client.auth=${KAFKA_SSL_CLIENT_AUTH:-none}
+EOF
+  if [ -n "${KAFKA_SSL_TRUSTSTORE:-}" ]; then
+    echo "$l.ssl.truststore.location=$KAFKA_SSL_TRUSTSTORE"
+    echo "$l.ssl.truststore.type=${KAFKA_SSL_TRUSTSTORE_TYPE:-PKCS12}"
+    if [ -n "${KAFKA_SSL_TRUSTSTORE_PASSWORD:-}" ]; then
+      echo "$l.ssl.truststore.password=$KAFKA_SSL_TRUSTSTORE_PASSWORD"
+    fi
+  fi
+}
+
+# StorageTool arguments that add the SCRAM users (both mechanisms).
+scram_args() {
+  local name password
+  while IFS=$'\t' read -r name password; do
+    printf '%s\0' --add-scram "SCRAM-SHA-256=[name=$name,password=\"$password\"]"
+    printf '%s\0' --add-scram "SCRAM-SHA-512=[name=$name,password=\"$password\"]"
+  done < <(users KAFKA_SCRAM_USERS)
+}
+
+scram_digest() {
+  printf '%s' "${KAFKA_SCRAM_USERS:-}" | sha256sum | cut -d' ' -f1
+}
+
 running_pid() {
   [ -f "$pidfile" ] || return 1
   local pid
@@ -79,15 +199,25 @@ running_pid() {
 
 write_config() {
   mkdir -p "$run/data" "$run/logs"
-  cat >"$run/server.properties" <<EOF
+  local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+  local advertised="PLAINTEXT://127.0.0.1:$port"
+  local protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  if [ -n "$sasl_port" ]; then
+    listeners+=",SASL_SSL://127.0.0.1:$sasl_port"
+    advertised+=",SASL_SSL://$sasl_host:$sasl_port"
+    protocols+=",SASL_SSL:SASL_SSL"
+  fi
+  : >"$run/server.properties"
+  if [ -n "$sasl_port" ]; then chmod 600 "$run/server.properties"; fi  # it will hold secrets
+  cat >>"$run/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$run/data
 num.partitions=1
 default.replication.factor=1
@@ -106,6 +236,9 @@ message.max.bytes=4194304
 log.retention.hours=24
 log.segment.bytes=268435456
 EOF
+  if [ -n "$sasl_port" ]; then
+    sasl_ssl_config >>"$run/server.properties"
+  fi
   cat >"$run/log4j2.properties" <<EOF
 status = warn
 appender.file.type = File
@@ -123,8 +256,12 @@ EOF
 }
 
 start() {
+  check_sasl_ssl
   if running_pid >/dev/null && answers; then
     log "already running on 127.0.0.1:$port (pid $(running_pid))"
+    if [ -n "$sasl_port" ] && ! listening "$sasl_port"; then
+      log "warning: nothing listens on SASL_SSL port $sasl_port; stop and start it again"
+    fi
     return 0
   fi
   if ! running_pid >/dev/null && answers; then
@@ -135,11 +272,20 @@ start() {
   if ! running_pid >/dev/null; then
     write_config
     if [ ! -f "$run/data/meta.properties" ]; then
-      local cluster
+      local cluster scram=()
       cluster=$(java -cp "$jars/*" kafka.tools.StorageTool random-uuid)
+      if [ -n "${KAFKA_SCRAM_USERS:-}" ]; then
+        mapfile -d '' -t scram < <(scram_args)
+      fi
       java -cp "$jars/*" -Dlog4j2.configurationFile="$run/log4j2.properties" \
-        kafka.tools.StorageTool format -t "$cluster" -c "$run/server.properties" >"$run/logs/format.log" 2>&1 \
+        kafka.tools.StorageTool format -t "$cluster" -c "$run/server.properties" ${scram[@]+"${scram[@]}"} \
+        >"$run/logs/format.log" 2>&1 \
         || { cat "$run/logs/format.log" >&2; exit 1; }
+      scram_digest >"$run/scram-users.sha256"
+    elif [ -n "${KAFKA_SCRAM_USERS:-}" ] \
+      && [ "$(cat "$run/scram-users.sha256" 2>/dev/null)" != "$(scram_digest)" ]; then
+      log "warning: KAFKA_SCRAM_USERS differs from the users $run was formatted with;"
+      log "  SCRAM users are only added when the storage is formatted ('clean' to re-format)"
     fi
     log "starting Apache Kafka $version on 127.0.0.1:$port"
     # setsid: the broker outlives this script and is not hit by the caller's Ctrl-C.
@@ -150,7 +296,7 @@ start() {
     echo $! >"$pidfile"
   fi
   local deadline=$((SECONDS + timeout))
-  until answers; do
+  until answers && { [ -z "$sasl_port" ] || listening "$sasl_port"; }; do
     if ! running_pid >/dev/null; then
       log "the broker exited; last lines of its log:"
       tail -n 30 "$run/logs/stdout.log" "$run/logs/server.log" >&2 2>/dev/null || true
@@ -162,7 +308,11 @@ start() {
     fi
     sleep 0.5
   done
-  log "ready on 127.0.0.1:$port (pid $(running_pid))"
+  if [ -n "$sasl_port" ]; then
+    log "ready on 127.0.0.1:$port and SASL_SSL $sasl_host:$sasl_port (pid $(running_pid))"
+  else
+    log "ready on 127.0.0.1:$port (pid $(running_pid))"
+  fi
 }
 
 stop() {

@@ -88,39 +88,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    run = sub.add_parser(
-        "run", help="run the service until SIGTERM/SIGINT", formatter_class=_Formatter
-    )
-    _add_options(run, RunSettings)
-
-    produce = sub.add_parser(
-        "produce",
-        help="send demo events (or JSON lines from a file) to the input topic",
-        formatter_class=_Formatter,
-    )
-    _add_options(produce, ProduceSettings)
-
-    topics = sub.add_parser(
-        "topics",
-        help="create or describe the input, output and dead-letter topics",
-        formatter_class=_Formatter,
-    )
-    topics.add_argument("action", choices=["create", "describe"])
-    _add_options(topics, TopicsSettings)
-
-    lag = sub.add_parser(
-        "lag",
-        help="a consumer group's committed offset, end offset and lag per partition",
-        formatter_class=_Formatter,
-    )
-    _add_options(lag, LagSettings)
-
-    bench = sub.add_parser(
-        "bench",
-        help="benchmark the service against baselines on the configured broker",
-        formatter_class=_Formatter,
-    )
-    _add_options(bench, BenchSettings)
+    commands: list[tuple[str, str, type[Any]]] = [
+        ("run", "run the service until SIGTERM/SIGINT", RunSettings),
+        (
+            "produce",
+            "send demo events (or JSON lines from a file) to the input topic",
+            ProduceSettings,
+        ),
+        ("topics", "create or describe the input, output and dead-letter topics", TopicsSettings),
+        (
+            "lag",
+            "a consumer group's committed offset, end offset and lag per partition",
+            LagSettings,
+        ),
+        (
+            "bench",
+            "benchmark the service against baselines on the configured broker",
+            BenchSettings,
+        ),
+    ]
+    for name, help_text, settings in commands:
+        command = sub.add_parser(name, help=help_text, formatter_class=_Formatter)
+        if name == "topics":
+            command.add_argument("action", choices=["create", "describe"])
+        _add_options(command, settings)
 
     sub.add_parser("transforms", help="list the built-in transforms")
     return parser

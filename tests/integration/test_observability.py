@@ -200,8 +200,8 @@ async def in_process(settings: RunSettings) -> AsyncIterator[InProcessService]:
             await asyncio.wait_for(task, 60)
 
 
-async def test_healthz_fails_when_the_pool_is_dead(topics: Topics) -> None:
-    settings = RunSettings(
+def two_workers(topics: Topics) -> RunSettings:
+    return RunSettings(
         bootstrap_servers=topics.bootstrap,
         input_topic=topics.input,
         output_topic=topics.output,
@@ -211,7 +211,10 @@ async def test_healthz_fails_when_the_pool_is_dead(topics: Topics) -> None:
         metrics_port=0,
         stats_interval=0,
     )
-    async with in_process(settings) as service:
+
+
+async def test_healthz_fails_when_the_pool_is_dead(topics: Topics) -> None:
+    async with in_process(two_workers(topics)) as service:
         base = f"http://127.0.0.1:{service.metrics_port}"
         status, body = await asyncio.to_thread(get, base + "/healthz")
         assert status == 200, body
@@ -229,17 +232,7 @@ async def test_healthz_fails_when_the_pool_is_dead(topics: Topics) -> None:
 
 
 async def test_healthz_restarts_killed_workers(topics: Topics) -> None:
-    settings = RunSettings(
-        bootstrap_servers=topics.bootstrap,
-        input_topic=topics.input,
-        output_topic=topics.output,
-        dlq_topic=topics.dlq,
-        group_id=topics.group,
-        workers=2,
-        metrics_port=0,
-        stats_interval=0,
-    )
-    async with in_process(settings) as service:
+    async with in_process(two_workers(topics)) as service:
         os.kill(service.pool.pids()[0], signal.SIGKILL)
         await wait_until(lambda: service.pool.restarts >= 1 and service.pool.alive == 2)
         base = f"http://127.0.0.1:{service.metrics_port}"

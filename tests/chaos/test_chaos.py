@@ -7,6 +7,7 @@ reordered records, per key, by the ``seq`` each demo event carries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -56,10 +57,13 @@ async def wait_progress(topics: Topics, at_least: int, service: Service, wait: f
 
 
 def worker_pids(service: Service) -> list[int]:
+    """The service's worker pids still alive: from its start line and its restarts."""
     line = service.wait_for("started:")
     found = re.search(r"\(pids ([\d,]+)\)", line)
     assert found, line
-    return [int(p) for p in found.group(1).split(",")]
+    pids = [int(p) for p in found.group(1).split(",")]
+    pids += [int(p) for p in re.findall(r"restarted as pid (\d+)", service.log())]
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
 
 
 async def kill_and_restart(
@@ -159,9 +163,16 @@ async def test_worker_kill_poison_record_and_hang_lose_nothing(
         topics, "--transform", MISBEHAVE, "--workers", "2", "--batch-timeout", "3"
     )
     services.append(service)
-    pids = worker_pids(service)
     await wait_progress(topics, count // 8, service)
-    os.kill(pids[0], signal.SIGKILL)  # a worker dies mid-batch, for no reason of its own
+    # A worker dies mid-batch, for no reason of its own (the poison record may have
+    # replaced some already: take one alive now).
+    for _ in range(50):
+        with contextlib.suppress(ProcessLookupError, IndexError):
+            os.kill(worker_pids(service)[-1], signal.SIGKILL)
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("no live worker to kill:\n" + service.log())
 
     dead = await read_topic(topics.bootstrap, topics.dlq, 2, wait=120, settle=1)
     reasons = {r.key: dict(r.headers)["stream.error.reason"].decode() for r in dead}

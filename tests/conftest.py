@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -209,6 +211,21 @@ class Service:
 
     def log(self) -> str:
         return "\n".join(self.lines)
+
+
+def get(url: str) -> tuple[int, bytes]:
+    """HTTP GET: (status, body), for 4xx/5xx answers too."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def metrics_url(service: Service) -> str:
+    """The /metrics address a service printed in its start line."""
+    line = service.wait_for("metrics=http://")
+    return line.split("metrics=", 1)[1].strip()
 
 
 def start_service(topics: Topics, *extra: str, env: dict[str, str] | None = None) -> Service:

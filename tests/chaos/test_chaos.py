@@ -13,7 +13,6 @@ import random
 import re
 import signal
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from tests.conftest import (
     Topics,
     committed_offsets,
     end_offsets,
+    get,
+    metrics_url,
     read_topic,
     send,
     start_service,
@@ -258,7 +259,7 @@ async def test_slow_consumer_stays_bounded_and_in_the_group(
         "1",
     )
     services.append(service)
-    url = service.wait_for("metrics=http://").split("metrics=", 1)[1].strip()
+    url = metrics_url(service)
     service.wait_for("assigned partitions")
     rss: list[int] = []
     lags: list[float] = []
@@ -295,16 +296,12 @@ def _rss_of_group(pgid: int) -> int:
 
 
 async def _metric_sum(url: str, name: str) -> float:
-    def fetch() -> str:
-        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310
-            text: str = answer.read().decode()
-            return text
-
-    text = await asyncio.to_thread(fetch)
+    status, body = await asyncio.to_thread(get, url)
+    assert status == 200
     return sum(
         float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + "{") or line.startswith(name + " ")
+        for line in body.decode().splitlines()
+        if line.startswith((name + "{", name + " "))
     )
 
 

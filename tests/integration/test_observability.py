@@ -9,8 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,7 +21,9 @@ from tests.conftest import (
     STREAM,
     Service,
     Topics,
+    get,
     make_topics,
+    metrics_url,
     read_topic,
     send,
     start_service,
@@ -32,19 +32,6 @@ from tests.integration.test_pipeline import feed_demo
 from tests.prometheus import binary, free_port, running_prometheus
 
 pytestmark = pytest.mark.broker
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def metrics_url(service: Service) -> str:
-    line = service.wait_for("metrics=http://")
-    return line.split("metrics=", 1)[1].strip()
 
 
 async def wait_until(predicate: Any, seconds: float = 30.0, step: float = 0.2) -> None:

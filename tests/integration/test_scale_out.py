@@ -12,8 +12,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +25,8 @@ from tests.conftest import (
     Service,
     Topics,
     end_offsets,
+    get,
+    metrics_url,
     read_topic,
     start_service,
     wait_caught_up,
@@ -70,19 +70,6 @@ async def settle(
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {seconds:g}s: {describe()}")
         await asyncio.sleep(0.2)
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def metrics_url(service: Service) -> str:
-    line = service.wait_for("metrics=http://")
-    return line.split("metrics=", 1)[1].strip()
 
 
 def samples(exposition: str) -> dict[str, float]:

@@ -59,13 +59,24 @@ def _add_options(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
         help_text = f"{meta['help']}{default} [env: {env_name(f.name)}]"
         choices = getattr(meta["parse"], "choices", None)
         if f.type == "bool":
-            parser.add_argument(
-                flag_name(f.name),
+            # --flag and --no-flag, so a flag can also undo the environment or config file.
+            yes, no = flag_name(f.name), "--no-" + flag_name(f.name)[2:]
+            group = parser.add_mutually_exclusive_group()
+            group.add_argument(
+                yes,
                 dest=f.name,
                 action="store_const",
                 const="true",
                 default=argparse.SUPPRESS,
-                help=help_text,
+                help=f"{help_text}; {no} turns it off",
+            )
+            group.add_argument(
+                no,
+                dest=f.name,
+                action="store_const",
+                const="false",
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
             )
             continue
         parser.add_argument(

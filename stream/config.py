@@ -245,7 +245,7 @@ class KafkaSettings:
     ssl_check_hostname: bool = opt(
         True,
         "check that a broker's certificate is valid for the host name the client connects to "
-        "(turn off with STREAM_SSL_CHECK_HOSTNAME=false)",
+        "(turn off with --no-ssl-check-hostname or STREAM_SSL_CHECK_HOSTNAME=false)",
         _bool,
     )
 

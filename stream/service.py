@@ -253,12 +253,13 @@ class Service:
         await self.pool.close()
         if self._http is not None:
             self._http.close()
-        log.info(
-            "stopped: %d read, %d written, %d dead-lettered",
-            self._count_in,
-            self._count_out,
-            self._count_dlq,
-        )
+        if self._tasks:  # it ran (a start that failed says why, in one line, elsewhere)
+            log.info(
+                "stopped: %d read, %d written, %d dead-lettered",
+                self._count_in,
+                self._count_out,
+                self._count_dlq,
+            )
 
     # ---- consuming ---------------------------------------------------------------------------
 

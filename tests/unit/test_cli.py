@@ -298,3 +298,19 @@ def test_console_script_no_broker_is_one_line() -> None:
     assert done.returncode == 1
     assert "no Kafka broker answered" in done.stderr
     one_line(done.stderr)
+
+
+def test_a_no_flag_undoes_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream.cli import _settings, build_parser
+    from stream.config import RunSettings
+
+    monkeypatch.setenv("STREAM_REQUIRE_KEY", "true")
+    args = build_parser().parse_args(["run", "--no-require-key"])
+    assert _settings(RunSettings, args).require_key is False
+    args = build_parser().parse_args(["run"])
+    assert _settings(RunSettings, args).require_key is True
+    monkeypatch.setenv("STREAM_REQUIRE_KEY", "false")
+    args = build_parser().parse_args(["run", "--require-key"])
+    assert _settings(RunSettings, args).require_key is True
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--require-key", "--no-require-key"])

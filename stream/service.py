@@ -324,7 +324,13 @@ class Service:
         while True:
             if not part.queue:
                 part.wakeup.clear()
-                await part.wakeup.wait()
+                if not self.exactly_once:
+                    await part.wakeup.wait()
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(part.wakeup.wait(), self.settings.commit_interval)
+                if not part.queue and not await self._commit_idle(part):
+                    return  # rewound: a new emitter carries on
                 continue
             await part.queue[0].result
             if self.exactly_once:
@@ -411,6 +417,31 @@ class Service:
             part.queue.popleft()
             self._finish(part, batch)
         part.offsets.mark_committed(position)
+        return True
+
+    async def _commit_idle(self, part: _Partition) -> bool:
+        """Exactly-once, nothing in flight: commit the consumer's position if it moved past
+        our last offset (transaction markers of a transactional input) in a transaction of
+        its own, so that lag reaches 0. False if that failed and the partition rewound."""
+        state = part.offsets
+        if state.pending or state.position is None or part.closing:
+            return True
+        try:
+            state.advance_idle(await self._consumer.position(part.tp))
+        except (KafkaError, IllegalStateError, AssertionError):
+            return True
+        position = state.committable()
+        if position is None:
+            return True
+        producer = part.producer
+        try:
+            await producer.begin_transaction()
+            await producer.send_offsets_to_transaction({part.tp: position}, self.settings.group_id)
+            await producer.commit_transaction()
+        except (KafkaError, IllegalOperation) as exc:
+            await self._rewind(part, exc)
+            return False
+        state.mark_committed(position)
         return True
 
     async def _rewind(self, part: _Partition, error: BaseException) -> None:

@@ -205,8 +205,9 @@ async def test_missing_topics_is_one_clear_line(topics: Topics) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
 async def test_transactional_input_commits_past_the_markers(
-    topics: Topics, services: list[Service]
+    topics: Topics, services: list[Service], guarantee: str
 ) -> None:
     """Transaction markers take offsets of their own: once every record is done the
     group's committed offset must reach the end, or lag would read 1 forever."""
@@ -224,7 +225,9 @@ async def test_transactional_input_commits_past_the_markers(
                     await producer.send(topics.input, orjson.dumps(body), key=f"s{i % 4}".encode())
     finally:
         await producer.stop()
-    service = start_service(topics, "--workers", "1", "--commit-interval", "0.2")
+    service = start_service(
+        topics, "--workers", "1", "--commit-interval", "0.2", "--guarantee", guarantee
+    )
     services.append(service)
     await read_topic(topics.bootstrap, topics.output, 60, wait=60, settle=0)
     all_ends = await end_offsets(topics.bootstrap, topics.input, topics.partitions)

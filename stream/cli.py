@@ -30,6 +30,7 @@ from stream.config import (
     load,
     option_fields,
 )
+from stream.errors import StreamError
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -196,7 +197,7 @@ class _JsonFormatter(logging.Formatter):
 def cmd_run(args: argparse.Namespace) -> int:
     settings: RunSettings = _settings(RunSettings, args)
     setup_logging(settings.log_level, settings.log_format)
-    from stream.service import serve  # noqa: PLC0415 - keeps `stream --help` fast
+    from stream.engine import serve  # noqa: PLC0415 - keeps `stream --help` fast
 
     asyncio.run(serve(settings))
     return 0
@@ -338,27 +339,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())
     args = build_parser().parse_args(argv)
     prog = f"stream {args.command}"
-    from stream.kafka import BrokerUnavailable, KafkaError, MissingTopics  # noqa: PLC0415
-    from stream.pool import PoolError  # noqa: PLC0415
     from transforms import UnknownTransformError  # noqa: PLC0415
 
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, UnknownTransformError) as exc:
+    except StreamError as exc:
+        _say(prog, exc)
+        return exc.exit_code
+    except UnknownTransformError as exc:
         _say(prog, exc)
         return EXIT_USAGE
-    except (BrokerUnavailable, MissingTopics, PoolError, KafkaError, OSError) as exc:
+    except OSError as exc:
         _say(prog, exc)
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
-        from stream.service import FatalError  # noqa: PLC0415
-
-        if isinstance(exc, FatalError):
-            _say(prog, exc)
-            return EXIT_RUNTIME
-        raise
 
 
 def _say(prog: str, exc: BaseException) -> None:

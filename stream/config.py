@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
+from stream.errors import UsageError
+
 ENV_PREFIX = "STREAM_"
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A bad option value; the CLI prints it as one line and exits 2."""
 
 

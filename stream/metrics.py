@@ -23,24 +23,10 @@ from prometheus_client import (
 )
 
 from stream import __version__
+from stream.reasons import Reason
 
 # Reasons a record goes to the dead-letter topic; created at start so each series exists at 0.
-REASONS = (
-    "null_key",
-    "empty",
-    "too_large",
-    "invalid_utf8",
-    "invalid_json",
-    "schema",
-    "invalid_value",
-    "limit",
-    "singular_matrix",
-    "transform_error",
-    "encode_error",
-    "output_too_large",
-    "worker_crash",
-    "worker_timeout",
-)
+REASONS = tuple(r.value for r in Reason)
 
 _LATENCY_BUCKETS = (
     0.0005,

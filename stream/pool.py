@@ -29,15 +29,12 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from stream import worker
+from stream.errors import PoolError
 from stream.worker import BatchResult
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 120.0  # seconds for a new worker to load the transform
-
-
-class PoolError(RuntimeError):
-    """The pool cannot run work (its workers fail to start, or it was closed)."""
 
 
 class WorkerLost(Exception):

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from stream.config import RunSettings
-from stream.service import Service as InProcessService
+from stream.engine import Engine as InProcessService
 from tests.conftest import (
     STREAM,
     Service,

@@ -36,6 +36,7 @@ from stream.config import (
     flag_name,
     load,
 )
+from stream.errors import EnvironmentFailure
 from stream.kafka import (
     AuthenticationFailed,
     BrokerUnavailable,
@@ -672,8 +673,8 @@ async def test_an_unrelated_ca_is_refused_even_without_hostname_checking(pki: Pk
 async def test_start_client_fails_at_once_on_a_refused_certificate(
     pki: Pki, host: str, ca: str, words: str
 ) -> None:
-    """No retrying until --connect-timeout: one TLSFailed (a BrokerUnavailable, so the CLI
-    prints one line and exits 1)."""
+    """No retrying until --connect-timeout: one TLSFailed (an environment failure, so the
+    CLI prints one line and exits 1; not "broker unavailable": the broker answered)."""
     async with tls_server(pki) as port:
         settings = ProduceSettings(
             bootstrap_servers=f"{host}:{port}",
@@ -689,13 +690,17 @@ async def test_start_client_fails_at_once_on_a_refused_certificate(
             await start_client(producer, settings)
         assert time.monotonic() - started < 5
     message = str(caught.value)
-    assert isinstance(caught.value, BrokerUnavailable)
+    assert not isinstance(caught.value, BrokerUnavailable)
+    assert caught.value.exit_code == 1
     assert message.startswith(f"SSL: the broker's certificate at {host}:{port} was not accepted")
     assert words in message
     assert "\n" not in message
     assert PASSWORD not in message
 
 
-def test_refusals_are_broker_unavailable() -> None:
-    assert issubclass(AuthenticationFailed, BrokerUnavailable)
-    assert issubclass(TLSFailed, BrokerUnavailable)
+def test_refusals_are_environment_failures_not_broker_unavailable() -> None:
+    """A broker that refused us was there: the error says so, and the CLI exits 1."""
+    for refusal in (AuthenticationFailed, TLSFailed):
+        assert issubclass(refusal, EnvironmentFailure)
+        assert not issubclass(refusal, BrokerUnavailable)
+        assert refusal("x").exit_code == 1

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream import worker
-from stream.pool import PoolError, WorkerPool
+from stream.errors import PoolError
+from stream.pool import WorkerPool
 from stream.worker import BatchResult, process_batch
 
 HERE = __name__  # "tests.unit.test_worker": user transforms below are resolved by import path

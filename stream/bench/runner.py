@@ -1,7 +1,7 @@
 """`stream bench`: measure designs against each other on one broker, in one run.
 
 Every case runs as its own process group (the service, or a baseline from
-:mod:`stream.bench_engines`) against the same pre-filled input topic, so the
+:mod:`stream.bench.engines`) against the same pre-filled input topic, so the
 ratios between cases hold on this machine and broker. Per case:
 
 - throughput: outputs over the time from the first to the last output (output
@@ -146,7 +146,8 @@ class Bench:
         return full
 
     async def create(self, *names: str, log_append_time: bool = False) -> None:
-        from stream.kafka import admin_client, new_topic  # noqa: PLC0415
+        from stream.bench.topics import new_topic  # noqa: PLC0415
+        from stream.kafka import admin_client  # noqa: PLC0415
 
         configs = {"message.timestamp.type": "LogAppendTime"} if log_append_time else {}
         self.topics += [name for name in names if name not in self.topics]
@@ -185,7 +186,7 @@ class Bench:
 
     def cases(self) -> list[Case]:
         service = [sys.executable, "-m", "stream.cli", "run"]
-        engine = [sys.executable, "-m", "stream.bench_engines"]
+        engine = [sys.executable, "-m", "stream.bench.engines"]
         all_cores = str(self.cpus)
         cases = [
             Case("ceiling", "sensor", [*engine, "ceiling"], "baselines", service=False),
@@ -292,7 +293,7 @@ class Bench:
             os.killpg(process.pid, signal.SIGKILL)  # any worker left behind
 
     async def throughput(self, case: Case, input_topic: str, count: int, result: Result) -> None:
-        from stream.kafka import read_all  # noqa: PLC0415
+        from stream.bench.topics import read_all  # noqa: PLC0415
 
         output = self.topic(f"{_slug(case.name)}-out")
         await self.create(output, output + ".dlq", log_append_time=True)
@@ -321,7 +322,7 @@ class Bench:
         result.peak_rss_mb = sampler.peak_rss / 1e6
 
     async def latency(self, case: Case, result: Result) -> None:
-        from stream.kafka import read_all  # noqa: PLC0415
+        from stream.bench.topics import read_all  # noqa: PLC0415
 
         rate = self.s.rate or max(1.0, result.records_per_s * self.s.load)
         count = max(50, int(rate * self.s.latency_seconds))
@@ -436,13 +437,13 @@ async def _wait_outputs(settings: BenchSettings, topic: str, count: int, seconds
 
 
 async def _output_count(settings: BenchSettings, topic: str) -> int:
-    from stream.kafka import topic_end_offsets  # noqa: PLC0415
+    from stream.bench.topics import topic_end_offsets  # noqa: PLC0415
 
     return sum((await topic_end_offsets(settings, topic)).values())
 
 
 async def _mean_size(settings: BenchSettings, topic: str) -> float:
-    from stream.kafka import read_all  # noqa: PLC0415
+    from stream.bench.topics import read_all  # noqa: PLC0415
 
     records = await read_all(settings, topic, limit=2000)
     return float(np.mean([len(r.value) for r in records])) if records else 0.0

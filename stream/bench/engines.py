@@ -1,6 +1,6 @@
 """The designs `stream bench` compares our service against, each a small program.
 
-Run as ``python -m stream.bench_engines ENGINE ...`` by the benchmark, in a process
+Run as ``python -m stream.bench.engines ENGINE ...`` by the benchmark, in a process
 group of its own so that its CPU time and memory can be measured like the
 service's. Each consumes the input topic in a consumer group, writes one output
 per input under the input's key, and commits; none has a dead-letter topic or the
@@ -25,8 +25,9 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-from stream import kafka, worker
+from stream import worker
 from stream.config import RunSettings
+from stream.kafka import KafkaClients, Sent, make_producer, start_client
 
 _MAX_BYTES = 1 << 20
 
@@ -63,10 +64,11 @@ async def run(args: argparse.Namespace) -> None:
         )
     elif args.executor == "thread":
         executor = ThreadPoolExecutor(args.workers)
-    consumer = kafka.make_consumer(settings)
-    producer = kafka.make_producer(settings, linger_ms=5)
-    await kafka.start_client(producer, settings)
-    await kafka.start_client(consumer, settings)
+    clients = KafkaClients(settings)
+    consumer = await clients.consumer()
+    producer = await clients.producer()
+    raw = make_producer(settings, linger_ms=5)  # the naive design sends record by record
+    await start_client(raw, settings)
     assigned = asyncio.Event()
 
     async def on_assigned(_: set[Any]) -> None:
@@ -75,7 +77,7 @@ async def run(args: argparse.Namespace) -> None:
     async def on_revoked(_: set[Any]) -> None:
         return None
 
-    kafka.subscribe(consumer, settings.input_topic, on_assigned, on_revoked)
+    consumer.subscribe(settings.input_topic, on_assigned, on_revoked)
     if executor is not None:  # start the workers before the clock starts
         await asyncio.gather(
             *(loop.run_in_executor(executor, worker.warm_up, args.transform) for _ in range(8))
@@ -93,7 +95,9 @@ async def run(args: argparse.Namespace) -> None:
             futures: list[asyncio.Future[Any]] = []
             offsets: dict[Any, int] = {}
             for tp, records in fetched.items():
-                futures += await step(args, executor, producer, records)
+                futures += await step(
+                    args, executor, raw if args.engine == "naive" else producer, list(records)
+                )
                 offsets[tp] = records[-1].offset + 1
             # Pipelined: while this round's records are on their way, commit the last one's.
             if previous is not None:
@@ -108,6 +112,7 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         await consumer.stop()
         await producer.stop()
+        await raw.stop()
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
 
@@ -118,8 +123,8 @@ Step = Callable[[argparse.Namespace, Executor | None, Any, list[Any]], Any]
 async def _ceiling(
     args: argparse.Namespace, _executor: Executor | None, producer: Any, records: list[Any]
 ) -> list[asyncio.Future[Any]]:
-    return await kafka.send_records(
-        producer, args.output_topic, [(r.key, r.value, None) for r in records]
+    return _futures(
+        await producer.send(args.output_topic, [(r.key, r.value, None, None) for r in records])
     )
 
 
@@ -152,12 +157,16 @@ async def _batched(
             )
         )
     out = [
-        (r.key, value, None)
+        (r.key, value, None, None)
         for chunk, values in zip(chunks, results, strict=True)
         for r, value in zip(chunk, values, strict=True)
         if value is not None
     ]
-    return await kafka.send_records(producer, args.output_topic, out)
+    return _futures(await producer.send(args.output_topic, out))
+
+
+def _futures(sent: list[Sent]) -> list[asyncio.Future[Any]]:
+    return [s.future for s in sent]
 
 
 _STEPS: dict[str, Step] = {
@@ -170,7 +179,7 @@ _STEPS: dict[str, Step] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stream.bench_engines")
+    parser = argparse.ArgumentParser(prog="python -m stream.bench.engines")
     parser.add_argument("engine", choices=["ceiling", "naive", "batched"])
     parser.add_argument("--executor", choices=["inline", "thread", "process"], default="process")
     parser.add_argument("--bootstrap-servers", required=True)

@@ -1,0 +1,59 @@
+"""One emitter per partition: hands its finished batches to delivery, in input order.
+
+Batches finish in the pool in any order; the emitter waits for the oldest one, so
+outputs (and so every key's outputs) leave in input order. A ``KafkaFailure`` from
+delivery means the partition must be rewound: the emitter asks for that and ends (a
+new one carries on for the new assignment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from stream.engine.assignment import Batch, Partition
+from stream.engine.delivery import Delivery
+from stream.errors import KafkaFailure
+from stream.metrics import Metrics
+
+Restart = Callable[[Partition, KafkaFailure], Awaitable[None]]
+
+
+class Emitter:
+    def __init__(self, delivery: Delivery, metrics: Metrics, transform: str, restart: Restart):
+        self.delivery = delivery
+        self.restart = restart
+        self._duration = metrics.transform_duration.labels(transform)
+
+    async def run(self, part: Partition) -> None:
+        try:
+            while True:
+                batches = await self.next_batches(part)
+                if batches:
+                    await self.delivery.deliver(part, batches)
+                else:
+                    await self.delivery.idle(part)
+        except KafkaFailure as exc:
+            await self.restart(part, exc)
+
+    async def next_batches(self, part: Partition) -> list[Batch]:
+        """The finished batches at the head of the queue (at least one), taken off it;
+        an empty list when the delivery's idle interval passed with nothing to do."""
+        queue = part.queue
+        while not queue:
+            part.wakeup.clear()
+            if self.delivery.idle_interval is None:
+                await part.wakeup.wait()
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(part.wakeup.wait(), self.delivery.idle_interval)
+            if not queue:
+                return []
+        await queue[0].result
+        batches: list[Batch] = []
+        while queue and queue[0].result.done() and len(batches) < self.delivery.max_batches:
+            batch = queue.popleft()
+            self._duration.observe(batch.result.result().seconds)
+            batches.append(batch)
+        return batches

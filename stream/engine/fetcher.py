@@ -1,0 +1,103 @@
+"""The fetch loop: read records, cut them into batches, send each batch to the pool.
+
+Backpressure: when the in-flight caps are reached the loop stops calling
+``getmany`` (aiokafka then keeps at most one fetched response per partition and
+fetches no more; heartbeats go on in aiokafka's own task). Records fetched for a
+partition that is not accepting (not ours yet, being opened, revoked, rewound) are
+sought back, never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+
+from stream.config import RunSettings
+from stream.engine.assignment import Assignment, Batch, Partition
+from stream.errors import FatalError, KafkaFailure
+from stream.flow import split_batches
+from stream.kafka.protocols import ConsumedRecord, Consumer
+from stream.pool import WorkerPool
+
+FETCH_TIMEOUT_MS = 200
+ROOM_WAIT = 1.0
+
+
+class Fetcher:
+    def __init__(
+        self,
+        settings: RunSettings,
+        consumer: Consumer,
+        assignment: Assignment,
+        pool: WorkerPool,
+        on_fetched: Callable[[Partition, int, list[int]], None],
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.assignment = assignment
+        self.pool = pool
+        self.on_fetched = on_fetched  # (partition, records, batch sizes): for metrics
+        self.stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.assignment.room.set()
+
+    async def run(self) -> None:
+        inflight, room = self.assignment.inflight, self.assignment.room
+        while not self.stopping.is_set():
+            if inflight.full:
+                room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(room.wait(), ROOM_WAIT)
+                continue
+            try:
+                fetched = await self.consumer.getmany(FETCH_TIMEOUT_MS, inflight.room)
+            except KafkaFailure as exc:
+                if not exc.retriable:
+                    raise FatalError(f"fetching from Kafka failed: {exc}") from exc
+                await asyncio.sleep(FETCH_TIMEOUT_MS / 1000)
+                continue
+            for tp, records in fetched.items():
+                part = self.assignment.get(tp)
+                if part is None or not part.accepting or part.closing:
+                    # Not ours to take now: fetch them again if the partition stays;
+                    # if it goes, its next owner starts from the committed offset.
+                    with contextlib.suppress(KafkaFailure):
+                        self.consumer.seek(tp, records[0].offset)
+                    continue
+                self.dispatch(part, records)
+
+    def dispatch(self, part: Partition, records: Sequence[ConsumedRecord]) -> None:
+        s = self.settings
+        sizes: list[int] = []
+        for chunk, nbytes in split_batches(
+            records, s.batch_max_records, s.batch_max_bytes, _record_size
+        ):
+            ticket = part.offsets.track(
+                chunk[0].offset,
+                chunk[-1].offset,
+                len(chunk),
+                chunk[0].timestamp / 1000,
+                chunk[-1].timestamp / 1000,
+            )
+            values = [r.value for r in chunk]
+            batch = Batch(
+                ticket=ticket,
+                keys=[r.key for r in chunk],
+                values=values,
+                offsets=[r.offset for r in chunk],
+                timestamps_ms=[r.timestamp for r in chunk],
+                nbytes=nbytes,
+                result=asyncio.ensure_future(self.pool.run(values)),
+            )
+            self.assignment.track(part, batch)
+            sizes.append(len(chunk))
+        part.wakeup.set()
+        self.on_fetched(part, len(records), sizes)
+
+
+def _record_size(record: ConsumedRecord) -> int:
+    value = record.value
+    return len(value) if value is not None else 0

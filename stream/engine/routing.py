@@ -1,0 +1,118 @@
+"""Where each record of a finished batch goes: pure, no I/O.
+
+A batch and its worker result become output records (the input's key; a null key
+keeps its input's partition number) and dead letters (the original key and value,
+cut to fit the dead-letter topic, with ``stream.error.*`` and ``stream.source.*``
+headers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stream.engine.assignment import Batch, Error
+from stream.kafka.protocols import OutRecord, TopicPartition
+from stream.reasons import Reason
+from stream.worker import BatchResult
+
+HEADER_REASON = "stream.error.reason"
+HEADER_MESSAGE = "stream.error.message"
+HEADER_TOPIC = "stream.source.topic"
+HEADER_PARTITION = "stream.source.partition"
+HEADER_OFFSET = "stream.source.offset"
+HEADER_ORIGINAL_SIZE = "stream.error.original-size"  # set when the dead letter is cut
+
+# Bytes a record batch of one record spends beyond key, value and headers (batch
+# header 61, record framing up to ~21, header framing up to ~10 each), with room to spare.
+RECORD_OVERHEAD = 128
+HEADER_OVERHEAD = 16
+MESSAGE_LIMIT = 1000  # characters of an error message kept in a header
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """One batch, routed: ``outputs[i]`` is for record ``output_index[i]`` of the batch."""
+
+    outputs: list[OutRecord] = field(default_factory=list)
+    output_index: list[int] = field(default_factory=list)
+    letters: list[OutRecord] = field(default_factory=list)
+    errors: list[Error] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    require_key: bool
+    max_record_bytes: int  # a dead letter's value is cut to this at most
+    dead_letter_limit: int  # the dead-letter topic's max.message.bytes
+
+    def route(self, tp: TopicPartition, batch: Batch, result: BatchResult) -> Routed:
+        routed = Routed()
+        keys, values = batch.keys, batch.values
+        errors = {index: (reason, message) for index, reason, message in result.errors}
+        for index, output in enumerate(result.materialize(values)):
+            key = keys[index]
+            if output is not None and (key is not None or not self.require_key):
+                routed.outputs.append((key, output, None, tp.partition if key is None else None))
+                routed.output_index.append(index)
+                continue
+            reason, message = errors.get(index) or (
+                Reason.NULL_KEY.value,
+                "the record has no key (--require-key is on)",
+            )
+            routed.errors.append((index, reason, message))
+            routed.letters.append(
+                self.dead_letter(
+                    tp,
+                    batch.offsets[index],
+                    key=key,
+                    value=values[index],
+                    reason=reason,
+                    message=message,
+                )
+            )
+        return routed
+
+    def dead_letter(
+        self,
+        tp: TopicPartition,
+        offset: int,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        message: str,
+    ) -> OutRecord:
+        """The original key and value with the reason and source as headers, cut so that
+        the whole record fits the dead-letter topic's limit."""
+        headers = [
+            (HEADER_REASON, reason.encode()),
+            (HEADER_MESSAGE, message[:MESSAGE_LIMIT].encode("utf-8", "replace")),
+            (HEADER_TOPIC, tp.topic.encode()),
+            (HEADER_PARTITION, str(tp.partition).encode()),
+            (HEADER_OFFSET, str(offset).encode()),
+        ]
+        value = value or b""
+        size = len(value)
+        room = self.dead_letter_limit - RECORD_OVERHEAD - len(key or b"")
+        room -= sum(len(name) + len(data) + HEADER_OVERHEAD for name, data in headers)
+        room -= len(HEADER_ORIGINAL_SIZE) + 20 + HEADER_OVERHEAD
+        if room < 0:
+            return self.minimal(tp, offset, reason, size + len(key or b""))
+        budget = min(room, self.max_record_bytes)
+        if size > budget:
+            headers.append((HEADER_ORIGINAL_SIZE, str(size).encode()))
+            value = value[:budget]
+        return (key, value, headers, tp.partition if key is None else None)
+
+    @staticmethod
+    def minimal(tp: TopicPartition, offset: int, reason: str, original_size: int) -> OutRecord:
+        """A dead letter of headers only: for a record whose key alone does not fit, or
+        whose full dead letter the broker refused."""
+        headers = [
+            (HEADER_REASON, reason.encode()),
+            (HEADER_ORIGINAL_SIZE, str(original_size).encode()),
+            (HEADER_TOPIC, tp.topic.encode()),
+            (HEADER_PARTITION, str(tp.partition).encode()),
+            (HEADER_OFFSET, str(offset).encode()),
+        ]
+        return (None, b"", headers, tp.partition)

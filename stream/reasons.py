@@ -1,0 +1,43 @@
+"""Why a record became a dead letter: one enumeration for every place that says so.
+
+The value is the ``stream.error.reason`` header and the ``reason`` label of the
+dead-letter metrics. Transforms may name reasons of their own (``BadRecord(reason,
+...)``); the header keeps what they said, and the metric label is bounded to the
+known reasons plus ``other``, so a transform cannot create unbounded series.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    # the record as it came in
+    NULL_KEY = "null_key"
+    EMPTY = "empty"
+    TOO_LARGE = "too_large"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    # the built-in transforms
+    SCHEMA = "schema"
+    INVALID_VALUE = "invalid_value"
+    LIMIT = "limit"
+    SINGULAR_MATRIX = "singular_matrix"
+    TRANSFORM_ERROR = "transform_error"
+    # the output
+    ENCODE_ERROR = "encode_error"
+    OUTPUT_TOO_LARGE = "output_too_large"
+    OUTPUT_REFUSED = "output_refused"
+    # the worker pool
+    WORKER_CRASH = "worker_crash"
+    WORKER_TIMEOUT = "worker_timeout"
+    # anything a user transform named that is not above (metric label only)
+    OTHER = "other"
+
+
+KNOWN = frozenset(r.value for r in Reason)
+
+
+def label(reason: str) -> str:
+    """The metric label for a reason: itself if known, else ``other``."""
+    return reason if reason in KNOWN else Reason.OTHER.value

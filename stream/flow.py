@@ -1,7 +1,9 @@
-"""Flow control: how much is in flight, and how records are cut into batches. No I/O."""
+"""Flow control: how much is in flight, how records are cut into batches, and waiting
+for a signal with a bound."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -63,3 +65,17 @@ def split_batches(
     if current:
         batches.append((current, current_bytes))
     return batches
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set or ``seconds`` pass; True if it was set.
+
+    ``asyncio.timeout`` rather than ``wait_for``: on Python 3.11 a cancel that arrives as
+    the event is set can be swallowed by ``wait_for``, and a loop around it never ends.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

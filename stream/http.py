@@ -56,7 +56,10 @@ class HttpServer:
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="stream-http", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # close() waits for one poll, on the event loop
+            name="stream-http",
+            daemon=True,
         )
 
     @property

@@ -65,6 +65,11 @@ class PartitionOffsets:
             self.first_offset = first
         return ticket
 
+    @property
+    def next_offset(self) -> int | None:
+        """The offset after the last one tracked or finished (None before the first)."""
+        return self.pending[-1].end if self.pending else self.position
+
     def complete(self, ticket: Ticket) -> None:
         """Mark a range finished; advance the position over the finished prefix."""
         if self.closed:

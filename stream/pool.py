@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 from stream import worker
 from stream.errors import PoolError
@@ -181,6 +181,16 @@ class _Worker:
             except OSError:
                 pass
         self.kill()
+
+
+class Pool(Protocol):
+    """The pool as the engine uses it (tests drive the engine with an in-process one)."""
+
+    async def start(self) -> list[int]: ...
+    async def run(self, values: list[bytes | None]) -> BatchResult: ...
+    async def close(self) -> None: ...
+    @property
+    def alive(self) -> int: ...
 
 
 class WorkerPool:

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from stream.config import RunSettings
 from stream.engine.assignment import Assignment, Batch, Partition
-from stream.engine.routing import Routed, Router
-from stream.errors import FatalError, KafkaFailure
-from stream.kafka.protocols import Consumer, Producer, Sent
+from stream.engine.routing import Plan, Router
+from stream.errors import FatalError, KafkaFailure, RecordRefused
+from stream.kafka.protocols import Consumer, OutRecord, Producer, Sent
 from stream.metrics import Metrics
 
 log = logging.getLogger("stream")
+
+Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 
 
 class Delivery(Protocol):
@@ -45,6 +49,19 @@ class Delivery(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Shipped:
+    """One produce batch of a batch's records: which records (indices in the batch), and
+    whether they are dead letters."""
+
+    sent: Sent
+    records: list[int]
+    letters: bool
+
+
+MAX_TRIES = 4  # normal, each suspect alone, refused as dead letters, dead letters minimal
+
+
 class Sender:
     """Routes a batch and queues its outputs and dead letters on a producer."""
 
@@ -54,13 +71,94 @@ class Sender:
         self.dlq_topic = dlq_topic
 
     async def send(
-        self, producer: Producer, part: Partition, batch: Batch
-    ) -> tuple[Routed, list[Sent]]:
-        routed = self.router.route(part.tp, batch, batch.result.result())
+        self,
+        producer: Producer,
+        part: Partition,
+        batch: Batch,
+        plan: Plan | None = None,
+        only: set[int] | None = None,
+    ) -> list[Shipped]:
+        """Queue the batch's records (or ``only`` these), in order; records the plan says
+        to send alone go in produce batches of their own."""
+        routed = self.router.route(part.tp, batch, batch.result.result(), plan)
         batch.errors = routed.errors
-        sent = await producer.send(self.output_topic, routed.outputs)
-        sent += await producer.send(self.dlq_topic, routed.letters)
-        return routed, sent
+        shipped = await self._ship(
+            producer,
+            self.output_topic,
+            routed.outputs,
+            routed.output_index,
+            plan=plan,
+            only=only,
+            letters=False,
+        )
+        shipped += await self._ship(
+            producer,
+            self.dlq_topic,
+            routed.letters,
+            routed.letter_index,
+            plan=plan,
+            only=only,
+            letters=True,
+        )
+        return shipped
+
+    @staticmethod
+    async def _ship(
+        producer: Producer,
+        topic: str,
+        records: list[OutRecord],
+        index: list[int],
+        *,
+        plan: Plan | None,
+        only: set[int] | None,
+        letters: bool,
+    ) -> list[Shipped]:
+        if only is not None:
+            keep = [i for i, at in enumerate(index) if at in only]
+            records, index = [records[i] for i in keep], [index[i] for i in keep]
+        alone = plan.alone if plan else set()
+        if not alone.intersection(index):
+            sent = await producer.send(topic, records)
+            return [Shipped(s, [index[i] for i in s.indices], letters) for s in sent]
+        shipped: list[Shipped] = []
+        start = 0
+        for position, at in enumerate([*index, None]):  # runs between the records sent alone
+            if at is not None and at not in alone:
+                continue
+            for s in await producer.send(topic, records[start:position]):
+                shipped.append(Shipped(s, [index[start + i] for i in s.indices], letters))
+            if at is not None:
+                for s in await producer.send(topic, [records[position]]):
+                    shipped.append(Shipped(s, [at], letters))
+            start = position + 1
+        return shipped
+
+
+def learn(plan: Plan, failed: list[tuple[Shipped, BaseException]]) -> None:
+    """Refine the plan from refusals: a refused produce batch of several records has each
+    sent alone; a refused output becomes a dead letter; a refused dead letter becomes a
+    minimal one. Raises what cannot be helped (not a refusal, or a minimal dead letter
+    refused)."""
+    for shipped, error in failed:
+        if not isinstance(error, RecordRefused):
+            raise error if isinstance(error, KafkaFailure) else KafkaFailure(repr(error))
+        if len(shipped.records) > 1:
+            plan.alone.update(shipped.records)
+            continue
+        (at,) = shipped.records
+        plan.alone.add(at)
+        if not shipped.letters:
+            plan.refused[at] = error.error
+        elif at not in plan.minimal:
+            plan.minimal.add(at)
+        else:
+            raise FatalError(f"the dead-letter topic refused even a minimal dead letter: {error}")
+
+
+async def settle(shipped: list[Shipped]) -> list[tuple[Shipped, BaseException]]:
+    """Wait for every produce batch; the ones that failed, with their errors."""
+    results = await asyncio.gather(*(s.sent.future for s in shipped), return_exceptions=True)
+    return [(s, r) for s, r in zip(shipped, results, strict=True) if isinstance(r, BaseException)]
 
 
 class AtLeastOnce:
@@ -80,6 +178,7 @@ class AtLeastOnce:
         sender: Sender,
         metrics: Metrics,
         fail: Callable[[BaseException], None],
+        spawn: Spawn,
     ) -> None:
         self.settings = settings
         self.producer = producer
@@ -88,6 +187,7 @@ class AtLeastOnce:
         self.sender = sender
         self.metrics = metrics
         self._fail = fail
+        self._spawn = spawn
 
     async def start(self) -> None:
         return None
@@ -103,38 +203,58 @@ class AtLeastOnce:
     async def deliver(self, part: Partition, batches: list[Batch]) -> None:
         for batch in batches:
             try:
-                _, sent = await self.sender.send(self.producer, part, batch)
+                shipped = await self.sender.send(self.producer, part, batch)
             except KafkaFailure as exc:
                 # Not queued within the delivery timeout: stop, and let the next start
                 # read this batch again (nothing past it is committed).
                 raise FatalError(f"producing to Kafka failed: {exc}") from exc
-            self._watch(part, batch, sent)
+            self._watch(part, batch, shipped)
 
-    def _watch(self, part: Partition, batch: Batch, sent: list[Sent]) -> None:
-        """Finish the batch once every produce batch of it is acknowledged."""
-        if not sent:
+    def _watch(self, part: Partition, batch: Batch, shipped: list[Shipped]) -> None:
+        """Finish the batch once every produce batch of it is acknowledged; records the
+        broker refused for good are sent again, alone, and become dead letters."""
+        if not shipped:
             self.assignment.finish(part, batch)
             return
-        left = len(sent)
-        errors: list[BaseException] = []
+        left = len(shipped)
+        failed: list[tuple[Shipped, BaseException]] = []
 
-        def done(future: asyncio.Future[None]) -> None:
+        def done(item: Shipped, future: asyncio.Future[None]) -> None:
             nonlocal left
             if future.cancelled():
-                errors.append(asyncio.CancelledError())
+                failed.append((item, KafkaFailure("the send was cancelled")))
             elif (error := future.exception()) is not None:
-                errors.append(error)
+                failed.append((item, error))
             left -= 1
             if left:
                 return
-            if errors:
+            if not failed:
+                self.assignment.finish(part, batch)
+            elif all(isinstance(e, RecordRefused) for _, e in failed):
+                self._spawn(self._repair(part, batch, failed), f"refused-{part.label}")
+            else:
                 # Never commit past a record that was not produced.
-                self._fail(FatalError(f"producing to Kafka failed: {errors[0]}"))
-                return
-            self.assignment.finish(part, batch)
+                self._fail(FatalError(f"producing to Kafka failed: {failed[0][1]}"))
 
-        for item in sent:
-            item.future.add_done_callback(done)
+        for item in shipped:
+            item.sent.future.add_done_callback(functools.partial(done, item))
+
+    async def _repair(
+        self, part: Partition, batch: Batch, failed: list[tuple[Shipped, BaseException]]
+    ) -> None:
+        plan = Plan()
+        for _ in range(MAX_TRIES):
+            learn(plan, failed)
+            only = {at for shipped, _ in failed for at in shipped.records}
+            try:
+                shipped = await self.sender.send(self.producer, part, batch, plan, only)
+            except KafkaFailure as exc:
+                raise FatalError(f"producing to Kafka failed: {exc}") from exc
+            failed = await settle(shipped)
+            if not failed:
+                self.assignment.finish(part, batch)
+                return
+        raise FatalError(f"{part.label}: records refused after {MAX_TRIES} tries: {failed[0][1]}")
 
     async def idle(self, part: Partition) -> None:
         return None

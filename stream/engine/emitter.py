@@ -8,13 +8,12 @@ new one carries on for the new assignment).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 from stream.engine.assignment import Batch, Partition
 from stream.engine.delivery import Delivery
 from stream.errors import KafkaFailure
+from stream.flow import wait_event
 from stream.metrics import Metrics
 
 Restart = Callable[[Partition, KafkaFailure], Awaitable[None]]
@@ -46,8 +45,7 @@ class Emitter:
             if self.delivery.idle_interval is None:
                 await part.wakeup.wait()
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(part.wakeup.wait(), self.delivery.idle_interval)
+            await wait_event(part.wakeup, self.delivery.idle_interval)
             if not queue:
                 return []
         await queue[0].result

@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from stream.config import RunSettings
 from stream.engine.assignment import Assignment, Batch, Partition
 from stream.errors import FatalError, KafkaFailure
-from stream.flow import split_batches
+from stream.flow import split_batches, wait_event
 from stream.kafka.protocols import ConsumedRecord, Consumer
-from stream.pool import WorkerPool
+from stream.pool import Pool
 
 FETCH_TIMEOUT_MS = 200
 ROOM_WAIT = 1.0
@@ -30,7 +30,7 @@ class Fetcher:
         settings: RunSettings,
         consumer: Consumer,
         assignment: Assignment,
-        pool: WorkerPool,
+        pool: Pool,
         on_fetched: Callable[[Partition, int, list[int]], None],
     ) -> None:
         self.settings = settings
@@ -49,8 +49,7 @@ class Fetcher:
         while not self.stopping.is_set():
             if inflight.full:
                 room.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(room.wait(), ROOM_WAIT)
+                await wait_event(room, ROOM_WAIT)
                 continue
             try:
                 fetched = await self.consumer.getmany(FETCH_TIMEOUT_MS, inflight.room)
@@ -71,6 +70,12 @@ class Fetcher:
 
     def dispatch(self, part: Partition, records: Sequence[ConsumedRecord]) -> None:
         s = self.settings
+        expected = part.offsets.next_offset
+        if expected is not None and records[0].offset < expected:
+            # Fetched again before a seek took effect: those already in flight stay.
+            records = [r for r in records if r.offset >= expected]
+            if not records:
+                return
         sizes: list[int] = []
         for chunk, nbytes in split_batches(
             records, s.batch_max_records, s.batch_max_bytes, _record_size

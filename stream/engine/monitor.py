@@ -4,7 +4,6 @@ is alive and ready. Decisions take an injected clock, so a test can move time.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import numpy as np
 from stream.config import RunSettings
 from stream.engine.assignment import Assignment, Batch, Partition
 from stream.errors import KafkaFailure
+from stream.flow import wait_event
 from stream.http import Check
 from stream.kafka.protocols import Consumer, TopicPartition
 from stream.metrics import Metrics
@@ -110,8 +110,7 @@ class Monitor:
         """Read our partitions' end offsets every lag interval; set the lag gauges. A
         failed read (a rebalance, a broker away) is logged and tried again."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.lag_refresh.wait(), self.settings.lag_interval)
+            await wait_event(self.lag_refresh, self.settings.lag_interval)
             self.lag_refresh.clear()
             parts = list(self.assignment.parts.values())
             if not parts:

@@ -15,6 +15,16 @@ from stream.kafka.protocols import OutRecord, TopicPartition
 from stream.reasons import Reason
 from stream.worker import BatchResult
 
+
+def _refusal_hint(error: str) -> str:
+    """Why the broker may have said no, for the dead letter's message."""
+    if "TooLarge" in error:
+        return "good: it is larger than the output topic's max.message.bytes"
+    if "Authorization" in error:
+        return "good: this user may not write the output topic"
+    return "good"
+
+
 HEADER_REASON = "stream.error.reason"
 HEADER_MESSAGE = "stream.error.message"
 HEADER_TOPIC = "stream.source.topic"
@@ -29,13 +39,27 @@ HEADER_OVERHEAD = 16
 MESSAGE_LIMIT = 1000  # characters of an error message kept in a header
 
 
+@dataclass(slots=True)
+class Plan:
+    """How to send a batch this time, learnt from what the broker refused before."""
+
+    refused: dict[int, str] = field(default_factory=dict)  # index -> broker error: dead-letter
+    alone: set[int] = field(default_factory=set)  # indices sent in a produce batch of their own
+    minimal: set[int] = field(default_factory=set)  # indices whose dead letter is headers only
+
+    def __bool__(self) -> bool:
+        return bool(self.refused or self.alone or self.minimal)
+
+
 @dataclass(frozen=True, slots=True)
 class Routed:
-    """One batch, routed: ``outputs[i]`` is for record ``output_index[i]`` of the batch."""
+    """One batch, routed: ``outputs[i]`` is for record ``output_index[i]`` of the batch,
+    ``letters[j]`` for record ``letter_index[j]``."""
 
     outputs: list[OutRecord] = field(default_factory=list)
     output_index: list[int] = field(default_factory=list)
     letters: list[OutRecord] = field(default_factory=list)
+    letter_index: list[int] = field(default_factory=list)
     errors: list[Error] = field(default_factory=list)
 
 
@@ -45,13 +69,22 @@ class Router:
     max_record_bytes: int  # a dead letter's value is cut to this at most
     dead_letter_limit: int  # the dead-letter topic's max.message.bytes
 
-    def route(self, tp: TopicPartition, batch: Batch, result: BatchResult) -> Routed:
+    def route(
+        self, tp: TopicPartition, batch: Batch, result: BatchResult, plan: Plan | None = None
+    ) -> Routed:
         routed = Routed()
         keys, values = batch.keys, batch.values
         errors = {index: (reason, message) for index, reason, message in result.errors}
+        refused = plan.refused if plan else {}
         for index, output in enumerate(result.materialize(values)):
             key = keys[index]
-            if output is not None and (key is not None or not self.require_key):
+            if index in refused:
+                error = refused[index]
+                errors[index] = (
+                    Reason.OUTPUT_REFUSED.value,
+                    f"{error}: the broker refused the output for {_refusal_hint(error)}",
+                )
+            elif output is not None and (key is not None or not self.require_key):
                 routed.outputs.append((key, output, None, tp.partition if key is None else None))
                 routed.output_index.append(index)
                 continue
@@ -60,16 +93,16 @@ class Router:
                 "the record has no key (--require-key is on)",
             )
             routed.errors.append((index, reason, message))
-            routed.letters.append(
-                self.dead_letter(
-                    tp,
-                    batch.offsets[index],
-                    key=key,
-                    value=values[index],
-                    reason=reason,
-                    message=message,
+            offset, value = batch.offsets[index], values[index]
+            if plan and index in plan.minimal:
+                size = len(value or b"") + len(key or b"")
+                letter = self.minimal(tp, offset, reason, size)
+            else:
+                letter = self.dead_letter(
+                    tp, offset, key=key, value=value, reason=reason, message=message
                 )
-            )
+            routed.letters.append(letter)
+            routed.letter_index.append(index)
         return routed
 
     def dead_letter(

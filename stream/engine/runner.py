@@ -30,7 +30,7 @@ from stream.flow import InFlight
 from stream.http import HttpServer
 from stream.kafka.protocols import Clients, Consumer, TopicPartition
 from stream.metrics import Metrics
-from stream.pool import WorkerPool
+from stream.pool import Pool, WorkerPool
 from transforms import resolve
 
 log = logging.getLogger("stream")
@@ -40,7 +40,7 @@ class Engine:
     """One instance of the stream processor. ``await run()``; ``stop()`` to drain and end."""
 
     def __init__(
-        self, settings: RunSettings, clients: Clients | None = None, pool: WorkerPool | None = None
+        self, settings: RunSettings, clients: Clients | None = None, pool: Pool | None = None
     ) -> None:
         self.settings = s = settings
         resolve(s.transform)  # an unknown transform is a usage error, before anything starts
@@ -154,6 +154,7 @@ class Engine:
                 sender=sender,
                 metrics=self.metrics,
                 fail=self.fail,
+                spawn=self.spawn,
             )
         self._delivery = delivery
         rebalancer = self._rebalancer = Rebalancer(

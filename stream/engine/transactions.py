@@ -17,9 +17,10 @@ import time
 
 from stream.config import RunSettings
 from stream.engine.assignment import Assignment, Batch, Partition
-from stream.engine.delivery import Sender
+from stream.engine.delivery import MAX_TRIES, Sender, learn, settle
+from stream.engine.routing import Plan
 from stream.errors import KafkaFailure
-from stream.kafka.protocols import Clients, Consumer, Sent, TransactionalProducer
+from stream.kafka.protocols import Clients, Consumer, TransactionalProducer
 from stream.metrics import Metrics
 
 TRANSACTION_MAX_BATCHES = 32  # most batches one transaction covers
@@ -62,28 +63,32 @@ class ExactlyOnce:
         )
 
     async def deliver(self, part: Partition, batches: list[Batch]) -> None:
-        """The batches' outputs, dead letters and the next offset in one transaction."""
+        """The batches' outputs, dead letters and the next offset in one transaction.
+
+        Every send must be taken before the offsets are sent: aiokafka would commit a
+        transaction even though one of its produce requests was refused. A transaction
+        with a refused record is aborted and made again, the refused records as dead
+        letters; any other failure raises, and the partition is rewound."""
         producer = self._producers[part]
         position = batches[-1].ticket.end
         started = time.perf_counter()
-        await producer.begin()
-        sent: list[Sent] = []
-        for batch in batches:
-            sent += (await self.sender.send(producer, part, batch))[1]
-        # Every record must be taken before the offsets are: aiokafka would commit a
-        # transaction even though one of its produce requests was refused.
-        failures = [
-            r
-            for r in await asyncio.gather(*(s.future for s in sent), return_exceptions=True)
-            if r is not None
-        ]
-        if failures:
-            error = failures[0]
-            if isinstance(error, KafkaFailure):
-                raise error
-            raise KafkaFailure(f"a send in the transaction failed: {error!r}")
-        await producer.send_offsets({part.tp: position}, self.settings.group_id)
-        await producer.commit()
+        plans = [Plan() for _ in batches]
+        for _ in range(MAX_TRIES):
+            await producer.begin()
+            shipped = [
+                await self.sender.send(producer, part, batch, plan)
+                for batch, plan in zip(batches, plans, strict=True)
+            ]
+            failed = await asyncio.gather(*(settle(s) for s in shipped))
+            if not any(failed):
+                await producer.send_offsets({part.tp: position}, self.settings.group_id)
+                await producer.commit()
+                break
+            await producer.abort()
+            for plan, failures in zip(plans, failed, strict=True):
+                learn(plan, failures)
+        else:
+            raise KafkaFailure(f"records refused after {MAX_TRIES} transactions")
         self.metrics.commit_duration.observe(time.perf_counter() - started)
         for batch in batches:
             self.assignment.finish(part, batch)

@@ -17,6 +17,7 @@ import pytest
 
 from stream.config import RunSettings
 from stream.engine import Engine as InProcessService
+from stream.pool import WorkerPool
 from tests.conftest import (
     STREAM,
     Service,
@@ -207,10 +208,12 @@ async def test_healthz_fails_when_the_pool_is_dead(topics: Topics) -> None:
         assert status == 200, body
         assert json.loads(body)["workers_alive"] == 2
 
-        service.pool.restart = False  # what a pool that cannot come back looks like
-        for pid in service.pool.pids():
+        pool = service.pool
+        assert isinstance(pool, WorkerPool)
+        pool.restart = False  # what a pool that cannot come back looks like
+        for pid in pool.pids():
             os.kill(pid, signal.SIGKILL)
-        await wait_until(lambda: service.pool.alive == 0)
+        await wait_until(lambda: pool.alive == 0)
         status, body = await asyncio.to_thread(get, base + "/healthz")
         assert status == 503
         answer = json.loads(body)
@@ -220,8 +223,10 @@ async def test_healthz_fails_when_the_pool_is_dead(topics: Topics) -> None:
 
 async def test_healthz_restarts_killed_workers(topics: Topics) -> None:
     async with in_process(two_workers(topics)) as service:
-        os.kill(service.pool.pids()[0], signal.SIGKILL)
-        await wait_until(lambda: service.pool.restarts >= 1 and service.pool.alive == 2)
+        pool = service.pool
+        assert isinstance(pool, WorkerPool)
+        os.kill(pool.pids()[0], signal.SIGKILL)
+        await wait_until(lambda: pool.restarts >= 1 and pool.alive == 2)
         base = f"http://127.0.0.1:{service.metrics_port}"
         status, body = await asyncio.to_thread(get, base + "/healthz")
         assert status == 200, body

@@ -1,0 +1,339 @@
+"""The engine on in-memory fakes of Kafka and of the pool: rebalances, drains, refusals,
+fencing, rewinds and shutdown, each driven on cue. No broker, no worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+
+from stream.config import RunSettings
+from stream.engine import Engine
+from stream.engine.routing import HEADER_REASON
+from stream.errors import FatalError, NotAuthorized
+from stream.kafka.protocols import OutRecord, TopicPartition
+from tests.fakes import FakeBroker, FakeClients, FakePool, Record
+
+P0 = TopicPartition("in", 0)
+P1 = TopicPartition("in", 1)
+
+
+def settings(**changes: Any) -> RunSettings:
+    base: dict[str, Any] = {
+        "bootstrap_servers": "fake:9092",
+        "input_topic": "in",
+        "output_topic": "out",
+        "group_id": "g",
+        "transform": "identity",
+        "workers": 1,
+        "metrics_port": 0,
+        "stats_interval": 0,
+        "commit_interval": 0.02,
+        "lag_interval": 0.05,
+        "drain_timeout": 2.0,
+        "delivery_timeout": 5.0,
+        "require_key": False,
+        "batch_max_records": 10,
+    }
+    return RunSettings(**(base | changes))
+
+
+def values(n: int, start: int = 0) -> list[bytes]:
+    return [orjson.dumps({"n": i}) for i in range(start, start + n)]
+
+
+@dataclass
+class Run:
+    broker: FakeBroker
+    clients: FakeClients
+    pool: FakePool
+    engine: Engine
+    task: asyncio.Task[None]
+
+    @property
+    def consumer(self) -> Any:
+        return self.clients.consumer_made
+
+    def outputs(self, topic: str = "out") -> list[int]:
+        return [orjson.loads(r.value)["n"] for r in self.broker.records(topic) if r.value]
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        return self.broker.committed.get(("g", tp))
+
+
+async def until(condition: Callable[[], bool], wait: float = 3.0) -> None:
+    deadline = time.monotonic() + wait
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+@asynccontextmanager
+async def running(
+    broker: FakeBroker | None = None, assign: set[TopicPartition] | None = None, **changes: Any
+) -> AsyncIterator[Run]:
+    broker = broker or FakeBroker()
+    clients = FakeClients(broker)
+    pool = FakePool()
+    engine = Engine(settings(**changes), clients=clients, pool=pool)
+    task = asyncio.create_task(engine.run())
+    run = Run(broker, clients, pool, engine, task)
+    try:
+        await asyncio.wait_for(clients.consumer_made.subscribed.wait(), 3)
+        await clients.consumer_made.rebalance(set(), {P0, P1} if assign is None else assign)
+        yield run
+    finally:
+        engine.stop()
+        pool.gate.set()
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+async def test_outputs_keep_input_order_and_offsets_reach_the_end(guarantee: str) -> None:
+    broker = FakeBroker()
+    broker.feed(0, values(35))
+    broker.feed(1, values(12, start=100))
+    async with running(broker, guarantee=guarantee) as run:
+        await until(lambda: run.committed(P0) == 35 and run.committed(P1) == 12)
+        assert run.outputs() == list(range(35)) + list(range(100, 112))
+
+
+async def test_a_partition_assigned_while_work_is_in_flight() -> None:
+    broker = FakeBroker()
+    broker.feed(0, values(25))
+    async with running(broker, assign={P0}) as run:
+        run.pool.gate.clear()
+        await until(lambda: run.pool.started > 0)
+        await run.consumer.rebalance(set(), {P1})
+        broker.feed(1, values(5, start=100))
+        run.pool.gate.set()
+        await until(lambda: run.committed(P0) == 25 and run.committed(P1) == 5)
+        assert sorted(run.outputs()) == list(range(25)) + list(range(100, 105))
+
+
+async def test_revoke_with_a_drain_that_times_out_abandons_without_committing() -> None:
+    broker = FakeBroker()
+    async with running(broker, assign={P0}, drain_timeout=0.2) as run:
+        run.pool.gate.clear()
+        broker.feed(0, values(20))
+        await until(lambda: run.pool.started > 0)
+        started = time.monotonic()
+        await run.consumer.rebalance({P0}, set())
+        assert time.monotonic() - started < 1.5
+        assert run.committed(P0) is None  # nothing finished, nothing committed
+        assert run.engine.assignment.inflight.records == 0
+        assert run.engine.assignment.get(P0) is None
+        run.pool.gate.set()
+        await asyncio.sleep(0.1)
+        assert run.outputs() == []  # abandoned: the next owner reads them again
+
+
+async def test_revoke_drains_finished_work_and_commits_it() -> None:
+    broker = FakeBroker()
+    broker.feed(0, values(20))
+    async with running(broker, assign={P0}) as run:
+        await until(lambda: run.committed(P0) == 20)
+        broker.feed(0, values(5, start=20))
+        await until(lambda: len(run.outputs()) == 25)
+        await run.consumer.rebalance({P0}, set())
+        assert run.committed(P0) == 25
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+async def test_a_record_the_broker_refuses_is_a_dead_letter_and_the_rest_flow(
+    guarantee: str,
+) -> None:
+    def refuse(topic: str, record: OutRecord) -> str | None:
+        big = topic == "out" and orjson.loads(record[1]).get("n") == 10
+        return "MessageSizeTooLargeError" if big else None
+
+    broker = FakeBroker(refuse=refuse)
+    broker.feed(0, values(21))
+    async with running(broker, assign={P0}, guarantee=guarantee) as run:
+        await until(lambda: run.committed(P0) == 21)
+        assert run.outputs() == [n for n in range(21) if n != 10]
+        (letter,) = broker.records("in.dlq")
+        headers = dict(letter.headers)
+        assert headers[HEADER_REASON] == b"output_refused"
+        assert b"MessageSizeTooLargeError" in headers["stream.error.message"]
+        assert orjson.loads(letter.value or b"") == {"n": 10}
+        if guarantee == "exactly-once":
+            assert broker.aborted >= 1  # the transaction with the refused send never committed
+
+
+async def test_a_dead_letter_the_broker_refuses_becomes_a_minimal_one() -> None:
+    def refuse(topic: str, record: OutRecord) -> str | None:
+        if topic == "out" and orjson.loads(record[1]).get("n") == 3:
+            return "MessageSizeTooLargeError"
+        if topic == "in.dlq" and record[1]:
+            return "MessageSizeTooLargeError"
+        return None
+
+    broker = FakeBroker(refuse=refuse)
+    broker.feed(0, values(6))
+    async with running(broker, assign={P0}, guarantee="exactly-once") as run:
+        await until(lambda: run.committed(P0) == 6)
+        (letter,) = broker.records("in.dlq")
+        headers = dict(letter.headers)
+        assert letter.value == b""
+        assert headers[HEADER_REASON] == b"output_refused"
+        assert headers["stream.source.offset"] == b"3"
+        assert int(headers["stream.error.original-size"]) > 0
+
+
+async def test_a_fenced_producer_is_dropped_not_aborted_and_work_goes_on() -> None:
+    broker = FakeBroker()
+    broker.feed(0, values(10))
+    async with running(broker, assign={P0}, guarantee="exactly-once") as run:
+        await until(lambda: run.committed(P0) == 10)
+        first = run.clients.producers[-1]
+        broker.fence("g-in-0")  # another owner started the same transactional id
+        broker.feed(0, values(10, start=10))
+        await until(lambda: run.committed(P0) == 20)
+        assert first.aborts == 0  # a fenced producer cannot abort: it is dropped
+        assert first.stopped
+        assert len(run.clients.producers) == 2
+        assert run.outputs() == list(range(20))  # each exactly once
+
+
+async def test_a_failed_commit_rewinds_to_the_committed_offset() -> None:
+    broker = FakeBroker()
+    broker.feed(0, values(10))
+    async with running(broker, assign={P0}, guarantee="exactly-once") as run:
+        await until(lambda: run.committed(P0) == 10)
+        run.clients.producers[-1].fail_commit = 1
+        broker.feed(0, values(10, start=10))
+        await until(lambda: run.committed(P0) == 20)
+        assert run.outputs() == list(range(20))  # the failed transaction left nothing
+
+
+async def test_a_new_owner_fences_before_it_reads_the_committed_offset() -> None:
+    broker = FakeBroker()
+    async with running(broker, assign={P0, P1}, guarantee="exactly-once") as run:
+        await until(lambda: len(run.clients.producers) == 2)
+        events = broker.events
+        for tp, tid in ((P0, "g-in-0"), (P1, "g-in-1")):
+            read = f"committed {tp.topic}[{tp.partition}]"
+            assert events.index(f"init {tid}") < events.index(read)
+
+
+async def test_a_rewind_re_reads_the_committed_offset_from_the_broker() -> None:
+    broker = FakeBroker()
+    broker.feed(0, values(5))
+    async with running(broker, assign={P0}, guarantee="exactly-once") as run:
+        await until(lambda: run.committed(P0) == 5)
+        reads = broker.events.count("committed in[0]")
+        run.clients.producers[-1].fail_commit = 1
+        broker.feed(0, values(5, start=5))
+        await until(lambda: run.committed(P0) == 10)
+        assert broker.events.count("committed in[0]") > reads
+
+
+async def test_a_rewind_racing_a_revoke_leaves_nothing_behind() -> None:
+    broker = FakeBroker()
+    broker.feed(0, values(5))
+    async with running(broker, assign={P0}, guarantee="exactly-once") as run:
+        await until(lambda: run.committed(P0) == 5)
+        run.clients.producers[-1].fail_commit = 1
+        run.clients.refuse_ids = 1000  # the rewind cannot get a new producer yet
+        broker.feed(0, values(5, start=5))
+        await until(lambda: run.engine.assignment.get(P0) is None)  # rewinding
+        await run.consumer.rebalance({P0}, set())
+        run.clients.refuse_ids = 0
+        await asyncio.sleep(0.5)  # past the rewind's backoff
+        assert run.engine.assignment.get(P0) is None  # the revoke won
+        assert all(p.stopped for p in run.clients.producers)
+        assert run.committed(P0) == 5
+        assert not run.task.done()
+
+
+async def test_a_partition_that_cannot_progress_stops_the_engine() -> None:
+    broker = FakeBroker()
+    broker.feed(0, values(5))
+    async with running(broker, assign={P0}, guarantee="exactly-once", delivery_timeout=0.5) as run:
+        run.clients.refuse_ids = 1000
+        run.clients.producers[-1].fail_commit = 1000
+        with pytest.raises(FatalError, match="no progress"):
+            await asyncio.wait_for(run.task, 10)
+
+
+async def test_a_failure_in_the_assignment_callback_stops_the_engine() -> None:
+    broker = FakeBroker()
+    clients = FakeClients(broker)
+
+    async def refused(_tid: str) -> Any:
+        raise NotAuthorized("not authorised to use the transactional id")
+
+    clients.transactional_producer = refused  # type: ignore[method-assign,assignment]
+    engine = Engine(settings(guarantee="exactly-once"), clients=clients, pool=FakePool())
+    task = asyncio.create_task(engine.run())
+    await clients.consumer_made.subscribed.wait()
+    await clients.consumer_made.rebalance(set(), {P0})
+    with pytest.raises(NotAuthorized):
+        await asyncio.wait_for(task, 5)
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+async def test_shutdown_with_queued_work_drains_and_commits_it(guarantee: str) -> None:
+    broker = FakeBroker()
+    async with running(broker, assign={P0}, guarantee=guarantee) as run:
+        run.pool.gate.clear()
+        broker.feed(0, values(30))
+        await until(lambda: run.engine.assignment.inflight.records == 30)
+        run.engine.stop()
+        await asyncio.sleep(0.05)
+        run.pool.gate.set()
+        await asyncio.wait_for(run.task, 5)
+        assert run.committed(P0) == 30
+        assert run.outputs() == list(range(30))
+        assert run.pool.closed
+
+
+async def test_shutdown_past_the_drain_timeout_commits_nothing_unfinished() -> None:
+    broker = FakeBroker()
+    async with running(broker, assign={P0}, drain_timeout=0.2) as run:
+        broker.feed(0, values(10))
+        await until(lambda: run.committed(P0) == 10)
+        run.pool.gate.clear()
+        broker.feed(0, values(10, start=10))
+        await until(lambda: run.engine.assignment.inflight.records == 10)
+        run.engine.stop()
+        await asyncio.wait_for(run.task, 5)
+        assert run.committed(P0) == 10
+
+
+async def test_records_fetched_for_a_partition_not_accepting_are_sought_back() -> None:
+    broker = FakeBroker()
+    broker.feed(0, values(5))
+    async with running(broker, assign=set()) as run:
+        consumer = run.consumer
+        consumer.assigned.add(P0)  # fetched before the assignment callback ran
+        consumer.positions[P0] = 0
+        await asyncio.sleep(0.05)
+        assert run.pool.started == 0  # not taken: sought back each time
+        assert consumer.positions[P0] in (0, 5)
+        consumer.assigned.discard(P0)
+        await consumer.rebalance(set(), {P0})
+        await until(lambda: run.committed(P0) == 5)
+        assert run.outputs() == list(range(5))
+
+
+async def test_null_keys_keep_their_input_partition() -> None:
+    broker = FakeBroker()
+    broker.feed(1, values(4), key=None)
+    async with running(broker, assign={P1}) as run:
+        await until(lambda: run.committed(P1) == 4)
+        assert {r.partition for r in broker.records("out")} == {1}
+        assert all(r.key is None for r in broker.records("out"))
+
+
+def test_fake_record_has_what_the_engine_reads() -> None:
+    record = Record("in", 0, 1, b"k", b"v", 5)
+    assert (record.offset, record.key, record.value, record.timestamp) == (1, b"k", b"v", 5)

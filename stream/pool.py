@@ -23,6 +23,7 @@ import os
 import pickle
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -35,27 +36,31 @@ from stream.worker import BatchResult
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 120.0  # seconds for a new worker to load the transform
+CLOSE_GRACE = 2.0  # seconds workers get to finish when the pool closes
 
 
 class WorkerLost(Exception):
-    """The worker running a batch died or overran the deadline; the batch may be retried."""
+    """The worker running a batch died or overran the deadline; the batch may be retried.
+    ``done`` holds the results a probe got before that (one per record, in order)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, done: list[BatchResult] | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.done = done or []
 
 
 @dataclass(slots=True, eq=False)
 class _Job:
     payload: bytes
-    future: asyncio.Future[BatchResult]
+    future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    probe: int = 0  # records of a probe (answered one by one); 0: a batch
 
-    def resolve(self, result: BatchResult | BaseException) -> None:
+    def resolve(self, result: Any) -> None:
         self.loop.call_soon_threadsafe(_settle, self.future, result)
 
 
-def _settle(future: asyncio.Future[BatchResult], result: BatchResult | BaseException) -> None:
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
     if future.done():
         return
     if isinstance(result, BaseException):
@@ -116,6 +121,8 @@ class _Worker:
 
     def _respawn(self, why: str) -> bool:
         self.kill()
+        if self.pool.closing:
+            return False
         if not self.pool.restart:
             log.error("worker %d %s; restarts are off", self.index, why)
             return False
@@ -150,17 +157,26 @@ class _Worker:
                 break
             conn = self.conn
             assert conn is not None
+            done: list[BatchResult] = []
             try:
                 conn.send_bytes(job.payload)
-                if conn.poll(pool.batch_timeout):
+                if job.probe:
+                    # Each record has the whole deadline; the first that overruns it
+                    # (or kills the worker) is the culprit.
+                    while len(done) < job.probe and conn.poll(pool.batch_timeout):
+                        done.append(pickle.loads(conn.recv_bytes()))  # noqa: S301
+                    if len(done) == job.probe:
+                        job.resolve(done)
+                        continue
+                elif conn.poll(pool.batch_timeout):
                     job.resolve(pickle.loads(conn.recv_bytes()))  # noqa: S301 - our own worker
                     continue
                 lost = WorkerLost(
-                    "worker_timeout", f"the batch took longer than {pool.batch_timeout:g}s"
+                    "worker_timeout", f"the record took longer than {pool.batch_timeout:g}s", done
                 )
                 why = "overran the batch deadline"
             except (EOFError, OSError):
-                lost = WorkerLost("worker_crash", "the worker process died on this batch")
+                lost = WorkerLost("worker_crash", "the worker process died on this record", done)
                 why = "died"
             code = self.process.exitcode if self.process is not None else None
             log.warning(
@@ -191,6 +207,8 @@ class Pool(Protocol):
     async def close(self) -> None: ...
     @property
     def alive(self) -> int: ...
+    @property
+    def serving(self) -> int: ...
 
 
 class WorkerPool:
@@ -247,6 +265,11 @@ class WorkerPool:
         """Worker processes now alive."""
         return sum(1 for w in self._workers if w.alive)
 
+    @property
+    def serving(self) -> int:
+        """Worker slots still serving: alive, or being replaced after a death or a hang."""
+        return self._running_threads
+
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.alive]
 
@@ -270,39 +293,54 @@ class WorkerPool:
                 if job is not None:
                     job.resolve(PoolError("no worker process is left to run the batch"))
 
-    async def _attempt(self, values: list[bytes | None]) -> BatchResult:
+    async def _attempt(self, values: list[bytes | None], *, probe: bool = False) -> Any:
         if self.closing or self._running_threads == 0:
             raise PoolError("the pool has no running workers")
         loop = asyncio.get_running_loop()
-        payload = pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL)
-        job = _Job(payload, loop.create_future(), loop)
+        payload = pickle.dumps((probe, values), protocol=pickle.HIGHEST_PROTOCOL)
+        job = _Job(payload, loop.create_future(), loop, len(values) if probe else 0)
         self.jobs.put(job)
         return await job.future
 
-    async def run(self, values: list[bytes | None], attempts: int | None = None) -> BatchResult:
-        """Process one batch; a record that kills or hangs workers comes back as an error."""
-        tries = self.max_attempts if attempts is None else attempts
-        lost: WorkerLost | None = None
-        for _ in range(tries):
+    async def run(self, values: list[bytes | None]) -> BatchResult:
+        """Process one batch; a record that kills or hangs workers comes back as an error.
+
+        A batch whose worker died or overran the deadline is run again as a probe: record
+        by record, each answered as it is done, so the record it fails on is known at once
+        (within two deadlines of the first try, whatever the batch size). That record
+        gets ``max_attempts`` tries in all; the records after it go on as a batch."""
+        try:
+            result: BatchResult = await self._attempt(values)
+            return result
+        except WorkerLost as exc:
+            lost = exc
+        if len(values) == 1:
+            return await self._single(values, lost, tries=1)
+        done: list[BatchResult] = []
+        try:
+            done = await self._attempt(values, probe=True)
+            return _combine([(r, 1) for r in done], values)
+        except WorkerLost as exc:
+            done, lost = exc.done, exc
+        at = len(done)
+        culprit = await self._single(values[at : at + 1], lost, tries=2)
+        parts = [(r, 1) for r in [*done, culprit]]
+        if at + 1 < len(values):
+            parts.append((await self.run(values[at + 1 :]), len(values) - at - 1))
+        return _combine(parts, values)
+
+    async def _single(
+        self, values: list[bytes | None], lost: WorkerLost, tries: int
+    ) -> BatchResult:
+        """One record that already failed ``tries`` times: try it up to ``max_attempts``."""
+        for _ in range(tries, self.max_attempts):
             try:
-                return await self._attempt(values)
+                result: BatchResult = await self._attempt(values)
+                return result
             except WorkerLost as exc:
                 lost = exc
-        assert lost is not None
-        if len(values) == 1:
-            message = f"{lost} ({self.max_attempts} tries)"
-            return BatchResult([None], [(0, lost.reason, message)], 0.0, 0)
-        # Split: the culprit is in one half; the other half goes through. Halves get one
-        # try each until a single record is left, which gets the full number of tries.
-        middle = len(values) // 2
-        left_values, right_values = values[:middle], values[middle:]
-        left, right = await asyncio.gather(
-            self.run(left_values, None if len(left_values) == 1 else 1),
-            self.run(right_values, None if len(right_values) == 1 else 1),
-        )
-        errors = left.errors + [(i + middle, r, m) for i, r, m in right.errors]
-        outputs = left.materialize(left_values) + right.materialize(right_values)
-        return BatchResult(outputs, errors, left.seconds + right.seconds, left.pid)
+        message = f"{lost} ({self.max_attempts} tries)"
+        return BatchResult([None], [(0, lost.reason, message)], 0.0, 0)
 
     async def close(self) -> None:
         self.closing = True
@@ -311,8 +349,25 @@ class WorkerPool:
         await asyncio.to_thread(self._join)
 
     def _join(self) -> None:
+        """Workers get a moment to finish; then any still busy (or hung) is killed, which
+        ends its thread's wait. Bounded: a few seconds whatever the workers do."""
+        deadline = time.monotonic() + CLOSE_GRACE
         for w in self._workers:
-            if w.thread.is_alive():
-                w.thread.join(10)
+            w.thread.join(max(0.0, deadline - time.monotonic()))
         for w in self._workers:
             w.kill()
+        for w in self._workers:
+            w.thread.join(CLOSE_GRACE)
+
+
+def _combine(parts: list[tuple[BatchResult, int]], values: list[bytes | None]) -> BatchResult:
+    """Results of consecutive slices of ``values`` (each with its length), as one."""
+    outputs: list[bytes | None] = []
+    errors: list[tuple[int, str, str]] = []
+    seconds = 0.0
+    for part, count in parts:
+        start = len(outputs)
+        outputs += part.materialize(values[start : start + count])
+        errors += [(start + i, reason, message) for i, reason, message in part.errors]
+        seconds += part.seconds
+    return BatchResult(outputs, errors, seconds, parts[0][0].pid if parts else 0)

@@ -72,7 +72,8 @@ def serve(conn: Connection, spec: str, max_record_bytes: int, max_array_length: 
     """A worker process's main loop: batches in, results out, over one pipe.
 
     Says ``ready`` once the transform is loaded (or why it could not be); an empty
-    message asks it to exit.
+    message asks it to exit. A message is ``(probe, values)``: a batch answered with one
+    result, or (probe) records answered one result each, as each is done.
     """
     init_worker()
     try:
@@ -89,8 +90,15 @@ def serve(conn: Connection, spec: str, max_record_bytes: int, max_array_length: 
             return  # the parent is gone
         if not data:
             return
-        values = pickle.loads(data)  # noqa: S301 - from our own parent process
+        probe, values = pickle.loads(data)  # noqa: S301 - from our own parent process
         try:
+            if probe:
+                # One record at a time, each answered at once: the parent then knows
+                # which record a crash or a hang is on.
+                for value in values:
+                    result = process_batch(spec, [value], max_record_bytes)
+                    conn.send_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+                continue
             result = process_batch(spec, values, max_record_bytes)
         except Exception:
             log.error("a batch failed outside the transform", exc_info=True)

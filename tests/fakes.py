@@ -268,6 +268,9 @@ class FakeClients:
     async def record_limit(self, topic: str) -> int:
         return self.broker.limits.get(topic, 1_048_588)
 
+    def fit_batches(self, limit: int) -> None:
+        self.batch_limit = limit
+
     async def ensure_topic(self, topic: str, like: str) -> bool:
         if topic in self.broker.partitions:
             return False
@@ -299,3 +302,7 @@ class FakePool:
     @property
     def alive(self) -> int:
         return 0 if self.closed else 1
+
+    @property
+    def serving(self) -> int:
+        return self.alive

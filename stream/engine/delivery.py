@@ -263,7 +263,7 @@ class AtLeastOnce:
         """Commit each partition's finished prefix (an idle one up to its position)."""
         owned = list(self.assignment.parts.values()) if parts is None else parts
         for part in owned:
-            if not part.busy and not part.closing and part.offsets.position is not None:
+            if not part.busy and part.accepting and not part.closing:
                 with contextlib.suppress(KafkaFailure):
                     part.offsets.advance_idle(await self.consumer.position(part.tp))
         wanted = {p.tp for p in owned}

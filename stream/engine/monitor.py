@@ -42,6 +42,7 @@ class Monitor:
         metrics: Metrics,
         assignment: Assignment,
         workers_alive: Callable[[], int],
+        workers_serving: Callable[[], int],
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -50,6 +51,7 @@ class Monitor:
         self.metrics = metrics
         self.assignment = assignment
         self.workers_alive = workers_alive
+        self.workers_serving = workers_serving
         self.clock = clock
         self.wall = wall
         self.counts = Counts()
@@ -182,12 +184,13 @@ class Monitor:
     # ---- health ------------------------------------------------------------------------
 
     def liveness(self) -> Check:
-        """Alive: the loop answers (this runs on it), workers are up, no stall while lagging."""
+        """Alive: the loop answers (this runs on it), workers are up (or being replaced after
+        a crash or a hang), no stall while lagging."""
         alive = self.workers_alive()
         details: dict[str, Any] = {"workers_alive": alive, "workers": self.settings.workers}
         if self.fatal is not None:
             return Check(False, f"stopping after a fatal error: {self.fatal}", details)
-        if alive == 0:
+        if self.workers_serving() == 0:
             return Check(False, "no worker process is alive", details)
         lag = sum(self.lag.values())
         idle = self.clock() - self.last_progress

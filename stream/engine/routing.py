@@ -84,6 +84,12 @@ class Router:
                     Reason.OUTPUT_REFUSED.value,
                     f"{error}: the broker refused the output for {_refusal_hint(error)}",
                 )
+            elif key is not None and len(key) + len(values[index] or b"") > self.max_record_bytes:
+                errors[index] = (
+                    Reason.TOO_LARGE.value,
+                    f"key and value are {len(key) + len(values[index] or b'')} bytes, more "
+                    f"than the limit of {self.max_record_bytes}",
+                )
             elif output is not None and (key is not None or not self.require_key):
                 routed.outputs.append((key, output, None, tp.partition if key is None else None))
                 routed.output_index.append(index)

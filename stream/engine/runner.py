@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Coroutine
 from typing import Any
 
@@ -34,6 +35,9 @@ from stream.pool import Pool, WorkerPool
 from transforms import resolve
 
 log = logging.getLogger("stream")
+
+CLOSE_STEP = 3.0  # seconds one shutdown step (a commit, closing a client) may take
+SHUTDOWN_GRACE = 14.0  # seconds past the drain timeout before the process exits anyway
 
 
 class Engine:
@@ -63,7 +67,9 @@ class Engine:
             self._finished,
             self._inflight_changed,
         )
-        self.monitor = Monitor(s, self.metrics, self.assignment, lambda: self.pool.alive)
+        self.monitor = Monitor(
+            s, self.metrics, self.assignment, lambda: self.pool.alive, lambda: self.pool.serving
+        )
         self.metrics_port: int | None = None
         self._http: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -129,6 +135,8 @@ class Engine:
         consumer = self._consumer = await self.clients.consumer()
         await self._check_topics(consumer)
         dlq_limit = await self.clients.record_limit(s.dead_letter_topic)
+        out_limit = await self.clients.record_limit(s.output_topic)
+        self.clients.fit_batches(min(out_limit, dlq_limit))
         sender = Sender(
             Router(s.require_key, s.max_record_bytes, dlq_limit),
             s.output_topic,
@@ -265,7 +273,7 @@ class Engine:
                 self.assignment.inflight.records,
             )
         if self._delivery is not None and self.monitor.fatal is None:
-            await self._delivery.commit()
+            await bounded(self._delivery.commit(), "the final commit")
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -275,11 +283,13 @@ class Engine:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # Each step is bounded: a broker that is down must not keep the process alive.
+        closing = [self.pool.close()]
         if self._delivery is not None:
-            await self._delivery.close()
+            closing.append(bounded(self._delivery.close(), "closing the producers"))
+        await asyncio.gather(*closing)
         if self._consumer is not None:
-            await self._consumer.stop()
-        await self.pool.close()
+            await bounded(self._consumer.stop(), "leaving the group")
         if self._http is not None:
             self._http.close()
         if self._fetcher is not None:  # it ran (a start that failed says why elsewhere)
@@ -289,11 +299,31 @@ class Engine:
             )
 
 
+async def bounded(step: Coroutine[Any, Any, None], what: str) -> None:
+    """Run one shutdown step for at most ``CLOSE_STEP`` seconds."""
+    try:
+        async with asyncio.timeout(CLOSE_STEP):
+            await step
+    except TimeoutError:
+        log.warning("%s took longer than %gs; going on without it", what, CLOSE_STEP)
+
+
+def _force_exit(engine: Engine, after: float) -> None:
+    """The last resort, from a thread (the event loop may be what is stuck)."""
+    log.error("shutdown took longer than %gs; exiting now", after)
+    pool = engine.pool
+    for pid in pool.pids() if isinstance(pool, WorkerPool) else []:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    os._exit(1)
+
+
 async def serve(settings: RunSettings) -> None:
     """Run an engine until SIGTERM/SIGINT: the first drains and stops, a second exits at once."""
     engine = Engine(settings)
     loop = asyncio.get_running_loop()
     seen: list[int] = []
+    watchdogs: list[threading.Timer] = []
 
     def on_signal(signum: int) -> None:
         seen.append(signum)
@@ -304,6 +334,12 @@ async def serve(settings: RunSettings) -> None:
                 settings.drain_timeout,
             )
             engine.stop()
+            # Whatever happens, the process ends within the drain timeout plus this.
+            limit = settings.drain_timeout + SHUTDOWN_GRACE
+            watchdog = threading.Timer(limit, _force_exit, (engine, limit))
+            watchdog.daemon = True
+            watchdog.start()
+            watchdogs.append(watchdog)
         else:
             log.warning("second signal: exiting now without draining")
             os._exit(130)
@@ -315,3 +351,5 @@ async def serve(settings: RunSettings) -> None:
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        for watchdog in watchdogs:
+            watchdog.cancel()

@@ -98,7 +98,7 @@ class ExactlyOnce:
         """Nothing in flight: commit the consumer's position if it moved past our last
         offset (transaction markers of a transactional input), so that lag reaches 0."""
         state = part.offsets
-        if state.pending or state.position is None or part.closing:
+        if state.pending or part.closing:
             return
         with contextlib.suppress(KafkaFailure):
             state.advance_idle(await self.consumer.position(part.tp))
@@ -126,5 +126,4 @@ class ExactlyOnce:
         await producer.stop()
 
     async def close(self) -> None:
-        for part in list(self._producers):
-            await self.release(part, lost=False)
+        await asyncio.gather(*(self.release(p, lost=False) for p in list(self._producers)))

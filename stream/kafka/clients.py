@@ -25,6 +25,7 @@ from stream.kafka.protocols import (
 from stream.kafka.send import Partitioner, send_batched
 
 MAX_BATCH_BYTES = 256 * 1024
+BATCH_MARGIN = 1024  # bytes below a topic's limit a record batch stays
 
 
 def make_consumer(settings: RunSettings) -> AIOKafkaConsumer:
@@ -249,6 +250,9 @@ class KafkaClients:
 
     async def record_limit(self, topic: str) -> int:
         return await admin.record_limit(self.settings, topic)
+
+    def fit_batches(self, limit: int) -> None:
+        self.max_batch_size = max(1024, min(MAX_BATCH_BYTES, limit - BATCH_MARGIN))
 
     async def ensure_topic(self, topic: str, like: str) -> bool:
         return await admin.ensure_topic(self.settings, topic, like)

@@ -96,5 +96,9 @@ class Clients(Protocol):
     async def record_limit(self, topic: str) -> int:
         """The largest record batch the topic accepts (``max.message.bytes``)."""
 
+    def fit_batches(self, limit: int) -> None:
+        """Producers made from now on build record batches of at most ``limit`` bytes
+        (a batch over a topic's max.message.bytes is refused whole)."""
+
     async def ensure_topic(self, topic: str, like: str) -> bool:
         """Create ``topic`` with as many partitions as ``like`` if missing; True if made."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -344,3 +346,43 @@ async def test_pool_isolates_records_that_kill_the_worker(
     pool, result = await _run_with_killers(culprits, size, workers)
     assert pool.restarts > 0
     _check_only_the_culprits_failed(result, culprits, size)
+
+
+@pytest.mark.usefixtures("blas_env")
+async def test_a_hanging_record_in_a_full_batch_is_isolated_within_three_deadlines() -> None:
+    """500 records, one hangs: the first try overruns, the probe names the record when it
+    overruns again, and the rest goes on. Without the probe, halving took ~12 deadlines."""
+    deadline = 1.0
+    pool = WorkerPool("tests.chaos.chaos_transforms:misbehave", 1, LIMIT, batch_timeout=deadline)
+    values: list[bytes | None] = [
+        orjson.dumps({"sensor_id": "s", "seq": i, "hang": i == 321}) for i in range(500)
+    ]
+    try:
+        await pool.start()
+        started = time.monotonic()
+        result = await pool.run(values)
+        elapsed = time.monotonic() - started
+    finally:
+        await pool.close()
+    assert reasons(result) == {321: "worker_timeout"}
+    good = [o for o in result.materialize(values) if o is not None]
+    assert [orjson.loads(o)["seq"] for o in good] == [i for i in range(500) if i != 321]
+    assert elapsed < 3 * deadline, elapsed
+
+
+@pytest.mark.usefixtures("blas_env")
+async def test_closing_the_pool_ends_a_hung_worker_at_once() -> None:
+    pool = WorkerPool("tests.chaos.chaos_transforms:misbehave", 1, LIMIT, batch_timeout=60)
+    await pool.start()
+    pid = pool.pids()[0]
+    job = asyncio.ensure_future(
+        pool.run([orjson.dumps({"sensor_id": "s", "seq": 0, "hang": True})])
+    )
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    await pool.close()
+    assert time.monotonic() - started < 8
+    assert pool.alive == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    job.cancel()

@@ -86,6 +86,8 @@ class FakeConsumer:
         self._on_revoked: RebalanceCallback | None = None
         self.subscribed = asyncio.Event()
         self.fail_committed = 0  # committed() fails this many more times
+        self.paused: set[TopicPartition] = set()
+        self.polls = 0  # getmany() calls: the group's poll interval only counts these
 
     def subscribe(
         self, topic: str, on_assigned: RebalanceCallback, on_revoked: RebalanceCallback
@@ -110,10 +112,11 @@ class FakeConsumer:
     async def getmany(
         self, timeout_ms: int, max_records: int
     ) -> Mapping[TopicPartition, Sequence[Record]]:
+        self.polls += 1
         await asyncio.sleep(0)  # a real client yields; what it returns is read after that
         out: dict[TopicPartition, list[Record]] = {}
         left = max_records
-        for tp in sorted(self.assigned):
+        for tp in sorted(self.assigned - self.paused):
             log = self.broker.log(tp)
             start = self.positions.get(tp, 0)
             chunk = log[start : start + left]
@@ -129,6 +132,12 @@ class FakeConsumer:
         if tp not in self.assigned:
             raise KafkaFailure(f"{tp} is not assigned")
         self.positions[tp] = offset
+
+    def pause(self, tp: TopicPartition) -> None:
+        self.paused.add(tp)
+
+    def resume(self, tp: TopicPartition) -> None:
+        self.paused.discard(tp)
 
     async def seek_to_reset(self, tp: TopicPartition) -> None:
         self.positions[tp] = 0
@@ -285,6 +294,7 @@ class FakePool:
         self.transform = transform
         self.gate = asyncio.Event()
         self.gate.set()
+        self.stuck = asyncio.Event()  # batches with a b"stuck" record wait for this
         self.started = 0
         self.closed = False
 
@@ -294,6 +304,8 @@ class FakePool:
     async def run(self, values: list[bytes | None]) -> BatchResult:
         self.started += 1
         await self.gate.wait()
+        if any(v and b"stuck" in v for v in values):
+            await self.stuck.wait()
         return process_batch(self.transform, values, 1 << 20)
 
     async def close(self) -> None:

@@ -49,6 +49,7 @@ class Partition:
     records: int = 0  # in flight: read, not yet finished
     nbytes: int = 0
     accepting: bool = False  # records may be dispatched (set once its offsets are known)
+    paused: bool = False  # at its share of the in-flight caps: fetching paused
     closing: bool = False  # revoked or being rewound: take nothing more
 
     @property

@@ -22,6 +22,7 @@ from stream.pool import Pool
 
 FETCH_TIMEOUT_MS = 200
 ROOM_WAIT = 1.0
+POLL_GUARD = 30.0  # seconds full before every partition is paused and polling goes on
 
 
 class Fetcher:
@@ -46,13 +47,26 @@ class Fetcher:
 
     async def run(self) -> None:
         inflight, room = self.assignment.inflight, self.assignment.room
+        full_since: float | None = None
+        loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
+            self._resume_drained()
             if inflight.full:
-                room.clear()
-                await wait_event(room, ROOM_WAIT)
-                continue
+                # Stop fetching: aiokafka keeps at most one fetched response per partition
+                # buffered and fetches no more until we take from it.
+                full_since = full_since or loop.time()
+                if loop.time() - full_since < POLL_GUARD:
+                    room.clear()
+                    await wait_event(room, ROOM_WAIT)
+                    continue
+                # Full for long (stuck work): pause everything and keep polling, so the
+                # consumer never leaves its group because work is stuck.
+                for owned in self.assignment.parts.values():
+                    self._pause(owned)
+            else:
+                full_since = None
             try:
-                fetched = await self.consumer.getmany(FETCH_TIMEOUT_MS, inflight.room)
+                fetched = await self.consumer.getmany(FETCH_TIMEOUT_MS, max(1, inflight.room))
             except KafkaFailure as exc:
                 if not exc.retriable:
                     raise FatalError(f"fetching from Kafka failed: {exc}") from exc
@@ -60,13 +74,51 @@ class Fetcher:
                 continue
             for tp, records in fetched.items():
                 part = self.assignment.get(tp)
-                if part is None or not part.accepting or part.closing:
+                if part is None or not part.accepting or part.closing or part.paused:
                     # Not ours to take now: fetch them again if the partition stays;
                     # if it goes, its next owner starts from the committed offset.
                     with contextlib.suppress(KafkaFailure):
                         self.consumer.seek(tp, records[0].offset)
                     continue
-                self.dispatch(part, records)
+                allowed = self._share()[0] - part.records
+                if len(records) > allowed:
+                    # Over its share: take what fits, fetch the rest again after a resume.
+                    with contextlib.suppress(KafkaFailure):
+                        self.consumer.seek(tp, records[max(0, allowed)].offset)
+                    records = records[: max(0, allowed)]
+                    self._pause(part)
+                if records:
+                    self.dispatch(part, records)
+                if self._over_share(part, 1):
+                    self._pause(part)
+
+    def _share(self) -> tuple[int, int]:
+        """One partition's share of the in-flight caps: a stuck partition cannot take it
+        all, so the others keep flowing (one partition alone may use all of it)."""
+        inflight, s = self.assignment.inflight, self.settings
+        n = len(self.assignment.parts)
+        return (
+            max(s.batch_max_records, 2 * inflight.max_records // (n + 1)),
+            max(s.batch_max_bytes, 2 * inflight.max_bytes // (n + 1)),
+        )
+
+    def _over_share(self, part: Partition, fraction: float) -> bool:
+        records, nbytes = self._share()
+        return part.records >= records * fraction or part.nbytes >= nbytes * fraction
+
+    def _pause(self, part: Partition) -> None:
+        if not part.paused:
+            part.paused = True
+            self.consumer.pause(part.tp)
+
+    def _resume_drained(self) -> None:
+        """Resume paused partitions once below half their share (and the caps have room)."""
+        if self.assignment.inflight.full:
+            return
+        for part in self.assignment.parts.values():
+            if part.paused and not self._over_share(part, 0.5):
+                part.paused = False
+                self.consumer.resume(part.tp)
 
     def dispatch(self, part: Partition, records: Sequence[ConsumedRecord]) -> None:
         s = self.settings

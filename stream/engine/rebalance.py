@@ -96,6 +96,7 @@ class Rebalancer:
         labels = (part.tp.topic, str(part.tp.partition))
         self.metrics.consumer_lag.labels(*labels).set(0)
         self.metrics.consumer_lag_seconds.labels(*labels).set(0)
+        self.consumer.resume(part.tp)  # a previous assignment of it may have paused it
         part.accepting = True
         part.emitter = self.spawn(self.emitter.run(part), f"emit-{part.label}")
 

@@ -107,6 +107,14 @@ class KafkaConsumer:
         except CAUGHT as exc:  # not assigned any more: its next owner reads it
             raise translate(exc) from exc
 
+    def pause(self, tp: TopicPartition) -> None:
+        with contextlib.suppress(*CAUGHT):  # not assigned any more: nothing to pause
+            self._consumer.pause(tp)
+
+    def resume(self, tp: TopicPartition) -> None:
+        with contextlib.suppress(*CAUGHT):
+            self._consumer.resume(tp)
+
     async def seek_to_reset(self, tp: TopicPartition) -> None:
         try:
             if self._reset == "earliest":

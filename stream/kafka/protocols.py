@@ -61,6 +61,10 @@ class Consumer(Protocol):
         self, timeout_ms: int, max_records: int
     ) -> Mapping[TopicPartition, Sequence[ConsumedRecord]]: ...
     def seek(self, tp: TopicPartition, offset: int) -> None: ...
+    def pause(self, tp: TopicPartition) -> None:
+        """Fetch nothing more for it (what was fetched and not returned is dropped)."""
+
+    def resume(self, tp: TopicPartition) -> None: ...
     async def seek_to_reset(self, tp: TopicPartition) -> None:
         """Where a partition without a committed offset starts (auto.offset.reset)."""
 

@@ -337,3 +337,38 @@ async def test_null_keys_keep_their_input_partition() -> None:
 def test_fake_record_has_what_the_engine_reads() -> None:
     record = Record("in", 0, 1, b"k", b"v", 5)
     assert (record.offset, record.key, record.value, record.timestamp) == (1, b"k", b"v", 5)
+
+
+async def test_a_stuck_partition_does_not_starve_the_others() -> None:
+    broker = FakeBroker()
+    broker.feed(0, [b'{"n": 0, "stuck": 1}'] * 200)
+    broker.feed(1, values(500))
+    async with running(
+        broker, assign={P0, P1}, max_inflight_records=100, batch_max_records=10
+    ) as run:
+        await until(lambda: run.committed(P1) == 500, wait=5)
+        part = run.engine.assignment.get(P0)
+        assert part is not None
+        assert part.paused
+        assert part.records <= 2 * 100 // 3  # its share of the caps, no more
+        assert run.committed(P0) is None
+        run.pool.stuck.set()
+        await until(lambda: run.committed(P0) == 200, wait=5)
+
+
+async def test_stuck_work_never_stops_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full for long: every partition is paused and the consumer keeps polling, so it
+    never leaves its group (max.poll.interval.ms) because work is stuck."""
+    monkeypatch.setattr("stream.engine.fetcher.POLL_GUARD", 0.1)
+    broker = FakeBroker()
+    broker.feed(0, [b'{"n": 0, "stuck": 1}'] * 300)
+    async with running(broker, assign={P0}, max_inflight_records=100) as run:
+        await until(lambda: run.engine.assignment.inflight.full)
+        await asyncio.sleep(1.5)
+        polls = run.consumer.polls
+        await asyncio.sleep(0.5)
+        assert run.consumer.polls > polls
+        assert P0 in run.consumer.paused
+        run.pool.stuck.set()
+        await until(lambda: run.committed(P0) == 300, wait=5)
+        assert P0 not in run.consumer.paused

@@ -232,7 +232,6 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 delete.topic.enable=true
-message.max.bytes=4194304
 log.retention.hours=24
 log.segment.bytes=268435456
 EOF

@@ -72,7 +72,8 @@ class Fetcher:
                     raise FatalError(f"fetching from Kafka failed: {exc}") from exc
                 await asyncio.sleep(FETCH_TIMEOUT_MS / 1000)
                 continue
-            for tp, records in fetched.items():
+            for tp, got in fetched.items():
+                records = got
                 part = self.assignment.get(tp)
                 if part is None or not part.accepting or part.closing or part.paused:
                     # Not ours to take now: fetch them again if the partition stays;

@@ -92,9 +92,13 @@ class PartitionOffsets:
         """
         if self.closed or self.pending:
             return
-        if self.position is None or position > self.position:
-            if self.position is None and self.committed is not None and position <= self.committed:
+        if self.position is None:
+            # Nothing finished in this assignment: move only past a committed offset (a
+            # new owner whose committed offset sits before trailing transaction markers).
+            if self.committed is None or position <= self.committed:
                 return
+            self.position = position
+        elif position > self.position:
             self.position = position
 
     def committable(self) -> int | None:

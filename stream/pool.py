@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from stream import worker
 from stream.errors import PoolError
+from stream.reasons import Reason
 from stream.worker import BatchResult
 
 log = logging.getLogger(__name__)
@@ -172,11 +173,15 @@ class _Worker:
                     job.resolve(pickle.loads(conn.recv_bytes()))  # noqa: S301 - our own worker
                     continue
                 lost = WorkerLost(
-                    "worker_timeout", f"the record took longer than {pool.batch_timeout:g}s", done
+                    Reason.WORKER_TIMEOUT,
+                    f"the record took longer than {pool.batch_timeout:g}s",
+                    done,
                 )
                 why = "overran the batch deadline"
             except (EOFError, OSError):
-                lost = WorkerLost("worker_crash", "the worker process died on this record", done)
+                lost = WorkerLost(
+                    Reason.WORKER_CRASH, "the worker process died on this record", done
+                )
                 why = "died"
             code = self.process.exitcode if self.process is not None else None
             log.warning(

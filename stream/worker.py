@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from stream.reasons import Reason
 from transforms import BadRecord, Transform, resolve, set_limits
 
 log = logging.getLogger(__name__)
@@ -129,13 +130,15 @@ def _short(text: str) -> str:
 
 def _decode(value: bytes | None, max_bytes: int) -> Any:
     if not value:
-        raise BadRecord("empty", "the record has no value")
+        raise BadRecord(Reason.EMPTY, "the record has no value")
     if len(value) > max_bytes:
-        raise BadRecord("too_large", f"{len(value)} bytes is more than the limit of {max_bytes}")
+        raise BadRecord(
+            Reason.TOO_LARGE, f"{len(value)} bytes is more than the limit of {max_bytes}"
+        )
     try:
         return orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        reason = "invalid_utf8" if "UTF-8" in str(exc) else "invalid_json"
+        reason = Reason.INVALID_UTF8 if "UTF-8" in str(exc) else Reason.INVALID_JSON
         raise BadRecord(reason, _short(str(exc))) from None
 
 
@@ -149,7 +152,7 @@ def _apply(transform: Transform, items: list[Any]) -> list[Any]:
     except Exception as exc:  # noqa: BLE001 - a transform bug must not lose the batch
         problem = f"{type(exc).__name__}: {exc}"
     if len(items) == 1:
-        return [BadRecord("transform_error", _short(problem))]
+        return [BadRecord(Reason.TRANSFORM_ERROR, _short(problem))]
     return [_apply(transform, [item])[0] for item in items]
 
 
@@ -181,13 +184,13 @@ def process_batch(spec: str, values: list[bytes | None], max_record_bytes: int) 
         try:
             encoded = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
         except TypeError as exc:
-            errors.append((index, "encode_error", _short(str(exc))))
+            errors.append((index, Reason.ENCODE_ERROR, _short(str(exc))))
             continue
         if len(encoded) > max_record_bytes:
             message = (
                 f"the output is {len(encoded)} bytes, more than the limit of {max_record_bytes}"
             )
-            errors.append((index, "output_too_large", message))
+            errors.append((index, Reason.OUTPUT_TOO_LARGE, message))
             continue
         outputs[index] = encoded
     errors.sort()

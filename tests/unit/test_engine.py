@@ -372,3 +372,17 @@ async def test_stuck_work_never_stops_polling(monkeypatch: pytest.MonkeyPatch) -
         run.pool.stuck.set()
         await until(lambda: run.committed(P0) == 300, wait=5)
         assert P0 not in run.consumer.paused
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+async def test_a_new_owner_commits_past_a_trailing_transaction_marker(guarantee: str) -> None:
+    """The previous owner committed 5; offset 5 is a transaction marker, so the fetch
+    position moves to 6 with nothing to process: the new owner commits 6 (lag 0)."""
+    broker = FakeBroker()
+    broker.feed(0, values(5))
+    broker.committed[("g", P0)] = 5
+    async with running(broker, assign={P0}, guarantee=guarantee) as run:
+        await until(lambda: run.engine.assignment.get(P0) is not None)
+        run.consumer.positions[P0] = 6  # the consumer skipped the marker
+        await until(lambda: run.committed(P0) == 6)
+        assert run.outputs() == []

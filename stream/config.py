@@ -529,7 +529,7 @@ class TrySettings:
     allow_dead_letters: bool = opt(
         False, "exit 0 even when records were dead-lettered (default: exit 1)", boolean
     )
-    quiet: bool = opt(False, "print only the summary line, not each output", boolean)
+    quiet: bool = opt(False, "print the dead letters and the summary, not each output", boolean)
 
 
 known_settings(

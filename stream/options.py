@@ -180,13 +180,14 @@ def shown_default(f: dataclasses.Field[Any]) -> str:
     """The default as --help shows it: sizes as sizes, booleans as on/off; "" when there
     is nothing worth showing (a secret, an empty text, or help that says it already)."""
     meta = f.metadata
-    if meta["secret"] or "(default:" in meta["help"] or f.default in ("", None):
+    default: Any = f.default
+    if meta["secret"] or "(default:" in meta["help"] or default in ("", None):
         return ""
     if meta["parse"] is size:
-        return format_size(f.default)
-    if isinstance(f.default, bool):
-        return "on" if f.default else "off"
-    return str(f.default)
+        return format_size(int(default))
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return str(default)
 
 
 def read_secret_file(option: str, path: str) -> str:

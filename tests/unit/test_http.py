@@ -40,7 +40,7 @@ def server() -> Iterator[HttpServer]:
 
 
 def get(port: int, accept: str | None) -> tuple[str, str]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")  # noqa: S310
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
     if accept is not None:
         request.add_header("Accept", accept)
     with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310

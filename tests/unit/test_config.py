@@ -59,7 +59,7 @@ def test_flag_and_env_names() -> None:
 def test_every_option_has_help_and_a_parser() -> None:
     for cls in (RunSettings, ProduceSettings, TopicsSettings):
         fields = option_fields(cls)
-        hidden = getattr(cls, "HIDDEN", frozenset())
+        hidden: frozenset[str] = getattr(cls, "HIDDEN", frozenset())
         assert len(fields) == len(dataclasses.fields(cls)) - len(hidden)
         for f in fields:
             assert f.metadata["help"]

@@ -122,3 +122,21 @@ def test_the_tests_that_need_promtool_are_outside_tests_unit() -> None:
             continue
         assert 'which("promtool")' not in text, path.name
         assert "from tests.prometheus import" not in text, path.name
+
+
+async def test_the_private_attributes_our_code_reads_exist() -> None:
+    """pyproject.toml bounds aiokafka and prometheus_client because stream/kafka.py and
+    stream/metrics.py read these; a release that renames one fails here first."""
+    from aiokafka import AIOKafkaProducer
+    from prometheus_client import CollectorRegistry, Histogram
+
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", request_timeout_ms=1234)
+    try:
+        assert producer._request_timeout_ms == 1234
+    finally:
+        await producer.stop()  # never started: releases what the constructor made
+    histogram = Histogram("h", "h", buckets=(1.0, 2.0), registry=CollectorRegistry())
+    assert list(histogram._upper_bounds) == [1.0, 2.0, float("inf")]
+    assert len(histogram._buckets) == 3
+    histogram._sum.inc(2.5)
+    assert histogram._sum.get() == 2.5

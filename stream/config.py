@@ -37,6 +37,7 @@ from stream.options import (
     read_secret_file,
     secret,
     size,
+    text,
 )
 
 __all__ = [
@@ -56,6 +57,12 @@ __all__ = [
     "read_config_file",
     "read_secret_file",
 ]
+
+# The parsers' names before they moved to stream.options, for declarations written on
+# other branches against them; new declarations use the public names.
+_int, _float, _text, _bool, _secret, _choice = parse_int, parse_float, text, boolean, secret, choice
+_positive_int, _non_negative_int, _port, _size = positive_int, non_negative_int, port, size
+_positive_float, _non_negative_float = positive_float, non_negative_float
 
 # --- the settings ---------------------------------------------------------------------------
 

@@ -12,25 +12,31 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
 import orjson
 
 from stream import __version__
 from stream.config import (
+    GROUPS,
     BenchSettings,
-    ConfigError,
     LagSettings,
     ProduceSettings,
     RunSettings,
     TopicsSettings,
+    TrySettings,
+)
+from stream.errors import StreamError
+from stream.options import (
+    ConfigError,
     env_name,
     flag_name,
     load,
+    option_env,
     option_fields,
+    shown_default,
 )
-from stream.errors import StreamError
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -47,46 +53,60 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _add_options(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
+    """The options of ``cls`` as flags, one --help section per group."""
     parser.add_argument(
         "--config",
         metavar="PATH",
         default=argparse.SUPPRESS,
         help=f"TOML file of options (env: {env_name('config')})",
     )
-    for f in option_fields(cls):
-        meta = f.metadata
-        shown = meta["secret"] or "(default:" in meta["help"]
-        default = "" if shown else f" (default: {f.default})"
-        help_text = f"{meta['help']}{default} [env: {env_name(f.name)}]"
-        choices = getattr(meta["parse"], "choices", None)
-        if f.type == "bool":
-            # --flag and --no-flag, so a flag can also undo the environment or config file.
-            yes, no = flag_name(f.name), "--no-" + flag_name(f.name)[2:]
-            group = parser.add_mutually_exclusive_group()
-            group.add_argument(
-                yes,
-                dest=f.name,
-                action="store_const",
-                const="true",
-                default=argparse.SUPPRESS,
-                help=f"{help_text}; {no} turns it off",
-            )
-            group.add_argument(
-                no,
-                dest=f.name,
-                action="store_const",
-                const="false",
-                default=argparse.SUPPRESS,
-                help=argparse.SUPPRESS,
-            )
-            continue
-        parser.add_argument(
-            flag_name(f.name),
+    fields = option_fields(cls)
+    named = [g for g in GROUPS if any(f.metadata["group"] == g for f in fields)]
+    sections: dict[str, argparse._ArgumentGroup] = {}
+    if any(not f.metadata["group"] for f in fields):
+        sections[""] = parser.add_argument_group(f"{parser.prog} options")
+    for name in named:
+        sections[name] = parser.add_argument_group(name)
+    for f in fields:
+        _add_option(sections[f.metadata["group"]], cls, f)
+
+
+def _add_option(
+    section: argparse._ArgumentGroup, cls: type[Any], f: dataclasses.Field[Any]
+) -> None:
+    meta = f.metadata
+    default = shown_default(f)
+    shown = f" (default: {default})" if default else ""
+    help_text = f"{meta['help']}{shown} [env: {option_env(cls, f.name)}]"
+    choices = getattr(meta["parse"], "choices", None)
+    if f.type == "bool":
+        # --flag and --no-flag, so a flag can also undo the environment or config file.
+        yes, no = flag_name(f.name), "--no-" + flag_name(f.name)[2:]
+        pair = section.add_mutually_exclusive_group()
+        pair.add_argument(
+            yes,
             dest=f.name,
-            metavar=meta["metavar"] or ("{" + ",".join(choices) + "}" if choices else None),
+            action="store_const",
+            const="true",
             default=argparse.SUPPRESS,
-            help=help_text,
+            help=f"{help_text}; {no} turns it off",
         )
+        pair.add_argument(
+            no,
+            dest=f.name,
+            action="store_const",
+            const="false",
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
+        return
+    section.add_argument(
+        flag_name(f.name),
+        dest=f.name,
+        metavar=meta["metavar"] or ("{" + ",".join(choices) + "}" if choices else None),
+        default=argparse.SUPPRESS,
+        help=help_text,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,9 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
             "benchmark the service against baselines on the configured broker",
             BenchSettings,
         ),
+        (
+            "try",
+            "run JSON lines from a file through a transform, in this process (no broker)",
+            TrySettings,
+        ),
     ]
     for name, help_text, settings in commands:
-        command = sub.add_parser(name, help=help_text, formatter_class=_Formatter)
+        usage = f"stream {name}{' {create,describe}' if name == 'topics' else ''} [options]"
+        command = sub.add_parser(name, help=help_text, formatter_class=_Formatter, usage=usage)
         if name == "topics":
             command.add_argument("action", choices=["create", "describe"])
         _add_options(command, settings)
@@ -130,8 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(cls: type[Any], args: argparse.Namespace) -> Any:
+    """The command's settings from its flags, the environment and the config file, resolved
+    (files named by options checked and read) when the class has that step."""
     given = {f.name: getattr(args, f.name) for f in option_fields(cls) if hasattr(args, f.name)}
-    return load(cls, given, config_file=getattr(args, "config", None))
+    settings = load(cls, given, config_file=getattr(args, "config", None))
+    resolve = getattr(settings, "resolve", None)
+    return resolve() if resolve is not None else settings
 
 
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
@@ -306,8 +336,38 @@ def _given(args: argparse.Namespace) -> set[str]:
     return {
         f.name
         for f in option_fields(BenchSettings)
-        if hasattr(args, f.name) or env_name(f.name) in os.environ
+        if hasattr(args, f.name) or option_env(BenchSettings, f.name) in os.environ
     }
+
+
+def cmd_try(args: argparse.Namespace) -> int:
+    settings: TrySettings = _settings(TrySettings, args)
+    from stream.trial import Trial, read_lines, report_lines, run_trial  # noqa: PLC0415
+    from transforms import resolve  # noqa: PLC0415
+
+    transform = resolve(settings.transform)
+
+    def trial_of(chunks: Iterable[bytes]) -> Trial:
+        return run_trial(
+            transform,
+            read_lines(chunks),
+            max_record_bytes=settings.max_record_bytes,
+            max_array_length=settings.max_array_length,
+            batch_max_records=settings.batch_max_records,
+        )
+
+    if settings.file == "-":
+        trial = trial_of(sys.stdin.buffer)
+    else:
+        try:
+            handle = open(settings.file, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise ConfigError(f"--file: cannot open {settings.file!r}: {exc.strerror}") from None
+        with handle:
+            trial = trial_of(handle)
+    for line in report_lines(trial, quiet=settings.quiet):
+        print(line)  # noqa: T201
+    return EXIT_RUNTIME if trial.dead_letters and not settings.allow_dead_letters else 0
 
 
 def cmd_transforms(_args: argparse.Namespace) -> int:
@@ -328,6 +388,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "lag": cmd_lag,
     "bench": cmd_bench,
     "transforms": cmd_transforms,
+    "try": cmd_try,
 }
 
 

@@ -1,170 +1,68 @@
-"""Typed settings, read from flags, environment, a config file and defaults.
+"""The options of every command: one frozen dataclass per command, each option a field
+declared with ``opt`` (its default, help text, parser and --help group). The machinery
+that turns flags, environment and a config file into these objects is
+:mod:`stream.options`.
 
-Every option is a field of a frozen dataclass with its help text in the field's
-metadata; the CLI builds its flags from those fields, so an option is declared in
-one place. Precedence: flag > environment (``STREAM_<OPTION>``) > config file
-(TOML, ``--config``/``STREAM_CONFIG``) > default.
+Building a settings object does no I/O: only checks that options fit together. Files
+named by options (password files, certificates) are checked and read by ``resolve()``,
+which the CLI calls after ``load`` and the engine calls at start.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
-import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import ClassVar, Literal, Self, get_args
 
-from stream.errors import UsageError
+from stream.options import (
+    ConfigError,
+    boolean,
+    choice,
+    env_name,
+    flag_name,
+    known_settings,
+    load,
+    non_negative_float,
+    non_negative_int,
+    opt,
+    option_env,
+    option_fields,
+    parse_float,
+    parse_int,
+    port,
+    positive_float,
+    positive_int,
+    read_config_file,
+    read_secret_file,
+    secret,
+    size,
+    text,
+)
 
-ENV_PREFIX = "STREAM_"
+__all__ = [
+    "BenchSettings",
+    "ConfigError",
+    "KafkaSettings",
+    "LagSettings",
+    "ProduceSettings",
+    "RunSettings",
+    "TopicsSettings",
+    "TrySettings",
+    "env_name",
+    "flag_name",
+    "load",
+    "option_env",
+    "option_fields",
+    "read_config_file",
+    "read_secret_file",
+]
 
-
-class ConfigError(UsageError, ValueError):
-    """A bad option value; the CLI prints it as one line and exits 2."""
-
-
-# --- value parsers: str (from a flag, env var or file) -> typed value ---------------------
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ValueError("expected a whole number") from None
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise ValueError("expected a number") from None
-    if not math.isfinite(value):
-        raise ValueError("expected a finite number")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _float(text)
-    if not value > 0:
-        raise ValueError("must be more than 0")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = _float(text)
-    if not value >= 0:
-        raise ValueError("must be 0 or more")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number from 0 to 65535")
-    return value
-
-
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2}
-_SIZE_UNITS |= {"mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
-
-
-def _size(text: str) -> int:
-    """A byte size: 1048576, 1MiB, 512k."""
-    raw = text.strip().lower().replace(" ", "")
-    number = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = raw[len(number) :]
-    if unit not in _SIZE_UNITS or not number:
-        raise ValueError("expected a byte size such as 1048576, 512KiB or 4MiB")
-    try:
-        value = int(float(number) * _SIZE_UNITS[unit])
-    except (ValueError, OverflowError):  # "1.5.5", "1e400" (inf)
-        raise ValueError("expected a byte size such as 1048576, 512KiB or 4MiB") from None
-    if value < 1:
-        raise ValueError("must be at least 1 byte")
-    return value
-
-
-def _text(text: str) -> str:
-    if not text.strip():
-        raise ValueError("must not be empty")
-    return text.strip()
-
-
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("expected true or false")
-
-
-def _secret(text: str) -> str:
-    """A password as given: not stripped (spaces may belong to it), not empty. Errors never
-    quote it."""
-    if not text:
-        raise ValueError("must not be empty")
-    return text
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return text
-
-    parse.choices = choices  # type: ignore[attr-defined]
-    return parse
-
-
-def opt(
-    default: Any,
-    help: str,
-    parse: Callable[[str], Any] = _text,
-    metavar: str | None = None,
-    secret: bool = False,
-) -> Any:
-    """Declare one option: its default, help text and parser. A secret's value is never
-    shown: not in --help, not in errors from ``load``, not in the settings' repr."""
-    meta = {"help": help, "parse": parse, "metavar": metavar, "secret": secret}
-    return field(default=default, metadata=meta, repr=not secret)
-
-
-def read_secret_file(option: str, path: str) -> str:
-    """The secret in a file (say, a mounted Kubernetes Secret), without the line breaks at
-    its end. Errors name the option and the file, never the content."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{flag_name(option)}: no such file {path!r}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{flag_name(option)}: {path!r} is not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(f"{flag_name(option)}: cannot read {path!r}: {exc.strerror}") from None
-    secret = text.rstrip("\r\n")
-    if not secret:
-        raise ConfigError(f"{flag_name(option)}: {path!r} is empty")
-    if "\n" in secret or "\r" in secret:
-        raise ConfigError(f"{flag_name(option)}: {path!r} holds more than one line")
-    return secret
-
+# The parsers' names before they moved to stream.options, for declarations written on
+# other branches against them; new declarations use the public names.
+_int, _float, _text, _bool, _secret, _choice = parse_int, parse_float, text, boolean, secret, choice
+_positive_int, _non_negative_int, _port, _size = positive_int, non_negative_int, port, size
+_positive_float, _non_negative_float = positive_float, non_negative_float
 
 # --- the settings ---------------------------------------------------------------------------
 
@@ -174,81 +72,118 @@ LogFormat = Literal["text", "json"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
+# The sections of --help, in this order (options with no group are the command's own).
+CONNECTION = "connection and security"
+PROCESSING = "processing"
+FLOW = "flow control"
+SINKS = "sinks"
+OBSERVABILITY = "observability"
+GROUPS = (CONNECTION, PROCESSING, FLOW, SINKS, OBSERVABILITY)
+
 
 @dataclass(frozen=True, slots=True)
 class KafkaSettings:
     """Options every subcommand that talks to Kafka shares."""
 
     bootstrap_servers: str = opt(
-        "localhost:9092", "Kafka bootstrap servers, comma-separated host:port", metavar="HOSTS"
+        "localhost:9092",
+        "Kafka bootstrap servers, comma-separated host:port",
+        metavar="HOSTS",
+        group=CONNECTION,
     )
-    input_topic: str = opt("input_topic", "topic to read events from", metavar="TOPIC")
-    output_topic: str = opt("output_topic", "topic to write results to", metavar="TOPIC")
+    input_topic: str = opt(
+        "input_topic", "topic to read events from", metavar="TOPIC", group=PROCESSING
+    )
+    output_topic: str = opt(
+        "output_topic", "topic to write results to", metavar="TOPIC", group=SINKS
+    )
     dlq_topic: str = opt(
-        "", "dead-letter topic for bad records (default: <input topic>.dlq)", metavar="TOPIC"
+        "",
+        "dead-letter topic for bad records (default: <input topic>.dlq)",
+        metavar="TOPIC",
+        group=SINKS,
     )
-    client_id: str = opt("stream", "Kafka client id, shown in broker logs and quotas")
+    client_id: str = opt(
+        "stream", "Kafka client id, shown in broker logs and quotas", group=CONNECTION
+    )
     connect_timeout: float = opt(
         15.0,
         "seconds to wait for the broker at start before giving up",
-        _positive_float,
+        positive_float,
         "SECONDS",
+        group=CONNECTION,
     )
     security_protocol: SecurityProtocol = opt(
         "PLAINTEXT",
         "how to talk to the brokers: SSL is TLS, SASL_* authenticate with --sasl-username",
-        _choice(*get_args(SecurityProtocol)),
+        choice(*get_args(SecurityProtocol)),
+        group=CONNECTION,
     )
     sasl_mechanism: SaslMechanism = opt(
-        "SCRAM-SHA-512", "SASL mechanism", _choice(*get_args(SaslMechanism))
+        "SCRAM-SHA-512", "SASL mechanism", choice(*get_args(SaslMechanism)), group=CONNECTION
     )
     sasl_username: str = opt(
         "",
         "SASL user name, for --security-protocol SASL_SSL or SASL_PLAINTEXT (default: none)",
         metavar="NAME",
+        group=CONNECTION,
     )
     sasl_password: str = opt(
         "",
         "SASL password; prefer the environment variable or --sasl-password-file, as other "
         "local users can see a flag's value",
-        _secret,
+        secret,
         "PASSWORD",
         secret=True,
+        group=CONNECTION,
     )
     sasl_password_file: str = opt(
         "",
         "file holding the SASL password, instead of --sasl-password (read at start; line "
         "breaks at its end are ignored) (default: none)",
         metavar="PATH",
+        group=CONNECTION,
     )
     ssl_cafile: str = opt(
         "",
         "PEM file of the CAs that sign the brokers' certificates (default: the system's CAs)",
         metavar="PATH",
+        group=CONNECTION,
     )
     ssl_certfile: str = opt(
         "",
         "PEM file of this client's certificate (and key, unless --ssl-keyfile), for brokers "
         "that ask for TLS client authentication (default: none)",
         metavar="PATH",
+        group=CONNECTION,
     )
     ssl_keyfile: str = opt(
-        "", "PEM file of the private key of --ssl-certfile (default: none)", metavar="PATH"
+        "",
+        "PEM file of the private key of --ssl-certfile (default: none)",
+        metavar="PATH",
+        group=CONNECTION,
     )
     ssl_key_password: str = opt(
-        "", "password of an encrypted private key", _secret, "PASSWORD", secret=True
+        "",
+        "password of an encrypted private key",
+        secret,
+        "PASSWORD",
+        secret=True,
+        group=CONNECTION,
     )
     ssl_key_password_file: str = opt(
         "",
         "file holding the password of an encrypted private key, instead of "
         "--ssl-key-password (default: none)",
         metavar="PATH",
+        group=CONNECTION,
     )
     ssl_check_hostname: bool = opt(
         True,
         "check that a broker's certificate is valid for the host name the client connects to "
         "(turn off with --no-ssl-check-hostname or STREAM_SSL_CHECK_HOSTNAME=false)",
-        _bool,
+        boolean,
+        group=CONNECTION,
     )
 
     def __post_init__(self) -> None:
@@ -267,8 +202,8 @@ class KafkaSettings:
         return self.security_protocol in ("SSL", "SASL_SSL")
 
     def check_security(self) -> None:
-        """The security options fit together and their files exist; errors name options
-        and paths, never a secret."""
+        """The security options fit together (no I/O: ``resolve`` checks the files); errors
+        name options, never a secret."""
         protocol = f"--security-protocol {self.security_protocol}"
         if self.sasl_password and self.sasl_password_file:
             raise ConfigError("give --sasl-password or --sasl-password-file, not both")
@@ -298,15 +233,20 @@ class KafkaSettings:
                     f"{', '.join(map(flag_name, given))} given, but {protocol} does not "
                     "use TLS (SSL or SASL_SSL do)"
                 )
+
+    def resolve(self) -> Self:
+        """Check the files the options name and read the password files, so a bad one
+        stops the command before it does anything (clients read them again when they are
+        made). Returns the settings themselves; errors name options and paths, never a
+        secret. The CLI calls it after ``load``; the engine calls it at start."""
         for name in _FILE_OPTIONS:
             path = getattr(self, name)
             if path and not Path(path).is_file():
                 what = "is not a file" if Path(path).exists() else "does not exist"
                 raise ConfigError(f"{flag_name(name)}: {path!r} {what}")
-        # Read the password files now, so a bad one stops the command before it does
-        # anything; clients read them again when they are made.
         self.sasl_password_value()
         self.ssl_key_password_value()
+        return self
 
     def sasl_password_value(self) -> str:
         """The SASL password, read from --sasl-password-file when that is given."""
@@ -340,91 +280,148 @@ _FILE_OPTIONS = (
 
 @dataclass(frozen=True, slots=True)
 class RunSettings(KafkaSettings):
-    """Options of ``stream run``."""
+    """Options of ``stream run``. They are the service's, and the deployment's contract
+    (compose, the ConfigMap): they keep ``STREAM_<OPTION>``."""
 
-    group_id: str = opt("stream", "consumer group id; instances with one id share the work")
+    group_id: str = opt(
+        "stream", "consumer group id; instances with one id share the work", group=PROCESSING
+    )
     transform: str = opt(
         "sensor-features",
         "transform: a built-in name (see `stream transforms`) or package.module:function",
         metavar="NAME",
+        group=PROCESSING,
     )
     workers: int = opt(
-        os.cpu_count() or 1, "worker processes (default: CPU count)", _positive_int, "N"
+        os.cpu_count() or 1,
+        "worker processes (default: CPU count)",
+        positive_int,
+        "N",
+        group=PROCESSING,
     )
-    guarantee: Guarantee = opt("at-least-once", "delivery guarantee", _choice(*get_args(Guarantee)))
-    metrics_port: int = opt(9400, "Prometheus metrics port (0: any free port)", _port, "PORT")
-    metrics_host: str = opt("127.0.0.1", "address the metrics server binds", metavar="HOST")
+    guarantee: Guarantee = opt(
+        "at-least-once", "delivery guarantee", choice(*get_args(Guarantee)), group=PROCESSING
+    )
+    metrics_port: int = opt(
+        9400, "Prometheus metrics port (0: any free port)", port, "PORT", group=OBSERVABILITY
+    )
+    metrics_host: str = opt(
+        "127.0.0.1", "address the metrics server binds", metavar="HOST", group=OBSERVABILITY
+    )
     auto_offset_reset: OffsetReset = opt(
         "earliest",
         "where a group without committed offsets starts",
-        _choice(*get_args(OffsetReset)),
+        choice(*get_args(OffsetReset)),
+        group=PROCESSING,
     )
     batch_timeout: float = opt(
         60.0,
         "seconds a worker may spend on one batch before it is replaced and the batch retried",
-        _positive_float,
+        positive_float,
         "SECONDS",
+        group=PROCESSING,
     )
     batch_max_records: int = opt(
-        500, "most records in one batch sent to a worker", _positive_int, "N"
+        500, "most records in one batch sent to a worker", positive_int, "N", group=PROCESSING
     )
-    batch_max_bytes: int = opt(1 << 20, "most bytes in one batch sent to a worker", _size, "SIZE")
+    batch_max_bytes: int = opt(
+        1 << 20, "most bytes in one batch sent to a worker", size, "SIZE", group=PROCESSING
+    )
     max_inflight_records: int = opt(
-        20_000, "records read but not yet committed before fetching pauses", _positive_int, "N"
+        20_000,
+        "records read but not yet committed before fetching pauses",
+        positive_int,
+        "N",
+        group=FLOW,
     )
     max_inflight_bytes: int = opt(
-        64 << 20, "bytes read but not yet committed before fetching pauses", _size, "SIZE"
+        64 << 20,
+        "bytes read but not yet committed before fetching pauses",
+        size,
+        "SIZE",
+        group=FLOW,
     )
     max_record_bytes: int = opt(
-        1 << 20, "larger input records go to the dead-letter topic", _size, "SIZE"
+        1 << 20, "larger input records go to the dead-letter topic", size, "SIZE", group=PROCESSING
     )
     max_array_length: int = opt(
         100_000,
         "longest array a built-in transform accepts (sensor values, matrix rows)",
-        _positive_int,
+        positive_int,
         "N",
+        group=PROCESSING,
     )
     require_key: bool = opt(
-        True, "records without a key go to the dead-letter topic (reason null_key)", _bool
+        False,
+        "records without a key go to the dead-letter topic (reason null_key); when off, "
+        "they are processed and their outputs keep the null key",
+        boolean,
+        group=PROCESSING,
     )
-    fetch_max_bytes: int = opt(8 << 20, "most bytes one fetch from the broker returns", _size)
+    fetch_max_bytes: int = opt(
+        8 << 20, "most bytes one fetch from the broker returns", size, "SIZE", group=FLOW
+    )
     max_partition_fetch_bytes: int = opt(
-        1 << 20, "most bytes one fetch returns per partition", _size, "SIZE"
+        1 << 20, "most bytes one fetch returns per partition", size, "SIZE", group=FLOW
     )
-    commit_interval: float = opt(1.0, "seconds between offset commits", _positive_float, "SECONDS")
+    commit_interval: float = opt(
+        1.0, "seconds between offset commits", positive_float, "SECONDS", group=FLOW
+    )
     drain_timeout: float = opt(
         30.0,
         "seconds to finish in-flight work on shutdown or rebalance before abandoning it",
-        _positive_float,
+        positive_float,
         "SECONDS",
+        group=FLOW,
     )
     delivery_timeout: float = opt(
         120.0,
         "seconds a produced record may wait for the broker (rides out an outage) before the "
         "service stops with an error, committing nothing past it",
-        _positive_float,
+        positive_float,
         "SECONDS",
+        group=SINKS,
+    )
+    dlq_replication_factor: int = opt(
+        1,
+        "replication factor of the dead-letter topic when the service creates it (use 3 on "
+        "a production cluster)",
+        positive_int,
+        "N",
+        group=SINKS,
     )
     linger_ms: int = opt(
-        5, "producer: milliseconds to wait to fill a batch", _non_negative_int, "MS"
+        5, "producer: milliseconds to wait to fill a batch", non_negative_int, "MS", group=SINKS
     )
-    session_timeout_ms: int = opt(30_000, "consumer group session timeout", _positive_int, "MS")
+    session_timeout_ms: int = opt(
+        30_000, "consumer group session timeout", positive_int, "MS", group=FLOW
+    )
     lag_interval: float = opt(
         5.0,
         "seconds between reads of the partitions' end offsets (lag)",
-        _positive_float,
+        positive_float,
         "SECONDS",
+        group=OBSERVABILITY,
     )
     stall_timeout: float = opt(
         120.0,
         "seconds without progress while lagging before /healthz reports not alive",
-        _positive_float,
+        positive_float,
         "SECONDS",
+        group=OBSERVABILITY,
     )
-    log_level: str = opt("info", "log level", _choice("debug", "info", "warning", "error"))
-    log_format: LogFormat = opt("text", "log line format", _choice(*get_args(LogFormat)))
+    log_level: str = opt(
+        "info", "log level", choice("debug", "info", "warning", "error"), group=OBSERVABILITY
+    )
+    log_format: LogFormat = opt(
+        "text", "log line format", choice(*get_args(LogFormat)), group=OBSERVABILITY
+    )
     stats_interval: float = opt(
-        30.0, "seconds between summary log lines (0: never)", _non_negative_float, "SECONDS"
+        30.0,
+        "seconds between summary log lines (0: never)",
+        non_negative_float,
+        "SECONDS",
+        group=OBSERVABILITY,
     )
 
     def __post_init__(self) -> None:
@@ -442,141 +439,106 @@ class RunSettings(KafkaSettings):
 class ProduceSettings(KafkaSettings):
     """Options of ``stream produce``."""
 
-    kind: str = opt("sensor", "demo event kind", _choice("sensor", "matrix"))
-    count: int = opt(1000, "events to send", _non_negative_int, "N")
-    rate: float = opt(0.0, "events per second (0: as fast as possible)", _non_negative_float)
-    keys: int = opt(16, "distinct keys (sensor ids)", _positive_int, "N")
-    seed: int = opt(0, "random seed; the same seed sends the same events", _int, "N")
-    values: int = opt(64, "sensor readings per event", _positive_int, "N")
-    matrix_size: int = opt(8, "matrix size n for --kind matrix (n x n)", _positive_int, "N")
+    COMMAND: ClassVar[str] = "produce"
+    HIDDEN: ClassVar[frozenset[str]] = frozenset({"output_topic", "dlq_topic"})
+
+    kind: str = opt("sensor", "demo event kind", choice("sensor", "matrix"))
+    count: int = opt(1000, "events to send", non_negative_int, "N")
+    rate: float = opt(0.0, "events per second (0: as fast as possible)", non_negative_float)
+    keys: int = opt(16, "distinct keys (sensor ids)", positive_int, "N")
+    seed: int = opt(0, "random seed; the same seed sends the same events", parse_int, "N")
+    values: int = opt(64, "sensor readings per event", positive_int, "N")
+    matrix_size: int = opt(8, "matrix size n for --kind matrix (n x n)", positive_int, "N")
     file: str = opt(
         "", "send JSON lines from this file ('-' for stdin) instead of demo events", metavar="PATH"
     )
     topic: str = opt("", "topic to send to (default: the input topic)", metavar="TOPIC")
-    quiet: bool = opt(False, "no progress line", _bool)
+    quiet: bool = opt(False, "no progress line", boolean)
 
 
 @dataclass(frozen=True, slots=True)
 class TopicsSettings(KafkaSettings):
     """Options of ``stream topics``."""
 
-    partitions: int = opt(4, "partitions for created topics", _positive_int, "N")
-    replication_factor: int = opt(1, "replication factor for created topics", _positive_int, "N")
+    COMMAND: ClassVar[str] = "topics"
 
-
-S = TypeVar("S")
+    partitions: int = opt(4, "partitions for created topics", positive_int, "N")
+    replication_factor: int = opt(1, "replication factor for created topics", positive_int, "N")
 
 
 @dataclass(frozen=True, slots=True)
 class LagSettings(KafkaSettings):
     """Options of ``stream lag``."""
 
-    group_id: str = opt("stream", "consumer group id")
-    json: bool = opt(False, "print JSON instead of a table", _bool)
+    COMMAND: ClassVar[str] = "lag"
+    HIDDEN: ClassVar[frozenset[str]] = frozenset({"output_topic", "dlq_topic"})
+
+    group_id: str = opt("stream", "consumer group id", shared=True)
+    json: bool = opt(False, "print JSON instead of a table", boolean)
 
 
 @dataclass(frozen=True, slots=True)
 class BenchSettings(KafkaSettings):
-    """Options of ``stream bench``."""
+    """Options of ``stream bench`` (it makes and deletes topics of its own)."""
 
-    count: int = opt(200_000, "records per case (pre-filled once per payload kind)", _positive_int)
-    partitions: int = opt(4, "partitions of the benchmark's topics", _positive_int, "N")
-    payload: int = opt(1300, "approximate bytes per sensor event", _positive_int, "BYTES")
+    COMMAND: ClassVar[str] = "bench"
+    HIDDEN: ClassVar[frozenset[str]] = frozenset({"input_topic", "output_topic", "dlq_topic"})
+
+    count: int = opt(200_000, "records per case (pre-filled once per payload kind)", positive_int)
+    partitions: int = opt(4, "partitions of the benchmark's topics", positive_int, "N")
+    payload: int = opt(1300, "approximate bytes per sensor event", positive_int, "BYTES")
     matrix_size: int = opt(
-        0, "matrix size for matrix-inverse (0: the size that costs ~1 ms a record)", _int, "N"
+        0, "matrix size for matrix-inverse (0: the size that costs ~1 ms a record)", parse_int, "N"
     )
-    case_seconds: float = opt(
-        30.0, "longest throughput run of one case", _positive_float, "SECONDS"
-    )
+    case_seconds: float = opt(30.0, "longest throughput run of one case", positive_float, "SECONDS")
     latency_seconds: float = opt(
-        10.0, "length of each latency run at the offered rate", _positive_float, "SECONDS"
+        10.0, "length of each latency run at the offered rate", positive_float, "SECONDS"
     )
     load: float = opt(
-        0.5, "offered rate of the latency run, as a share of the case's throughput", _float
+        0.5, "offered rate of the latency run, as a share of the case's throughput", parse_float
     )
-    rate: float = opt(0.0, "offered rate in records/s (overrides --load)", _non_negative_float)
-    seed: int = opt(0, "random seed of the events", _int, "N")
+    rate: float = opt(0.0, "offered rate in records/s (overrides --load)", non_negative_float)
+    seed: int = opt(0, "random seed of the events", parse_int, "N")
     cases: str = opt("", "only these cases or groups, comma-separated (default: all)")
     output: str = opt("", "write the raw results as JSON here", metavar="PATH")
     chart: str = opt("", "draw a PNG chart here (needs the 'plot' extra)", metavar="PATH")
     quick: bool = opt(
-        False, "a short smoke run: few records and cases (for CI; ratios are rough)", _bool
+        False, "a short smoke run: few records and cases (for CI; ratios are rough)", boolean
     )
 
 
-def option_fields(cls: type[Any]) -> list[dataclasses.Field[Any]]:
-    return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+@dataclass(frozen=True, slots=True)
+class TrySettings:
+    """Options of ``stream try``: records from a file through a transform, no broker."""
+
+    COMMAND: ClassVar[str] = "try"
+
+    transform: str = opt(
+        "sensor-features",
+        "transform: a built-in name (see `stream transforms`) or package.module:function",
+        metavar="NAME",
+        shared=True,
+    )
+    file: str = opt("-", "JSON lines to run through the transform ('-': stdin)", metavar="PATH")
+    max_record_bytes: int = opt(
+        1 << 20, "larger input records are dead letters", size, "SIZE", shared=True
+    )
+    max_array_length: int = opt(
+        100_000,
+        "longest array a built-in transform accepts (sensor values, matrix rows)",
+        positive_int,
+        "N",
+        shared=True,
+    )
+    batch_max_records: int = opt(
+        500, "records per batch given to the transform", positive_int, "N", shared=True
+    )
+    allow_dead_letters: bool = opt(
+        False, "exit 0 even when records were dead-lettered (default: exit 1)", boolean
+    )
+    quiet: bool = opt(False, "print the dead letters and the summary, not each output", boolean)
 
 
-def flag_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def env_name(name: str) -> str:
-    return ENV_PREFIX + name.upper()
-
-
-def read_config_file(path: str) -> dict[str, Any]:
-    """A TOML file of options; keys as in the flags, with - or _; may sit under [stream]."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path!r} does not exist") from None
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path!r} cannot be read: {exc}") from None
-    section = data.get("stream", data)
-    if not isinstance(section, dict):
-        raise ConfigError(f"config file {path!r}: [stream] must be a table")
-    return {str(k).replace("-", "_"): v for k, v in section.items()}
-
-
-def load(
-    cls: type[S],
-    flags: Mapping[str, Any],
-    environ: Mapping[str, str] | None = None,
-    config_file: str | None = None,
-) -> S:
-    """Build ``cls`` from flags (already strings), environment and config file."""
-    environ = os.environ if environ is None else environ
-    path = config_file or environ.get(env_name("config")) or ""
-    from_file = read_config_file(path) if path else {}
-    fields = option_fields(cls)
-    known = {f.name for f in fields}
-    unknown = sorted(set(from_file) - known)
-    if unknown and path:
-        all_options = {f.name for c in _ALL for f in option_fields(c)}
-        really_unknown = [k for k in unknown if k not in all_options]
-        if really_unknown:
-            raise ConfigError(
-                f"config file {path!r}: unknown option(s) {', '.join(really_unknown)}"
-            )
-    values: dict[str, Any] = {}
-    for f in fields:
-        parse = f.metadata["parse"]
-        if f.name in flags:
-            raw, source = flags[f.name], flag_name(f.name)
-        elif env_name(f.name) in environ:
-            raw, source = environ[env_name(f.name)], env_name(f.name)
-        elif f.name in from_file:
-            raw, source = from_file[f.name], f"{f.name} in {path}"
-        else:
-            raw, source = f.default, ""
-        if source:
-            try:
-                values[f.name] = parse(raw if isinstance(raw, str) else str(raw).lower())
-            except ValueError as exc:
-                shown = "***" if f.metadata["secret"] else repr(raw)
-                where = f" (from {source})" if source else ""
-                raise ConfigError(f"{flag_name(f.name)}{where}: {exc}; got {shown}") from None
-        else:
-            values[f.name] = raw
-    return cls(**values)
-
-
-_ALL: tuple[type[Any], ...] = (
-    RunSettings,
-    ProduceSettings,
-    TopicsSettings,
-    LagSettings,
-    BenchSettings,
+known_settings(
+    RunSettings, ProduceSettings, TopicsSettings, LagSettings, BenchSettings, TrySettings
 )

@@ -1,5 +1,8 @@
 """The service's HTTP endpoints: /metrics, /healthz (liveness), /readyz (readiness).
 
+/metrics answers in the OpenMetrics format when the scraper's Accept header asks for it
+(as Prometheus does), in the plain text format otherwise.
+
 A small threaded server of its own, so that a scrape never waits on the event
 loop. Health questions, though, are answered *by* the event loop: the handler
 asks the loop and waits at most a second, so a blocked loop reads as not alive.
@@ -17,7 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +100,9 @@ class HttpServer:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(server._registry))
+                    # OpenMetrics when the scraper asks for it (Accept), else plain text.
+                    encode, content_type = choose_encoder(self.headers.get("Accept") or "")
+                    self._send(200, content_type, encode(server._registry))
                 elif path in server._checks:
                     result = server._ask_loop(server._checks[path])
                     self._send(200 if result.ok else 503, "application/json", result.body())

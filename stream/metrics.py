@@ -23,7 +23,7 @@ from prometheus_client import (
 )
 
 from stream import __version__
-from stream.reasons import Reason
+from transforms.reasons import Reason
 
 # Reasons a record goes to the dead-letter topic; created at start so each series exists at 0.
 REASONS = tuple(r.value for r in Reason)

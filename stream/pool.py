@@ -31,8 +31,8 @@ from typing import Any, Protocol
 
 from stream import worker
 from stream.errors import PoolError
-from stream.reasons import Reason
 from stream.worker import BatchResult
+from transforms.reasons import Reason
 
 log = logging.getLogger(__name__)
 

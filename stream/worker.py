@@ -1,4 +1,6 @@
-"""What runs inside a worker process: decode, transform, encode one batch.
+"""What runs inside a worker process: decode, transform, encode one batch (the core of
+that is :func:`transforms.batch.run_batch`, which ``stream try`` and the testing helper
+share).
 
 Plain module-level functions (they are pickled by reference). A batch crosses the
 process boundary once each way: raw record values in, encoded outputs and
@@ -15,12 +17,9 @@ import signal
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
 
-import orjson
-
-from stream.reasons import Reason
-from transforms import BadRecord, Transform, resolve, set_limits
+from transforms import Transform, resolve, set_limits
+from transforms.batch import run_batch
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +33,6 @@ BLAS_THREAD_VARS = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
-
-_MAX_MESSAGE = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,74 +121,8 @@ def warm_up(spec: str, until: float = 0.0) -> int:
     return os.getpid()
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
-
-
-def _decode(value: bytes | None, max_bytes: int) -> Any:
-    if not value:
-        raise BadRecord(Reason.EMPTY, "the record has no value")
-    if len(value) > max_bytes:
-        raise BadRecord(
-            Reason.TOO_LARGE, f"{len(value)} bytes is more than the limit of {max_bytes}"
-        )
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        reason = Reason.INVALID_UTF8 if "UTF-8" in str(exc) else Reason.INVALID_JSON
-        raise BadRecord(reason, _short(str(exc))) from None
-
-
-def _apply(transform: Transform, items: list[Any]) -> list[Any]:
-    """Run the batch function; if it raises, isolate the culprit record by record."""
-    try:
-        results = transform.fn(items)
-        if len(results) == len(items):
-            return results
-        problem = f"returned {len(results)} results for {len(items)} records"
-    except Exception as exc:  # noqa: BLE001 - a transform bug must not lose the batch
-        problem = f"{type(exc).__name__}: {exc}"
-    if len(items) == 1:
-        return [BadRecord(Reason.TRANSFORM_ERROR, _short(problem))]
-    return [_apply(transform, [item])[0] for item in items]
-
-
 def process_batch(spec: str, values: list[bytes | None], max_record_bytes: int) -> BatchResult:
     """Decode, transform and encode one batch; one result or one error per record."""
     started = time.perf_counter()
-    transform = _transform(spec)
-    errors: list[tuple[int, str, str]] = []
-    outputs: list[bytes | None] = [None] * len(values)
-    good_index: list[int] = []
-    good_items: list[Any] = []
-    for index, value in enumerate(values):
-        try:
-            good_items.append(_decode(value, max_record_bytes))
-            good_index.append(index)
-        except BadRecord as bad:
-            errors.append((index, bad.reason, bad.message))
-    results = _apply(transform, good_items) if good_items else []
-    if transform.passthrough:
-        for index, result in zip(good_index, results, strict=True):
-            if isinstance(result, BadRecord):
-                errors.append((index, result.reason, _short(result.message)))
-        errors.sort()
-        return BatchResult(None, errors, time.perf_counter() - started, os.getpid())
-    for index, result in zip(good_index, results, strict=True):
-        if isinstance(result, BadRecord):
-            errors.append((index, result.reason, _short(result.message)))
-            continue
-        try:
-            encoded = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
-        except TypeError as exc:
-            errors.append((index, Reason.ENCODE_ERROR, _short(str(exc))))
-            continue
-        if len(encoded) > max_record_bytes:
-            message = (
-                f"the output is {len(encoded)} bytes, more than the limit of {max_record_bytes}"
-            )
-            errors.append((index, Reason.OUTPUT_TOO_LARGE, message))
-            continue
-        outputs[index] = encoded
-    errors.sort()
-    return BatchResult(outputs, errors, time.perf_counter() - started, os.getpid())
+    outcome = run_batch(_transform(spec), values, max_record_bytes)
+    return BatchResult(outcome.outputs, outcome.errors, time.perf_counter() - started, os.getpid())

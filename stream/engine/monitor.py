@@ -19,7 +19,7 @@ from stream.flow import wait_event
 from stream.http import Check
 from stream.kafka.protocols import Consumer, TopicPartition
 from stream.metrics import Metrics
-from stream.reasons import label
+from transforms.reasons import label
 
 log = logging.getLogger("stream")
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from stream.engine.assignment import Batch, Error
 from stream.kafka.protocols import OutRecord, TopicPartition
-from stream.reasons import Reason
 from stream.worker import BatchResult
+from transforms.reasons import Reason
 
 
 def _refusal_hint(error: str) -> str:

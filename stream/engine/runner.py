@@ -46,7 +46,7 @@ class Engine:
     def __init__(
         self, settings: RunSettings, clients: Clients | None = None, pool: Pool | None = None
     ) -> None:
-        self.settings = s = settings
+        self.settings = s = settings.resolve()  # the files the options name, read now
         resolve(s.transform)  # an unknown transform is a usage error, before anything starts
         if clients is None:
             from stream.kafka.clients import KafkaClients  # noqa: PLC0415

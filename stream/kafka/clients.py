@@ -263,7 +263,9 @@ class KafkaClients:
         self.max_batch_size = max(1024, min(MAX_BATCH_BYTES, limit - BATCH_MARGIN))
 
     async def ensure_topic(self, topic: str, like: str) -> bool:
-        return await admin.ensure_topic(self.settings, topic, like)
+        return await admin.ensure_topic(
+            self.settings, topic, like, self.settings.dlq_replication_factor
+        )
 
 
 __all__ = ["KafkaClients", "KafkaConsumer", "KafkaFailure", "KafkaProducer", "make_producer"]

@@ -52,7 +52,9 @@ async def test_hostile_records_are_dead_lettered_with_reasons(
     good = [(f"s{i}".encode(), sensor(i)) for i in range(40)]
     records = good[:20] + [(key, value) for _, key, value, _ in HOSTILE] + good[20:]
     await send(topics.bootstrap, topics.input, records)
-    service = start_service(topics, "--workers", "2")
+    # --require-key: a record without a key is a dead letter (null_key) only when asked;
+    # by default it is processed.
+    service = start_service(topics, "--workers", "2", "--require-key")
     services.append(service)
 
     outputs = await read_topic(topics.bootstrap, topics.output, len(good), wait=60)

@@ -19,10 +19,9 @@ from stream.config import (
     ProduceSettings,
     RunSettings,
     TopicsSettings,
-    env_name,
-    flag_name,
 )
-from stream.config import option_fields as fields_of
+from stream.options import flag_name, option_env
+from stream.options import option_fields as fields_of
 
 ROOT = Path(__file__).resolve().parents[2]
 STREAM = Path(sys.executable).with_name("stream")
@@ -88,7 +87,7 @@ def test_help_lists_every_option_with_its_env_var(
     flat = " ".join(out.split())  # help text is wrapped; compare without the line breaks
     for f in fields_of(cls):
         assert flag_name(f.name) in out, f.name
-        assert f"[env: {env_name(f.name)}]" in flat, f.name
+        assert f"[env: {option_env(cls, f.name)}]" in flat, f.name
     assert "--config" in out
     assert "STREAM_CONFIG" in flat
 

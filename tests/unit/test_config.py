@@ -7,17 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.config import (
-    ConfigError,
-    KafkaSettings,
-    ProduceSettings,
-    RunSettings,
-    TopicsSettings,
-    env_name,
-    flag_name,
-    load,
-    option_fields,
-)
+from stream.config import KafkaSettings, ProduceSettings, RunSettings, TopicsSettings
+from stream.options import ConfigError, env_name, flag_name, load, option_fields
 
 NO_ENV: dict[str, str] = {}
 
@@ -68,7 +59,8 @@ def test_flag_and_env_names() -> None:
 def test_every_option_has_help_and_a_parser() -> None:
     for cls in (RunSettings, ProduceSettings, TopicsSettings):
         fields = option_fields(cls)
-        assert len(fields) == len(dataclasses.fields(cls))
+        hidden: frozenset[str] = getattr(cls, "HIDDEN", frozenset())
+        assert len(fields) == len(dataclasses.fields(cls)) - len(hidden)
         for f in fields:
             assert f.metadata["help"]
             assert callable(f.metadata["parse"])
@@ -159,11 +151,11 @@ def test_config_file_typed_toml_values(tmp_path: Path) -> None:
 def test_config_file_bool_false_and_env_bool(tmp_path: Path) -> None:
     path = write(tmp_path, "quiet = false\n")
     assert load(ProduceSettings, {}, environ=NO_ENV, config_file=path).quiet is False
-    environ = {"STREAM_QUIET": "yes"}
+    environ = {"STREAM_PRODUCE_QUIET": "yes"}
     assert load(ProduceSettings, {}, environ=environ, config_file=path).quiet is True
-    message = config_error(ProduceSettings, environ={"STREAM_QUIET": "maybe"})
+    message = config_error(ProduceSettings, environ={"STREAM_PRODUCE_QUIET": "maybe"})
     assert "--quiet" in message
-    assert "STREAM_QUIET" in message
+    assert "STREAM_PRODUCE_QUIET" in message
 
 
 def test_options_of_other_commands_in_the_file_are_accepted(tmp_path: Path) -> None:

@@ -30,10 +30,8 @@ from stream.config import (
     ProduceSettings,
     RunSettings,
     TopicsSettings,
-    env_name,
-    load,
-    option_fields,
 )
+from stream.options import env_name, load, option_env, option_fields
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -44,7 +42,7 @@ K8S = DEPLOY / "k8s"
 PYPROJECT = ROOT / "pyproject.toml"
 
 OPTIONS = {
-    env_name(f.name)
+    option_env(cls, f.name)
     for cls in (RunSettings, ProduceSettings, TopicsSettings, LagSettings)
     for f in option_fields(cls)
 } | {env_name("config")}
@@ -208,6 +206,17 @@ def test_dockerfile_is_multi_stage_on_python_311_slim() -> None:
     assert "pytest" not in text
 
 
+def test_dockerfile_installs_the_locked_dependencies_by_hash() -> None:
+    build = stages()[0]
+    copied = [p for k, rest in build if k == "COPY" for p in shlex.split(rest)[:-1]]
+    assert "requirements.lock" in copied
+    runs = " ".join(rest for k, rest in build if k == "RUN")
+    assert "--require-hashes -r requirements.lock" in runs
+    # The project's own wheel resolves nothing again: only the lock brings dependencies.
+    assert "--no-deps ." in runs
+    assert "requirements-dev.lock" not in runs
+
+
 def test_dockerfile_copies_every_package_the_project_ships() -> None:
     project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
     packages = project["tool"]["setuptools"]["packages"]["find"]["include"]
@@ -273,7 +282,8 @@ def test_dockerignore_keeps_the_context_small_but_complete() -> None:
         assert ignored(path, patterns), path
     for path in ("stream/__pycache__/cli.cpython-311.pyc", ".mypy_cache/x", ".pytest_cache/x"):
         assert ignored(path, patterns), path
-    for path in ("pyproject.toml", "README.md", "stream/cli.py", "transforms/__init__.py"):
+    needed = ("pyproject.toml", "README.md", "requirements.lock", "stream/cli.py")
+    for path in (*needed, "transforms/__init__.py"):
         assert not ignored(path, patterns), f"{path} is needed by the image"
 
 
@@ -461,7 +471,7 @@ def test_every_stream_variable_is_a_real_option() -> None:
 def test_stream_variables_have_valid_values(where: str, cls: type[Any]) -> None:
     env = config_data() if where == "configmap" else environment(service(where))
     settings = load(cls, {}, environ=env)  # raises ConfigError on a bad value
-    fields = {env_name(f.name): f for f in option_fields(cls)}
+    fields = {option_env(cls, f.name): f for f in option_fields(cls)}
     for key, value in env.items():
         if key.startswith("STREAM_"):
             assert key in fields, f"{where}: {key} is not an option of {cls.__name__}"
@@ -647,3 +657,35 @@ def test_hpa_is_a_cpu_alternative_for_the_same_deployment() -> None:
     assert spec["maxReplicas"] <= topics_partitions()
     assert [m["resource"]["name"] for m in spec["metrics"]] == ["cpu"]
     assert "kustomization" in (K8S / "hpa.yaml").read_text(encoding="utf-8")
+
+
+# ---- an image with a user's transform -----------------------------------------------------
+
+DERIVED = DEPLOY / "examples" / "Dockerfile.transform"
+EXAMPLE = ROOT / "transforms" / "examples" / "celsius.py"
+
+
+def test_the_derived_dockerfile_is_two_lines_on_the_service_image() -> None:
+    instructions = dockerfile_instructions(DERIVED.read_text(encoding="utf-8"))
+    assert [k for k, _ in instructions] == ["FROM", "COPY"]
+    tag = instructions[0][1]
+    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    # The tag the kit builds and deploys (deploy/Dockerfile's comment, the Deployment).
+    assert tag == f"stream:{project['version']}"
+    assert manifest("Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == tag
+    source, target = shlex.split(instructions[1][1])
+    assert source == EXAMPLE.name  # the README's example module
+    # Copied into the working directory of the service image, which is on sys.path.
+    workdir = [rest for k, rest in stages()[-1] if k == "WORKDIR"][-1]
+    assert target in ("./", ".", workdir, workdir + "/")
+
+
+def test_the_derived_image_is_configured_by_the_transform_variable() -> None:
+    text = DERIVED.read_text(encoding="utf-8")
+    spec = re.search(r"STREAM_TRANSFORM=(\S+)", text)
+    assert spec is not None
+    module, _, function = spec.group(1).partition(":")
+    assert module == EXAMPLE.stem
+    assert f"def {function}(" in EXAMPLE.read_text(encoding="utf-8")
+    assert "STREAM_TRANSFORM" in OPTIONS
+    assert "STREAM_TRANSFORM" in config_data()  # the ConfigMap sets it: edit it there

@@ -193,7 +193,7 @@ def secret_file(tmp_path: Path, text: str, name: str = "password") -> str:
 def config_error(cls: type[Any], **environ: str) -> str:
     """The one-line ConfigError that loading ``cls`` from these STREAM_* variables gives."""
     with pytest.raises(ConfigError) as caught:
-        load(cls, {}, environ={env_name(k): v for k, v in environ.items()})
+        load(cls, {}, environ={env_name(k): v for k, v in environ.items()}).resolve()
     message = str(caught.value)
     assert message
     assert "\n" not in message

@@ -1,4 +1,5 @@
-"""Why a record became a dead letter: one enumeration for every place that says so.
+"""Why a record became a dead letter: one enumeration for every place that says so
+(the worker's batch core here, the pool, the engine's routing, the metrics).
 
 The value is the ``stream.error.reason`` header and the ``reason`` label of the
 dead-letter metrics. Transforms may name reasons of their own (``BadRecord(reason,

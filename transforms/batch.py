@@ -1,0 +1,107 @@
+"""The core of a worker's job, shared by the service, ``stream try`` and the testing helper:
+decode a batch of raw record values, enforce the size limit, run the transform over the
+whole batch and encode each output. One output or one error per record; errors for single
+records are returned, never raised.
+
+Pure: no I/O, no processes, no clock (the caller times it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from transforms.base import MAX_MESSAGE_CHARS, BadRecord, Transform
+from transforms.reasons import Reason
+
+__all__ = ["BatchOutcome", "run_batch"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """Per record: the encoded output, or None where ``errors`` names the record.
+
+    ``outputs`` is None for a passthrough transform: each output is its input, except
+    where ``errors`` names the record.
+    """
+
+    outputs: list[bytes | None] | None
+    errors: list[tuple[int, str, str]]  # (index in batch, reason, message), sorted
+
+
+def _short(text: str) -> str:
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return text[: MAX_MESSAGE_CHARS - 3] + "..."
+
+
+def _decode(value: bytes | None, max_bytes: int) -> Any:
+    if not value:
+        raise BadRecord(Reason.EMPTY, "the record has no value")
+    if len(value) > max_bytes:
+        raise BadRecord(
+            Reason.TOO_LARGE, f"{len(value)} bytes is more than the limit of {max_bytes}"
+        )
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        reason = Reason.INVALID_UTF8 if "UTF-8" in str(exc) else Reason.INVALID_JSON
+        raise BadRecord(reason, _short(str(exc))) from None
+
+
+def _apply(transform: Transform, items: list[Any]) -> list[Any]:
+    """Run the batch function; if it raises, isolate the culprit record by record."""
+    try:
+        results = transform.fn(items)
+        if len(results) == len(items):
+            return results
+        problem = f"returned {len(results)} results for {len(items)} records"
+    except Exception as exc:  # noqa: BLE001 - a transform bug must not lose the batch
+        problem = f"{type(exc).__name__}: {exc}"
+    if len(items) == 1:
+        return [BadRecord(Reason.TRANSFORM_ERROR, _short(problem))]
+    return [_apply(transform, [item])[0] for item in items]
+
+
+def run_batch(
+    transform: Transform, values: Sequence[bytes | None], max_record_bytes: int
+) -> BatchOutcome:
+    """Decode, transform and encode one batch; one result or one error per record."""
+    errors: list[tuple[int, str, str]] = []
+    outputs: list[bytes | None] = [None] * len(values)
+    good_index: list[int] = []
+    good_items: list[Any] = []
+    for index, value in enumerate(values):
+        try:
+            good_items.append(_decode(value, max_record_bytes))
+            good_index.append(index)
+        except BadRecord as bad:
+            errors.append((index, bad.reason, bad.message))
+    results = _apply(transform, good_items) if good_items else []
+    if transform.passthrough:
+        for index, result in zip(good_index, results, strict=True):
+            if isinstance(result, BadRecord):
+                errors.append((index, result.reason, _short(result.message)))
+        errors.sort()
+        return BatchOutcome(None, errors)
+    for index, result in zip(good_index, results, strict=True):
+        if isinstance(result, BadRecord):
+            errors.append((index, result.reason, _short(result.message)))
+            continue
+        try:
+            encoded = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError as exc:
+            errors.append((index, Reason.ENCODE_ERROR, _short(str(exc))))
+            continue
+        if len(encoded) > max_record_bytes:
+            message = (
+                f"the output is {len(encoded)} bytes, more than the limit of {max_record_bytes}"
+            )
+            errors.append((index, Reason.OUTPUT_TOO_LARGE, message))
+            continue
+        outputs[index] = encoded
+    errors.sort()
+    return BatchOutcome(outputs, errors)

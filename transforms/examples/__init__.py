@@ -1,0 +1,1 @@
+"""Example transforms, the README's walk-through (not registered as built-ins)."""

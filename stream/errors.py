@@ -75,6 +75,12 @@ class OwnershipLost(KafkaFailure):
     the committed offset, go on."""
 
 
+class ProducerBroken(KafkaFailure):
+    """The producer's sequence for a partition broke (after a refused batch, aiokafka
+    neither resets it nor bumps its epoch): what it sent since was not written. Only a
+    new producer helps; the records can be sent again."""
+
+
 class RecordRefused(KafkaFailure):
     """The broker refused records for good (too large, invalid, not authorised to
     write): they become dead letters; ``error`` is the broker's error name."""

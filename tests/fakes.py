@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from stream.errors import KafkaFailure, OwnershipLost, RecordRefused
+from stream.errors import KafkaFailure, OwnershipLost, ProducerBroken, RecordRefused
 from stream.kafka.protocols import OutRecord, RebalanceCallback, Sent, TopicPartition
 from stream.kafka.send import Partitioner, group_by_partition
 from stream.worker import BatchResult, process_batch
@@ -173,6 +173,7 @@ class FakeProducer:
         self.broker = broker
         self.partitioner = Partitioner()
         self.stopped = False
+        self.broken = False  # like aiokafka: after a refusal its sequence is broken
 
     def _write(self, topic: str, record: OutRecord, partition: int) -> None:
         self.broker.append(topic, partition, record[0], record[1], record[2])
@@ -185,7 +186,10 @@ class FakeProducer:
             for index in indices:
                 future: asyncio.Future[None] = loop.create_future()
                 error = self.broker.refuse(topic, records[index])
-                if error is not None:
+                if self.broken:
+                    future.set_exception(ProducerBroken("OutOfOrderSequenceNumber"))
+                elif error is not None:
+                    self.broken = True
                     future.set_exception(RecordRefused(error, f"{error}: refused"))
                 else:
                     self._write(topic, records[index], partition)

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 from stream.config import RunSettings
 from stream.engine.assignment import Assignment, Batch, Partition
 from stream.engine.routing import Plan, Router
-from stream.errors import FatalError, KafkaFailure, RecordRefused
-from stream.kafka.protocols import Consumer, OutRecord, Producer, Sent
+from stream.errors import FatalError, KafkaFailure, ProducerBroken, RecordRefused
+from stream.kafka.protocols import Clients, Consumer, OutRecord, Producer, Sent
 from stream.metrics import Metrics
 
 log = logging.getLogger("stream")
@@ -140,6 +140,8 @@ def learn(plan: Plan, failed: list[tuple[Shipped, BaseException]]) -> None:
     minimal one. Raises what cannot be helped (not a refusal, or a minimal dead letter
     refused)."""
     for shipped, error in failed:
+        if isinstance(error, ProducerBroken):
+            continue  # not written: sent again as it was, by a new producer
         if not isinstance(error, RecordRefused):
             raise error if isinstance(error, KafkaFailure) else KafkaFailure(repr(error))
         if len(shipped.records) > 1:
@@ -179,6 +181,7 @@ class AtLeastOnce:
         metrics: Metrics,
         fail: Callable[[BaseException], None],
         spawn: Spawn,
+        clients: Clients,
     ) -> None:
         self.settings = settings
         self.producer = producer
@@ -188,6 +191,9 @@ class AtLeastOnce:
         self.metrics = metrics
         self._fail = fail
         self._spawn = spawn
+        self.clients = clients
+        self._renewing = asyncio.Lock()
+        self._retired: list[Producer] = []  # replaced producers: closed at the end
 
     async def start(self) -> None:
         return None
@@ -230,7 +236,7 @@ class AtLeastOnce:
                 return
             if not failed:
                 self.assignment.finish(part, batch)
-            elif all(isinstance(e, RecordRefused) for _, e in failed):
+            elif all(isinstance(e, (RecordRefused, ProducerBroken)) for _, e in failed):
                 self._spawn(self._repair(part, batch, failed), f"refused-{part.label}")
             else:
                 # Never commit past a record that was not produced.
@@ -243,9 +249,11 @@ class AtLeastOnce:
         self, part: Partition, batch: Batch, failed: list[tuple[Shipped, BaseException]]
     ) -> None:
         plan = Plan()
+        broken = self.producer
         for _ in range(MAX_TRIES):
             learn(plan, failed)
             only = {at for shipped, _ in failed for at in shipped.records}
+            broken = await self._renew(broken)
             try:
                 shipped = await self.sender.send(self.producer, part, batch, plan, only)
             except KafkaFailure as exc:
@@ -255,6 +263,16 @@ class AtLeastOnce:
                 self.assignment.finish(part, batch)
                 return
         raise FatalError(f"{part.label}: records refused after {MAX_TRIES} tries: {failed[0][1]}")
+
+    async def _renew(self, broken: Producer) -> Producer:
+        """A refusal breaks the producer's sequence for that partition: replace the
+        shared producer (once, whoever asks first); returns the one to use now."""
+        async with self._renewing:
+            if self.producer is broken:
+                log.warning("replacing the producer after the broker refused a record")
+                self.producer = await self.clients.producer()
+                self._retired.append(broken)
+        return self.producer
 
     async def idle(self, part: Partition) -> None:
         return None
@@ -284,4 +302,5 @@ class AtLeastOnce:
         return None
 
     async def close(self) -> None:
-        await self.producer.stop()
+        for producer in [*self._retired, self.producer]:
+            await producer.stop()

@@ -68,6 +68,7 @@ class Router:
     require_key: bool
     max_record_bytes: int  # a dead letter's value is cut to this at most
     dead_letter_limit: int  # the dead-letter topic's max.message.bytes
+    output_limit: int = 1 << 62  # the output topic's max.message.bytes
 
     def route(
         self, tp: TopicPartition, batch: Batch, result: BatchResult, plan: Plan | None = None
@@ -90,6 +91,14 @@ class Router:
                     f"key and value are {len(key) + len(values[index] or b'')} bytes, more "
                     f"than the limit of {self.max_record_bytes}",
                 )
+            elif output is not None and len(output) + len(key or b"") > self._output_room:
+                # The broker would refuse it (and a refusal breaks the producer's
+                # sequence): a dead letter straight away.
+                errors[index] = (
+                    Reason.OUTPUT_REFUSED.value,
+                    f"MessageSizeTooLargeError: the output is {len(output)} bytes, more than "
+                    f"the output topic's max.message.bytes ({self.output_limit}) allows",
+                )
             elif output is not None and (key is not None or not self.require_key):
                 routed.outputs.append((key, output, None, tp.partition if key is None else None))
                 routed.output_index.append(index)
@@ -110,6 +119,10 @@ class Router:
             routed.letters.append(letter)
             routed.letter_index.append(index)
         return routed
+
+    @property
+    def _output_room(self) -> int:
+        return self.output_limit - RECORD_OVERHEAD
 
     def dead_letter(
         self,

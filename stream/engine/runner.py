@@ -138,7 +138,7 @@ class Engine:
         out_limit = await self.clients.record_limit(s.output_topic)
         self.clients.fit_batches(min(out_limit, dlq_limit))
         sender = Sender(
-            Router(s.require_key, s.max_record_bytes, dlq_limit),
+            Router(s.require_key, s.max_record_bytes, dlq_limit, out_limit),
             s.output_topic,
             s.dead_letter_topic,
         )
@@ -163,6 +163,7 @@ class Engine:
                 metrics=self.metrics,
                 fail=self.fail,
                 spawn=self.spawn,
+                clients=self.clients,
             )
         self._delivery = delivery
         rebalancer = self._rebalancer = Rebalancer(

@@ -87,6 +87,13 @@ class ExactlyOnce:
             await producer.abort()
             for plan, failures in zip(plans, failed, strict=True):
                 learn(plan, failures)
+            # After a refusal aiokafka's sequence for that partition is broken (and it
+            # would even commit a transaction with a failed send): a new producer with
+            # the same id, which fences this one, starts clean.
+            await producer.stop()
+            producer = self._producers[part] = await self.clients.transactional_producer(
+                self.transactional_id(part)
+            )
         else:
             raise KafkaFailure(f"records refused after {MAX_TRIES} transactions")
         self.metrics.commit_duration.observe(time.perf_counter() - started)

@@ -11,6 +11,7 @@ from aiokafka.errors import (
     InvalidTxnState,
     KafkaError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
     ProducerFenced,
     RecordListTooLargeError,
     RecordTooLargeError,
@@ -19,7 +20,13 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
-from stream.errors import KafkaFailure, NotAuthorized, OwnershipLost, RecordRefused
+from stream.errors import (
+    KafkaFailure,
+    NotAuthorized,
+    OwnershipLost,
+    ProducerBroken,
+    RecordRefused,
+)
 
 # Refused for good: the same records would be refused again.
 _REFUSED = (
@@ -44,6 +51,8 @@ def translate(error: BaseException) -> KafkaFailure | NotAuthorized:
     name = type(error).__name__
     if isinstance(error, _REFUSED):
         return RecordRefused(name, f"{name}: {error}")
+    if isinstance(error, OutOfOrderSequenceNumber):
+        return ProducerBroken(f"{name}: {error}")
     if isinstance(error, TransactionalIdAuthorizationFailed):
         return NotAuthorized(
             "not authorised to use the transactional id (an ACL on TransactionalId is "

@@ -386,3 +386,23 @@ async def test_a_new_owner_commits_past_a_trailing_transaction_marker(guarantee:
         run.consumer.positions[P0] = 6  # the consumer skipped the marker
         await until(lambda: run.committed(P0) == 6)
         assert run.outputs() == []
+
+
+async def test_an_output_over_the_topic_limit_is_a_dead_letter_without_a_send() -> None:
+    """The output topic's limit is known at start: an output over it never reaches the
+    broker (whose refusal would break the producer's sequence)."""
+    sent: list[int] = []
+
+    def watch(topic: str, record: OutRecord) -> str | None:
+        if topic == "out":
+            sent.append(len(record[1]))
+        return None
+
+    broker = FakeBroker(limits={"out": 1000}, refuse=watch)
+    broker.feed(0, [*values(2), orjson.dumps({"n": 2, "pad": "x" * 2000}), *values(2, start=3)])
+    async with running(broker, assign={P0}) as run:
+        await until(lambda: run.committed(P0) == 5)
+        assert run.outputs() == [0, 1, 3, 4]
+        assert max(sent) < 1000
+        (letter,) = broker.records("in.dlq")
+        assert dict(letter.headers)[HEADER_REASON] == b"output_refused"

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DB_SCRIPT = ROOT / "deploy" / "postgres" / "db.sh"
 TEST_PORT = int(os.environ.get("STREAM_TEST_POSTGRES_PORT", "15432"))
 POSTGRES_IMAGE = os.environ.get("STREAM_TEST_POSTGRES_IMAGE", "postgres:15")
-USER = PASSWORD = DATABASE = "stream"
+USER = PASSWORD = DATABASE = "stream"  # noqa: S105 - the test server's own
 
 
 def script(*args: str, port: int = TEST_PORT) -> subprocess.CompletedProcess[str]:

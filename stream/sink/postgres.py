@@ -131,17 +131,17 @@ class PostgresSink:
             f"(LIKE {quote(table.name)} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
         self._insert = (
-            f"INSERT INTO {quote(table.name)} ({columns}) "
+            f"INSERT INTO {quote(table.name)} ({columns}) "  # noqa: S608 - checked names
             f"SELECT {columns} FROM {self._temp} ON CONFLICT DO NOTHING"
         )
         offsets = quote(offsets_table(table))
         self._store_offset = (
-            f"INSERT INTO {offsets} (group_id, topic, partition, next_offset) "
+            f"INSERT INTO {offsets} (group_id, topic, partition, next_offset) "  # noqa: S608
             "VALUES ($1, $2, $3, $4) ON CONFLICT (group_id, topic, partition) DO UPDATE "
             "SET next_offset = EXCLUDED.next_offset, updated_at = now()"
         )
         self._read_offset = (
-            f"SELECT next_offset FROM {offsets} "
+            f"SELECT next_offset FROM {offsets} "  # noqa: S608 - a checked name
             "WHERE group_id = $1 AND topic = $2 AND partition = $3"
         )
 
@@ -245,7 +245,9 @@ class PostgresSink:
             raise SinkError("the PostgreSQL sink is not started")
         return self._pool.acquire()
 
-    async def _write_once(self, rows: Sequence[Row], offset: tuple[Any, ...] | None) -> list[Refused]:
+    async def _write_once(
+        self, rows: Sequence[Row], offset: tuple[Any, ...] | None
+    ) -> list[Refused]:
         async with self._acquire() as conn:
             try:
                 async with conn.transaction():

@@ -176,7 +176,10 @@ async def check_tables(conn: Connection, table: Table) -> None:
             f"table(s) {names} missing in the database: run `stream db init` "
             "with the same --postgres-dsn and --postgres-table"
         )
-    for name, want in ((table.name, table.column_names), (offsets, [c for c, _ in OFFSETS_COLUMNS])):
+    for name, want in (
+        (table.name, table.column_names),
+        (offsets, [c for c, _ in OFFSETS_COLUMNS]),
+    ):
         rows = await conn.fetch(
             "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass "
             "AND attnum > 0 AND NOT attisdropped",

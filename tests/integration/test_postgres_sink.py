@@ -88,7 +88,8 @@ async def fetch(dsn: str, query: str, *args: Any) -> list[Any]:
 async def count(dsn: str, table: str) -> int:
     rows = await fetch(
         dsn,
-        f'SELECT count(*), count(DISTINCT (source_topic, source_partition, source_offset)) FROM "{table}"',
+        "SELECT count(*), count(DISTINCT (source_topic, source_partition, source_offset)) "
+        f'FROM "{table}"',
     )
     total, distinct = rows[0]
     assert total == distinct, "a source offset was written twice"
@@ -177,9 +178,12 @@ async def test_typed_rows_land_with_their_values(
         3,
         100,
     )
-    assert first["sensor_id"] == "s-2" and first["seq"] == 100 and first["n"] == 3
+    assert first["sensor_id"] == "s-2"
+    assert first["seq"] == 100
+    assert first["n"] == 3
     assert math.isclose(first["mean"], (0.0 + 2.0 + 9.5) / 3)
-    assert isinstance(first["peak_bins"], list) and isinstance(first["anomaly"], bool)
+    assert isinstance(first["peak_bins"], list)
+    assert isinstance(first["anomaly"], bool)
 
 
 async def test_generic_rows_land_as_jsonb(postgres_dsn: str, table_name: str) -> None:
@@ -410,7 +414,8 @@ async def test_unreachable_database_is_one_line(typed: Table) -> None:
     made = PostgresSink(SinkConfig(dsn, typed, connect_timeout=3))
     with pytest.raises(SinkUnavailable, match="is unreachable") as caught:
         await made.start()
-    assert "\n" not in str(caught.value) and "secret-pw" not in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert "secret-pw" not in str(caught.value)
 
 
 async def test_wrong_password_is_one_line(postgres_dsn: str, typed: Table) -> None:
@@ -421,11 +426,13 @@ async def test_wrong_password_is_one_line(postgres_dsn: str, typed: Table) -> No
     made = PostgresSink(SinkConfig(dsn, typed))
     with pytest.raises(SinkAuthError, match="password authentication failed") as caught:
         await made.start()
-    assert "\n" not in str(caught.value) and "wrong-secret" not in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert "wrong-secret" not in str(caught.value)
 
 
 async def test_missing_table_is_one_line(postgres_dsn: str) -> None:
     made = PostgresSink(SinkConfig(postgres_dsn, result_table("sensor-features", "no_such_t")))
     with pytest.raises(SchemaError, match="no_such_t missing") as caught:
         await made.start()
-    assert "stream db init" in str(caught.value) and "\n" not in str(caught.value)
+    assert "stream db init" in str(caught.value)
+    assert "\n" not in str(caught.value)

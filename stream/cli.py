@@ -21,6 +21,7 @@ from stream import __version__
 from stream.config import (
     BenchSettings,
     ConfigError,
+    DbSettings,
     LagSettings,
     ProduceSettings,
     RunSettings,
@@ -117,11 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
             "benchmark the service against baselines on the configured broker",
             BenchSettings,
         ),
+        ("db", "create the PostgreSQL sink's tables (idempotent)", DbSettings),
     ]
     for name, help_text, settings in commands:
         command = sub.add_parser(name, help=help_text, formatter_class=_Formatter)
         if name == "topics":
             command.add_argument("action", choices=["create", "describe"])
+        if name == "db":
+            command.add_argument("action", choices=["init"])
         _add_options(command, settings)
 
     sub.add_parser("transforms", help="list the built-in transforms")
@@ -309,6 +313,15 @@ def _given(args: argparse.Namespace) -> set[str]:
     }
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    settings: DbSettings = _settings(DbSettings, args)
+    from stream.sink.admin import db_init  # noqa: PLC0415 - asyncpg only when needed
+
+    for line in asyncio.run(db_init(settings)):
+        print(line)  # noqa: T201
+    return 0
+
+
 def cmd_transforms(_args: argparse.Namespace) -> int:
     from transforms import available  # noqa: PLC0415
 
@@ -326,6 +339,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "topics": cmd_topics,
     "lag": cmd_lag,
     "bench": cmd_bench,
+    "db": cmd_db,
     "transforms": cmd_transforms,
 }
 
@@ -340,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = f"stream {args.command}"
     from stream.kafka import BrokerUnavailable, KafkaError, MissingTopics  # noqa: PLC0415
     from stream.pool import PoolError  # noqa: PLC0415
+    from stream.sink.errors import SinkError  # noqa: PLC0415
     from transforms import UnknownTransformError  # noqa: PLC0415
 
     try:
@@ -347,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UnknownTransformError) as exc:
         _say(prog, exc)
         return EXIT_USAGE
-    except (BrokerUnavailable, MissingTopics, PoolError, KafkaError, OSError) as exc:
+    except (BrokerUnavailable, MissingTopics, PoolError, KafkaError, SinkError, OSError) as exc:
         _say(prog, exc)
         return EXIT_RUNTIME
     except KeyboardInterrupt:

@@ -105,6 +105,23 @@ def where(dsn: str) -> str:
         return "the --postgres-dsn server"
 
 
+async def connect(config: SinkConfig) -> Any:
+    """One connection (an ``asyncpg.Connection``), or one line saying why not:
+    :class:`SinkUnavailable`, :class:`SinkAuthError` or :class:`SinkError`."""
+    here = where(config.dsn)
+    try:
+        return await asyncpg.connect(
+            config.dsn, timeout=config.connect_timeout, command_timeout=config.command_timeout
+        )
+    except _AUTH as exc:
+        raise SinkAuthError(f"PostgreSQL at {here} refused the connection: {exc}") from None
+    except _RETRIABLE as exc:
+        reason = str(exc) or type(exc).__name__
+        raise SinkUnavailable(f"PostgreSQL at {here} is unreachable: {reason}") from None
+    except (asyncpg.exceptions.ClientConfigurationError, ValueError):
+        raise SinkError("--postgres-dsn is not a valid PostgreSQL DSN") from None
+
+
 class PostgresSink:
     """Writes result rows to one PostgreSQL table; ``start()`` before, ``close()`` after."""
 
@@ -150,7 +167,7 @@ class PostgresSink:
     async def start(self) -> None:
         """Connect, check the tables, open the pool. Raises :class:`SinkUnavailable`,
         :class:`SinkAuthError` or :class:`~stream.sink.errors.SchemaError` with one line."""
-        conn = await self._connect_once()
+        conn = await connect(self.config)
         try:
             await check_tables(conn, self.config.table)
         finally:
@@ -166,22 +183,6 @@ class PostgresSink:
             )
         except (*_AUTH, *_RETRIABLE) as exc:
             raise SinkUnavailable(f"PostgreSQL at {where(self.config.dsn)}: {exc}") from None
-
-    async def _connect_once(self) -> Any:
-        here = where(self.config.dsn)
-        try:
-            return await asyncpg.connect(
-                self.config.dsn,
-                timeout=self.config.connect_timeout,
-                command_timeout=self.config.command_timeout,
-            )
-        except _AUTH as exc:
-            raise SinkAuthError(f"PostgreSQL at {here} refused the connection: {exc}") from None
-        except _RETRIABLE as exc:
-            reason = str(exc) or type(exc).__name__
-            raise SinkUnavailable(f"PostgreSQL at {here} is unreachable: {reason}") from None
-        except (asyncpg.exceptions.ClientConfigurationError, ValueError):
-            raise SinkError("--postgres-dsn is not a valid PostgreSQL DSN") from None
 
     async def _init_connection(self, conn: Any) -> None:
         await conn.execute(self._create_temp)

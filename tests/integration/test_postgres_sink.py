@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import socket
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,6 +23,7 @@ from stream.sink.errors import SchemaError, SinkAuthError, SinkUnavailable
 from stream.sink.postgres import PostgresSink, SinkConfig
 from stream.sink.rows import Row, generic_row, sensor_row
 from stream.sink.schema import Table, check_tables, init_tables, offsets_table, result_table
+from tests.conftest import STREAM
 from tests.postgres import Server
 from transforms.builtin import sensor_features
 
@@ -401,8 +406,6 @@ async def test_the_retry_deadline_ends_in_one_clear_error(
 
 
 def unused_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -436,3 +439,82 @@ async def test_missing_table_is_one_line(postgres_dsn: str) -> None:
         await made.start()
     assert "stream db init" in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+# ---- the `stream db init` command ------------------------------------------------------------
+
+
+def stream_db(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [STREAM, "db", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_db_init_creates_the_tables_once(
+    postgres_dsn: str, table_name: str, tmp_path: Path
+) -> None:
+    dsn_file = tmp_path / "dsn"
+    dsn_file.write_text(postgres_dsn + "\n")
+    first = stream_db("init", "--postgres-table", table_name, "--postgres-dsn-file", str(dsn_file))
+    assert first.returncode == 0, first.stderr
+    assert f"{table_name}: created" in first.stdout
+    again = stream_db(
+        "init", "--postgres-table", table_name, env={"STREAM_POSTGRES_DSN": postgres_dsn}
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [f"{table_name}: exists", "stream_offsets: exists"]
+    generic = stream_db(
+        "init",
+        "--transform",
+        "identity",
+        "--postgres-table",
+        table_name + "_g",
+        env={"STREAM_POSTGRES_DSN": postgres_dsn},
+    )
+    assert generic.returncode == 0, generic.stderr
+
+    async def drop() -> None:
+        conn = await connect(postgres_dsn)
+        try:
+            types = await conn.fetch(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = $1::regclass AND attname IN ('value', 'peak_bins')",
+                table_name + "_g",
+            )
+            assert [tuple(t) for t in types] == [("value", "jsonb")]
+            await conn.execute(f'DROP TABLE "{table_name}", "{table_name}_g"')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+def test_db_init_errors_are_one_line_without_the_password(postgres_dsn: str) -> None:
+    from urllib.parse import urlsplit
+
+    password = urlsplit(postgres_dsn).password
+    wrong = postgres_dsn.replace(f":{password}@", ":not-the-pw@")
+    refused = stream_db("init", env={"STREAM_POSTGRES_DSN": wrong})
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1
+    assert "password authentication failed" in refused.stderr
+    assert "not-the-pw" not in refused.stderr
+    port = unused_port()
+    away = stream_db(
+        "init",
+        "--connect-timeout",
+        "3",
+        env={"STREAM_POSTGRES_DSN": f"postgresql://u:pw-x@127.0.0.1:{port}/d"},
+    )
+    assert away.returncode == 1
+    assert away.stderr.startswith("stream db: error: PostgreSQL at 127.0.0.1:")
+    assert away.stderr.count("\n") == 1
+    assert "pw-x" not in away.stderr
+    missing = stream_db("init")
+    assert missing.returncode == 2
+    assert "needs --postgres-dsn" in missing.stderr

@@ -40,7 +40,7 @@ broker-stop: ## stop the local Kafka broker started by `make broker`
 broker-status: ## does the local broker answer?
 	deploy/kafka/broker.sh status
 
-db: ## start the local PostgreSQL (127.0.0.1:$${PGPORT:-5432}, user and database stream) unless one answers
+db: ## start the local PostgreSQL (127.0.0.1, port PGPORT or 5432; user, password, database: stream) unless one answers
 	deploy/postgres/db.sh start
 
 db-stop: ## stop the local PostgreSQL started by `make db`

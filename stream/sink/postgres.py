@@ -231,6 +231,12 @@ class PostgresSink:
                 self._observer.error("sink_refused")
             return refused
 
+    def forget(self, topic: str, partition: int) -> None:
+        """Drop a revoked partition's ordering lock (call once its writes are done)."""
+        lock = self._locks.get((topic, partition))
+        if lock is not None and not lock.locked():
+            del self._locks[(topic, partition)]
+
     async def stored_offset(self, group: str, topic: str, partition: int) -> int | None:
         """The next offset stored for a partition by exactly-once writes (None: none)."""
 

@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 import pytest
 
+from stream.metrics import Metrics, SinkMetrics
 from stream.sink.errors import SchemaError, SinkAuthError, SinkUnavailable
 from stream.sink.postgres import PostgresSink, SinkConfig
 from stream.sink.rows import Row, generic_row, sensor_row
@@ -263,10 +264,17 @@ async def test_rows_and_offset_in_one_transaction(
     await sink.write("in", 0, more, next_offset=25, group=group)
     assert await sink.stored_offset(group, "in", 0) == 25
     assert await count(postgres_dsn, typed.name) == 25
+    # An empty batch moves the offset alone (a partition past transaction markers).
+    assert await sink.write("in", 0, [], next_offset=27, group=group) == []
+    assert await sink.stored_offset(group, "in", 0) == 27
+    sink.forget("in", 0)
+    assert await sink.write("in", 0, sensor_rows(3, start=27), next_offset=30, group=group) == []
+    assert await sink.stored_offset(group, "in", 0) == 30
+    assert await count(postgres_dsn, typed.name) == 28
     stored = await fetch(
         postgres_dsn, f'SELECT * FROM "{offsets_table(typed)}" WHERE group_id = $1', group
     )
-    assert [(r["topic"], r["partition"], r["next_offset"]) for r in stored] == [("in", 0, 25)]
+    assert [(r["topic"], r["partition"], r["next_offset"]) for r in stored] == [("in", 0, 30)]
 
 
 async def test_a_write_cancelled_midway_leaves_neither_rows_nor_offset(
@@ -518,3 +526,28 @@ def test_db_init_errors_are_one_line_without_the_password(postgres_dsn: str) -> 
     missing = stream_db("init")
     assert missing.returncode == 2
     assert "needs --postgres-dsn" in missing.stderr
+
+
+async def test_metrics_count_rows_refusals_and_connections(postgres_dsn: str, typed: Table) -> None:
+    metrics = Metrics("sensor-features", "in", "out", "in.dlq", sinks=["postgres"])
+    observer = SinkMetrics(metrics, "postgres")
+    made = PostgresSink(SinkConfig(postgres_dsn, typed, pool_min=2, pool_max=2), observer)
+    await made.start()
+    observer.watch_pool(made.pool_connections)
+    try:
+        rows = sensor_rows(10)
+        rows[4] = (*rows[4][:6], 0, *rows[4][7:])  # n = 0 breaks a check
+        refused = await made.write("in", 0, rows)
+        assert [r.index for r in refused] == [4]
+
+        def sample(name: str, **labels: str) -> float | None:
+            return metrics.registry.get_sample_value(name, {"sink": "postgres", **labels})
+
+        assert sample("stream_sink_rows_written_total") == 9
+        assert sample("stream_sink_errors_total", reason="sink_refused") == 1
+        assert sample("stream_sink_write_duration_seconds_count") == 1
+        assert sample("stream_sink_pool_connections", state="idle") == 2
+        assert sample("stream_sink_pool_connections", state="in_use") == 0
+    finally:
+        await made.close()
+    assert made.pool_connections() == (0, 0)

@@ -97,12 +97,15 @@ class _NoObserver:
 
 def where(dsn: str) -> str:
     """host:port/database of a URL DSN, for messages (never the user's password)."""
+    unknown = "the --postgres-dsn server"
     try:
         parts = urlsplit(dsn)
+        if parts.scheme not in ("postgres", "postgresql"):
+            return unknown  # key=value form: its text may hold the password
         host = parts.hostname or "localhost"
         return f"{host}:{parts.port or 5432}{parts.path or ''}"
     except ValueError:
-        return "the --postgres-dsn server"
+        return unknown
 
 
 async def connect(config: SinkConfig) -> Any:

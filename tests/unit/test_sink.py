@@ -227,3 +227,19 @@ def test_sink_metrics_exist_at_zero_and_count() -> None:
     assert 'stream_sink_write_duration_seconds_count{sink="postgres"} 1.0' in text
     assert 'stream_sink_pool_connections{sink="postgres",state="in_use"} 3.0' in text
     assert 'stream_sink_pool_connections{sink="postgres",state="idle"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://u:pw@db.example:6432/app", "db.example:6432/app"),
+        ("postgres://u:pw@db/app", "db:5432/app"),
+        ("host=db password=pw dbname=app", "the --postgres-dsn server"),
+        ("postgresql://u:pw@[::1:bad/app", "the --postgres-dsn server"),
+    ],
+)
+def test_messages_name_the_server_never_the_password(dsn: str, shown: str) -> None:
+    from stream.sink.postgres import where
+
+    assert where(dsn) == shown
+    assert "pw" not in where(dsn)

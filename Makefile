@@ -18,7 +18,7 @@ PARTITIONS ?= 4
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock deps broker broker-stop broker-status topics run produce test test-unit lint format clean
+.PHONY: help install lock deps broker broker-stop broker-status db db-stop db-status topics run produce test test-unit lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-13s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,15 @@ broker-stop: ## stop the local Kafka broker started by `make broker`
 
 broker-status: ## does the local broker answer?
 	deploy/kafka/broker.sh status
+
+db: ## start the local PostgreSQL (127.0.0.1, port PGPORT or 5432; user, password, database: stream) unless one answers
+	deploy/postgres/db.sh start
+
+db-stop: ## stop the local PostgreSQL started by `make db`
+	deploy/postgres/db.sh stop
+
+db-status: ## does the local PostgreSQL answer?
+	deploy/postgres/db.sh status
 
 topics: $(STAMP) ## create the input, output and dead-letter topics
 	$(BIN)/stream topics create --bootstrap-servers $(BOOTSTRAP) --partitions $(PARTITIONS)

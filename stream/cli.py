@@ -21,6 +21,7 @@ from stream import __version__
 from stream.config import (
     GROUPS,
     BenchSettings,
+    DbSettings,
     LagSettings,
     ProduceSettings,
     RunSettings,
@@ -143,12 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
             "run JSON lines from a file through a transform, in this process (no broker)",
             TrySettings,
         ),
+        ("db", "create the PostgreSQL sink's tables (idempotent)", DbSettings),
     ]
     for name, help_text, settings in commands:
         usage = f"stream {name}{' {create,describe}' if name == 'topics' else ''} [options]"
         command = sub.add_parser(name, help=help_text, formatter_class=_Formatter, usage=usage)
         if name == "topics":
             command.add_argument("action", choices=["create", "describe"])
+        if name == "db":
+            command.add_argument("action", choices=["init"])
         _add_options(command, settings)
 
     sub.add_parser("transforms", help="list the built-in transforms")
@@ -370,6 +374,15 @@ def cmd_try(args: argparse.Namespace) -> int:
     return EXIT_RUNTIME if trial.dead_letters and not settings.allow_dead_letters else 0
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    settings: DbSettings = _settings(DbSettings, args)
+    from stream.sink.admin import db_init  # noqa: PLC0415 - asyncpg only when needed
+
+    for line in asyncio.run(db_init(settings)):
+        print(line)  # noqa: T201
+    return 0
+
+
 def cmd_transforms(_args: argparse.Namespace) -> int:
     from transforms import available  # noqa: PLC0415
 
@@ -387,6 +400,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "topics": cmd_topics,
     "lag": cmd_lag,
     "bench": cmd_bench,
+    "db": cmd_db,
     "transforms": cmd_transforms,
     "try": cmd_try,
 }

@@ -11,9 +11,10 @@ which the CLI calls after ``load`` and the engine calls at start.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal, Self, get_args
+from typing import Any, ClassVar, Literal, Self, get_args
 
 from stream.options import (
     ConfigError,
@@ -278,6 +279,115 @@ _FILE_OPTIONS = (
 )
 
 
+# --- PostgreSQL sink options (shared by `stream run` and `stream db init`) -------------------
+
+Sink = Literal["kafka", "postgres"]
+SINK_NAMES: tuple[str, ...] = get_args(Sink)
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+
+
+def _sinks(text: str) -> str:
+    """kafka, postgres or both, comma-separated; kept in a fixed order."""
+    given = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [g for g in given if g not in SINK_NAMES]
+    if not given or unknown:
+        raise ValueError("expected kafka, postgres or kafka,postgres")
+    return ",".join(s for s in SINK_NAMES if s in given)
+
+
+def _table_name(text: str) -> str:
+    """Empty (the transform's default table), a table or schema.table name."""
+    name = text.strip()
+    if name and not _TABLE_NAME.match(name):
+        raise ValueError("expected a table name of letters, digits and _ (optionally schema.table)")
+    return name
+
+
+def _postgres_dsn() -> Any:
+    return opt(
+        "",
+        "PostgreSQL connection URL, postgresql://user:password@host:port/database; prefer the "
+        "environment variable or --postgres-dsn-file, as other local users can see a flag's "
+        "value (default: none)",
+        _secret,
+        "DSN",
+        secret=True,
+        group=SINKS,
+    )
+
+
+def _postgres_dsn_file() -> Any:
+    return opt(
+        "",
+        "file holding the PostgreSQL DSN, instead of --postgres-dsn (default: none)",
+        metavar="PATH",
+        group=SINKS,
+    )
+
+
+def _postgres_table() -> Any:
+    return opt(
+        "",
+        "table for the results (default: sensor_features for the sensor-features transform, "
+        "stream_results for any other)",
+        _table_name,
+        "NAME",
+        group=SINKS,
+    )
+
+
+def _postgres_command_timeout() -> Any:
+    return opt(
+        30.0, "seconds one database statement may take", _positive_float, "SECONDS", group=SINKS
+    )
+
+
+def postgres_dsn_value(settings: Any) -> str:
+    """The DSN, read from --postgres-dsn-file when that is given."""
+    if settings.postgres_dsn_file:
+        return read_secret_file("postgres_dsn_file", settings.postgres_dsn_file)
+    dsn: str = settings.postgres_dsn
+    return dsn
+
+
+def check_postgres(settings: Any, needed: bool) -> None:
+    """The DSN options fit together (no I/O: ``resolve`` reads the file); errors never
+    show the DSN."""
+    if settings.postgres_dsn and settings.postgres_dsn_file:
+        raise ConfigError("give --postgres-dsn or --postgres-dsn-file, not both")
+    if needed and not (settings.postgres_dsn or settings.postgres_dsn_file):
+        raise ConfigError("--sink postgres needs --postgres-dsn or --postgres-dsn-file")
+
+
+@dataclass(frozen=True, slots=True)
+class DbSettings:
+    """Options of ``stream db``."""
+
+    postgres_dsn: str = _postgres_dsn()
+    postgres_dsn_file: str = _postgres_dsn_file()
+    postgres_table: str = _postgres_table()
+    transform: str = opt(
+        "sensor-features",
+        "the transform whose results the table holds (sensor-features: typed columns; any "
+        "other: key and value jsonb)",
+        metavar="NAME",
+    )
+    postgres_command_timeout: float = _postgres_command_timeout()
+    connect_timeout: float = opt(
+        15.0, "seconds to wait for the database before giving up", _positive_float, "SECONDS"
+    )
+
+    def __post_init__(self) -> None:
+        if not (self.postgres_dsn or self.postgres_dsn_file):
+            raise ConfigError("stream db needs --postgres-dsn or --postgres-dsn-file")
+        check_postgres(self, needed=True)
+
+    def resolve(self) -> Self:
+        """Read the DSN file now, so a bad one stops the command before it starts."""
+        postgres_dsn_value(self)
+        return self
+
+
 @dataclass(frozen=True, slots=True)
 class RunSettings(KafkaSettings):
     """Options of ``stream run``. They are the service's, and the deployment's contract
@@ -423,6 +533,20 @@ class RunSettings(KafkaSettings):
         "SECONDS",
         group=OBSERVABILITY,
     )
+    # --- sinks (PostgreSQL options: see PostgresSink) ---
+    sink: str = opt(
+        "kafka", "where results go: kafka, postgres or kafka,postgres", _sinks, "SINKS", group=SINKS
+    )
+    postgres_dsn: str = _postgres_dsn()
+    postgres_dsn_file: str = _postgres_dsn_file()
+    postgres_table: str = _postgres_table()
+    postgres_pool_min: int = opt(
+        1, "PostgreSQL connections the pool keeps open", _positive_int, "N", group=SINKS
+    )
+    postgres_pool_max: int = opt(
+        4, "most PostgreSQL connections (batches written at once)", _positive_int, "N", group=SINKS
+    )
+    postgres_command_timeout: float = _postgres_command_timeout()
 
     def __post_init__(self) -> None:
         KafkaSettings.__post_init__(self)  # zero-argument super() fails in slots dataclasses
@@ -433,6 +557,19 @@ class RunSettings(KafkaSettings):
             )
         if self.batch_max_bytes > self.max_inflight_bytes:
             raise ConfigError("--batch-max-bytes must not exceed --max-inflight-bytes")
+        check_postgres(self, needed="postgres" in self.sinks)
+        if self.postgres_pool_min > self.postgres_pool_max:
+            raise ConfigError("--postgres-pool-min must not exceed --postgres-pool-max")
+
+    def resolve(self) -> Self:
+        KafkaSettings.resolve(self)
+        postgres_dsn_value(self)  # a DSN file that cannot be read stops the start
+        return self
+
+    @property
+    def sinks(self) -> tuple[str, ...]:
+        """The sinks results go to, e.g. ("kafka",) or ("kafka", "postgres")."""
+        return tuple(self.sink.split(","))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ partition, transform, reason), never keys or offsets.
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,9 @@ from transforms.reasons import Reason
 
 # Reasons a record goes to the dead-letter topic; created at start so each series exists at 0.
 REASONS = tuple(r.value for r in Reason)
+
+# Reasons of stream_sink_errors_total; created at start for each sink in use.
+SINK_REASONS = ("sink_refused", "connection", "auth", "fatal")
 
 _LATENCY_BUCKETS = (
     0.0005,
@@ -76,7 +80,14 @@ class BatchHistogram(Histogram):
 class Metrics:
     """The service's metrics, in a registry of its own (one per service instance)."""
 
-    def __init__(self, transform: str, input_topic: str, output_topic: str, dlq_topic: str):
+    def __init__(
+        self,
+        transform: str,
+        input_topic: str,
+        output_topic: str,
+        dlq_topic: str,
+        sinks: Sequence[str] = (),
+    ):
         self.registry = r = CollectorRegistry(auto_describe=True)
         # counter: records read from the input topic
         self.consumed = Counter(
@@ -163,6 +174,38 @@ class Metrics:
             "Unix time when a record was last finished.",
             registry=r,
         )
+        # --- sinks beside the output topic (PostgreSQL); `sinks` names those in use ---
+        # counter: rows a sink wrote (or found already written: a replay), per sink
+        self.sink_rows_written = Counter(
+            "stream_sink_rows_written", "Rows written by a sink.", ["sink"], registry=r
+        )
+        # histogram: seconds one batch write took (its transaction, retries included)
+        self.sink_write_duration = Histogram(
+            "stream_sink_write_duration_seconds",
+            "Duration of one sink batch write.",
+            ["sink"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        # counter: sink failures by reason (sink_refused: a row the database refused;
+        # connection: a lost connection, retried; auth; fatal)
+        self.sink_errors = Counter(
+            "stream_sink_errors", "Sink errors by reason.", ["sink", "reason"], registry=r
+        )
+        # gauge: a sink's pool connections, state in_use or idle
+        self.sink_pool_connections = Gauge(
+            "stream_sink_pool_connections",
+            "Sink pool connections by state.",
+            ["sink", "state"],
+            registry=r,
+        )
+        for sink in sinks:
+            self.sink_rows_written.labels(sink)
+            self.sink_write_duration.labels(sink)
+            for reason in SINK_REASONS:
+                self.sink_errors.labels(sink, reason)
+            for state in ("in_use", "idle"):
+                self.sink_pool_connections.labels(sink, state)
         # info: version and settings that identify this build
         self.build_info = Info("stream_build", "Build information.", registry=r)
         self.build_info.info(
@@ -179,3 +222,27 @@ class Metrics:
             self.failed.labels(reason)
             self.dead_lettered.labels(reason)
         self.transform_duration.labels(transform)
+
+
+class SinkMetrics:
+    """A sink's observer (``stream.sink.postgres.SinkObserver``) recording into
+    :class:`Metrics`; ``watch_pool`` makes the pool gauge read the sink's pool."""
+
+    def __init__(self, metrics: Metrics, sink: str) -> None:
+        self._rows = metrics.sink_rows_written.labels(sink)
+        self._duration = metrics.sink_write_duration.labels(sink)
+        self._errors = metrics.sink_errors
+        self._pool = metrics.sink_pool_connections
+        self._sink = sink
+
+    def written(self, rows: int, seconds: float) -> None:
+        self._rows.inc(rows)
+        self._duration.observe(seconds)
+
+    def error(self, reason: str) -> None:
+        self._errors.labels(self._sink, reason).inc()
+
+    def watch_pool(self, connections: Callable[[], tuple[int, int]]) -> None:
+        """``connections()`` gives (in use, idle); read at every scrape."""
+        self._pool.labels(self._sink, "in_use").set_function(lambda: connections()[0])
+        self._pool.labels(self._sink, "idle").set_function(lambda: connections()[1])

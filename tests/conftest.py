@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from stream.config import TopicsSettings
 from stream.kafka import create_topics
 from tests.broker import kafka_broker
+from tests.postgres import Server, postgres_server
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAM = str(Path(sys.executable).with_name("stream"))
@@ -34,6 +35,18 @@ STREAM = str(Path(sys.executable).with_name("stream"))
 def bootstrap() -> Iterator[str]:
     with kafka_broker() as address:
         yield address
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Server]:
+    """A real PostgreSQL for the session (see tests/postgres.py)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(postgres: Server) -> str:
+    return postgres.dsn
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ class Reason(StrEnum):
     ENCODE_ERROR = "encode_error"
     OUTPUT_TOO_LARGE = "output_too_large"
     OUTPUT_REFUSED = "output_refused"
+    SINK_REFUSED = "sink_refused"  # a row the database refused
     # the worker pool
     WORKER_CRASH = "worker_crash"
     WORKER_TIMEOUT = "worker_timeout"

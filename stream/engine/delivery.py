@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 from stream.config import RunSettings
 from stream.engine.assignment import Assignment, Batch, Partition
-from stream.engine.routing import Plan, Router
+from stream.engine.routing import Plan, Router, refusal
+from stream.engine.sinking import SinkStage
 from stream.errors import FatalError, KafkaFailure, ProducerBroken, RecordRefused
 from stream.kafka.protocols import Clients, Consumer, OutRecord, Producer, Sent
 from stream.metrics import Metrics
@@ -65,10 +66,26 @@ MAX_TRIES = 4  # normal, each suspect alone, refused as dead letters, dead lette
 class Sender:
     """Routes a batch and queues its outputs and dead letters on a producer."""
 
-    def __init__(self, router: Router, output_topic: str, dlq_topic: str) -> None:
+    def __init__(
+        self,
+        router: Router,
+        output_topic: str,
+        dlq_topic: str,
+        stage: SinkStage | None = None,
+    ) -> None:
         self.router = router
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
+        self.stage = stage  # the database, written before Kafka
+        self.outputs = stage is None or stage.to_kafka  # outputs go to the output topic
+
+    async def write_rows(
+        self, part: Partition, batches: list[Batch], next_offset: int | None
+    ) -> list[Plan]:
+        """With a database sink, the batches' rows first; plans for what it refused."""
+        if self.stage is None:
+            return [Plan() for _ in batches]
+        return await self.stage.write(part, batches, next_offset)
 
     async def send(
         self,
@@ -85,8 +102,8 @@ class Sender:
         shipped = await self._ship(
             producer,
             self.output_topic,
-            routed.outputs,
-            routed.output_index,
+            routed.outputs if self.outputs else [],
+            routed.output_index if self.outputs else [],
             plan=plan,
             only=only,
             letters=False,
@@ -150,7 +167,7 @@ def learn(plan: Plan, failed: list[tuple[Shipped, BaseException]]) -> None:
         (at,) = shipped.records
         plan.alone.add(at)
         if not shipped.letters:
-            plan.refused[at] = error.error
+            plan.refused[at] = refusal(error.error)
         elif at not in plan.minimal:
             plan.minimal.add(at)
         else:
@@ -208,15 +225,16 @@ class AtLeastOnce:
 
     async def deliver(self, part: Partition, batches: list[Batch]) -> None:
         for batch in batches:
+            (plan,) = await self.sender.write_rows(part, [batch], None)
             try:
-                shipped = await self.sender.send(self.producer, part, batch)
+                shipped = await self.sender.send(self.producer, part, batch, plan)
             except KafkaFailure as exc:
                 # Not queued within the delivery timeout: stop, and let the next start
                 # read this batch again (nothing past it is committed).
                 raise FatalError(f"producing to Kafka failed: {exc}") from exc
-            self._watch(part, batch, shipped)
+            self._watch(part, batch, shipped, plan)
 
-    def _watch(self, part: Partition, batch: Batch, shipped: list[Shipped]) -> None:
+    def _watch(self, part: Partition, batch: Batch, shipped: list[Shipped], plan: Plan) -> None:
         """Finish the batch once every produce batch of it is acknowledged; records the
         broker refused for good are sent again, alone, and become dead letters."""
         if not shipped:
@@ -237,7 +255,7 @@ class AtLeastOnce:
             if not failed:
                 self.assignment.finish(part, batch)
             elif all(isinstance(e, (RecordRefused, ProducerBroken)) for _, e in failed):
-                self._spawn(self._repair(part, batch, failed), f"refused-{part.label}")
+                self._spawn(self._repair(part, batch, failed, plan), f"refused-{part.label}")
             else:
                 # Never commit past a record that was not produced.
                 self._fail(FatalError(f"producing to Kafka failed: {failed[0][1]}"))
@@ -246,9 +264,12 @@ class AtLeastOnce:
             item.sent.future.add_done_callback(functools.partial(done, item))
 
     async def _repair(
-        self, part: Partition, batch: Batch, failed: list[tuple[Shipped, BaseException]]
+        self,
+        part: Partition,
+        batch: Batch,
+        failed: list[tuple[Shipped, BaseException]],
+        plan: Plan,
     ) -> None:
-        plan = Plan()
         broken = self.producer
         for _ in range(MAX_TRIES):
             learn(plan, failed)

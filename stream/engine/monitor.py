@@ -62,6 +62,7 @@ class Monitor:
         self.fatal: BaseException | None = None
         self.stopping = False
         self.rebalancing: Callable[[], bool] = lambda: False
+        self.sink_ready: Callable[[], bool] = lambda: True  # the database pool is up
         self._consumed = metrics.consumed.labels(settings.input_topic)
         self._written = metrics.produced.labels(settings.output_topic)
         self._dead = metrics.produced.labels(settings.dead_letter_topic)
@@ -208,6 +209,8 @@ class Monitor:
             return Check(False, "rebalancing: waiting for a partition assignment", details)
         if not self.assignment.parts:
             return Check(False, "no partitions assigned", details)
+        if not self.sink_ready():
+            return Check(False, "the database pool has no connection", details)
         seen = self.broker_seen
         stale = max(30.0, 3 * self.settings.lag_interval)
         if seen is None or self.clock() - seen > stale:

@@ -22,6 +22,7 @@ from typing import Any
 from stream.engine.assignment import Assignment, Partition, names
 from stream.engine.delivery import Delivery
 from stream.engine.emitter import Emitter
+from stream.engine.sinking import SinkStage, start_from
 from stream.errors import FatalError, KafkaFailure, OwnershipLost
 from stream.kafka.protocols import Consumer, TopicPartition
 from stream.metrics import Metrics
@@ -46,8 +47,10 @@ class Rebalancer:
         drain_timeout: float,
         delivery_timeout: float,
         stopping: Callable[[], bool],
+        stage: SinkStage | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.stage = stage
         self.consumer = consumer
         self.assignment = assignment
         self.delivery = delivery
@@ -85,6 +88,8 @@ class Rebalancer:
         """Fence (delivery), then read the committed offset, seek, accept records."""
         await self.delivery.open(part)
         committed = await self.consumer.committed(part.tp)
+        if self.stage is not None:  # the database's position may be behind Kafka's
+            committed = start_from(committed, await self.stage.stored(part.tp))
         if not self.assignment.current(part):  # revoked meanwhile
             await self.delivery.release(part, lost=False)
             return
@@ -123,6 +128,8 @@ class Rebalancer:
             with contextlib.suppress(KeyError):
                 gauge.remove(*labels)
         await self.delivery.release(part, lost=lost)
+        if self.stage is not None:
+            self.stage.released(part.tp)
 
     async def restart(self, part: Partition, error: KafkaFailure) -> None:
         """Rewind a partition: drop what is in flight, open it again (new producer,

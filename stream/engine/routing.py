@@ -16,6 +16,14 @@ from stream.worker import BatchResult
 from transforms.reasons import Reason
 
 
+def refusal(error: str) -> tuple[str, str]:
+    """The dead-letter reason and message for a record the broker refused for good."""
+    return (
+        Reason.OUTPUT_REFUSED.value,
+        f"{error}: the broker refused the output for {_refusal_hint(error)}",
+    )
+
+
 def _refusal_hint(error: str) -> str:
     """Why the broker may have said no, for the dead letter's message."""
     if "TooLarge" in error:
@@ -43,7 +51,7 @@ MESSAGE_LIMIT = 1000  # characters of an error message kept in a header
 class Plan:
     """How to send a batch this time, learnt from what the broker refused before."""
 
-    refused: dict[int, str] = field(default_factory=dict)  # index -> broker error: dead-letter
+    refused: dict[int, tuple[str, str]] = field(default_factory=dict)  # index -> (reason, message)
     alone: set[int] = field(default_factory=set)  # indices sent in a produce batch of their own
     minimal: set[int] = field(default_factory=set)  # indices whose dead letter is headers only
 
@@ -80,11 +88,7 @@ class Router:
         for index, output in enumerate(result.materialize(values)):
             key = keys[index]
             if index in refused:
-                error = refused[index]
-                errors[index] = (
-                    Reason.OUTPUT_REFUSED.value,
-                    f"{error}: the broker refused the output for {_refusal_hint(error)}",
-                )
+                errors[index] = refused[index]
             elif key is not None and len(key) + len(values[index] or b"") > self.max_record_bytes:
                 errors[index] = (
                     Reason.TOO_LARGE.value,

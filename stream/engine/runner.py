@@ -25,6 +25,7 @@ from stream.engine.fetcher import Fetcher
 from stream.engine.monitor import Monitor
 from stream.engine.rebalance import Rebalancer
 from stream.engine.routing import Router
+from stream.engine.sinking import SinkStage
 from stream.engine.transactions import ExactlyOnce
 from stream.errors import FatalError, PortUnavailable, StreamError
 from stream.flow import InFlight
@@ -53,7 +54,11 @@ class Engine:
 
             clients = KafkaClients(settings)
         self.clients = clients
-        self.metrics = Metrics(s.transform, s.input_topic, s.output_topic, s.dead_letter_topic)
+        sinks = [name for name in s.sinks if name != "kafka"]
+        self.metrics = Metrics(
+            s.transform, s.input_topic, s.output_topic, s.dead_letter_topic, sinks=sinks
+        )
+        self.sink: Any = None  # the database sink, with --sink postgres
         self.pool = pool or WorkerPool(
             s.transform,
             s.workers,
@@ -137,11 +142,9 @@ class Engine:
         dlq_limit = await self.clients.record_limit(s.dead_letter_topic)
         out_limit = await self.clients.record_limit(s.output_topic)
         self.clients.fit_batches(min(out_limit, dlq_limit))
-        sender = Sender(
-            Router(s.require_key, s.max_record_bytes, dlq_limit, out_limit),
-            s.output_topic,
-            s.dead_letter_topic,
-        )
+        router = Router(s.require_key, s.max_record_bytes, dlq_limit, out_limit)
+        stage = await self._start_sink(router)
+        sender = Sender(router, s.output_topic, s.dead_letter_topic, stage)
         delivery: Delivery
         if s.guarantee == "exactly-once":
             delivery = ExactlyOnce(
@@ -176,6 +179,7 @@ class Engine:
             drain_timeout=s.drain_timeout,
             delivery_timeout=s.delivery_timeout,
             stopping=lambda: self._stop.is_set() or self.monitor.fatal is not None,
+            stage=stage,
         )
         rebalancer.on_assigned_hook = self._on_assigned
         self.monitor.rebalancing = lambda: rebalancer.rebalancing
@@ -202,6 +206,30 @@ class Engine:
         self.spawn(self.monitor.stats_loop(), "stats")
         self.spawn(self.monitor.loop_lag_loop(), "loop-lag")
         self.spawn(self.monitor.lag_loop(consumer), "lag")
+
+    async def _start_sink(self, router: Router) -> SinkStage | None:
+        """With --sink postgres: the pool, the tables checked (one line if missing)."""
+        s = self.settings
+        if "postgres" not in s.sinks:
+            return None
+        from stream.metrics import SinkMetrics  # noqa: PLC0415 - asyncpg only when used
+        from stream.sink.admin import sink_config  # noqa: PLC0415
+        from stream.sink.postgres import PostgresSink  # noqa: PLC0415
+        from stream.sink.rows import RowError, row_builder  # noqa: PLC0415
+
+        observer = SinkMetrics(self.metrics, "postgres")
+        sink = self.sink = PostgresSink(sink_config(s), observer)
+        await sink.start()
+        observer.watch_pool(sink.pool_connections)
+        self.monitor.sink_ready = lambda: sum(sink.pool_connections()) > 0
+        return SinkStage(
+            sink,
+            row_builder(s.transform),
+            RowError,
+            router,
+            s.group_id,
+            to_kafka="kafka" in s.sinks,
+        )
 
     async def _check_topics(self, consumer: Consumer) -> None:
         from stream.kafka.admin import require_topics  # noqa: PLC0415
@@ -291,6 +319,8 @@ class Engine:
         await asyncio.gather(*closing)
         if self._consumer is not None:
             await bounded(self._consumer.stop(), "leaving the group")
+        if self.sink is not None:
+            await bounded(self.sink.close(), "closing the database pool")
         if self._http is not None:
             self._http.close()
         if self._fetcher is not None:  # it ran (a start that failed says why elsewhere)

@@ -18,7 +18,6 @@ import time
 from stream.config import RunSettings
 from stream.engine.assignment import Assignment, Batch, Partition
 from stream.engine.delivery import MAX_TRIES, Sender, learn, settle
-from stream.engine.routing import Plan
 from stream.errors import KafkaFailure
 from stream.kafka.protocols import Clients, Consumer, TransactionalProducer
 from stream.metrics import Metrics
@@ -72,7 +71,7 @@ class ExactlyOnce:
         producer = self._producers[part]
         position = batches[-1].ticket.end
         started = time.perf_counter()
-        plans = [Plan() for _ in batches]
+        plans = await self.sender.write_rows(part, batches, position)
         for _ in range(MAX_TRIES):
             await producer.begin()
             shipped = [

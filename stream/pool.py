@@ -78,6 +78,7 @@ class _Worker:
         self.index = index
         self.process: Any = None
         self.conn: Connection | None = None
+        self.respawning = False
         self.thread = threading.Thread(target=self._serve, name=f"stream-pool-{index}", daemon=True)
 
     @property
@@ -121,6 +122,13 @@ class _Worker:
         self.conn = None
 
     def _respawn(self, why: str) -> bool:
+        self.respawning = True
+        try:
+            return self._replace(why)
+        finally:
+            self.respawning = False
+
+    def _replace(self, why: str) -> bool:
         self.kill()
         if self.pool.closing:
             return False
@@ -272,8 +280,13 @@ class WorkerPool:
 
     @property
     def serving(self) -> int:
-        """Worker slots still serving: alive, or being replaced after a death or a hang."""
-        return self._running_threads
+        """Worker slots still serving: alive, or being replaced after a death or a hang
+        (with restarts on, a slot whose thread runs will bring its worker back)."""
+        return sum(
+            1
+            for w in self._workers
+            if w.alive or w.respawning or (self.restart and w.thread.is_alive())
+        )
 
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.alive]

@@ -29,11 +29,14 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from stream import worker
+from stream.formats.spec import JSON, FormatSpec
 from stream.worker import BatchResult
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 120.0  # seconds for a new worker to load the transform
+UNAVAILABLE_PAUSE = (0.5, 5.0)  # first and longest pause before re-running a batch that
+# found the schema registry down (the worker has already retried for a while)
 
 
 class PoolError(RuntimeError):
@@ -86,7 +89,13 @@ class _Worker:
         parent, child = pool.context.Pipe(duplex=True)
         process = pool.context.Process(
             target=worker.serve,
-            args=(child, pool.transform, pool.max_record_bytes, pool.max_array_length),
+            args=(
+                child,
+                pool.transform,
+                pool.max_record_bytes,
+                pool.max_array_length,
+                pool.formats,
+            ),
             name=f"stream-worker-{self.index}",
             daemon=True,
         )
@@ -199,8 +208,10 @@ class WorkerPool:
         start_method: str = "forkserver",
         restart: bool = True,
         max_array_length: int = 100_000,
+        formats: FormatSpec = JSON,
     ) -> None:
         self.transform = transform
+        self.formats = formats
         self.max_array_length = max_array_length
         self.workers = workers
         self.max_record_bytes = max_record_bytes
@@ -272,13 +283,25 @@ class WorkerPool:
         self.jobs.put(job)
         return await job.future
 
+    async def _attempt_until_available(self, values: list[bytes | None]) -> BatchResult:
+        """One attempt; while the schema registry is down, the same batch again after a
+        growing pause (never a dead letter for an outage; ends when the pool closes)."""
+        pause, longest = UNAVAILABLE_PAUSE
+        while True:
+            result = await self._attempt(values)
+            if not result.unavailable:
+                return result
+            log.warning("%s; running the batch again in %.1fs", result.unavailable, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, longest)
+
     async def run(self, values: list[bytes | None], attempts: int | None = None) -> BatchResult:
         """Process one batch; a record that kills or hangs workers comes back as an error."""
         tries = self.max_attempts if attempts is None else attempts
         lost: WorkerLost | None = None
         for _ in range(tries):
             try:
-                return await self._attempt(values)
+                return await self._attempt_until_available(values)
             except WorkerLost as exc:
                 lost = exc
         assert lost is not None

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-import orjson
-
+from stream.formats.registry import RegistryUnavailable
+from stream.formats.spec import JSON, Codecs, FormatSpec
+from stream.formats.spec import build as build_codecs
 from transforms import BadRecord, Transform, resolve, set_limits
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class BatchResult:
     errors: list[tuple[int, str, str]]  # (index in batch, reason, message)
     seconds: float  # decode + transform + encode, wall time inside the worker
     pid: int
+    # Not empty: the schema registry could not be reached; nothing was processed and
+    # the batch must be run again (the pool does that; callers never see it).
+    unavailable: str = ""
 
     def materialize(self, values: list[bytes | None]) -> list[bytes | None]:
         """The outputs, one per record, with None where the record failed."""
@@ -59,6 +63,7 @@ class BatchResult:
 
 
 _transforms: dict[str, Transform] = {}
+_formats: dict[FormatSpec, Codecs] = {}
 
 
 def init_worker() -> None:
@@ -68,7 +73,13 @@ def init_worker() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def serve(conn: Connection, spec: str, max_record_bytes: int, max_array_length: int) -> None:
+def serve(
+    conn: Connection,
+    spec: str,
+    max_record_bytes: int,
+    max_array_length: int,
+    formats: FormatSpec = JSON,
+) -> None:
     """A worker process's main loop: batches in, results out, over one pipe.
 
     Says ``ready`` once the transform is loaded (or why it could not be); an empty
@@ -78,6 +89,7 @@ def serve(conn: Connection, spec: str, max_record_bytes: int, max_array_length: 
     try:
         set_limits(max_array_length)
         _transform(spec)
+        _codecs(formats)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops
         conn.send_bytes(f"{type(exc).__name__}: {exc}".encode())
         return
@@ -91,7 +103,7 @@ def serve(conn: Connection, spec: str, max_record_bytes: int, max_array_length: 
             return
         values = pickle.loads(data)  # noqa: S301 - from our own parent process
         try:
-            result = process_batch(spec, values, max_record_bytes)
+            result = process_batch(spec, values, max_record_bytes, formats)
         except Exception:
             log.error("a batch failed outside the transform", exc_info=True)
             raise
@@ -119,16 +131,11 @@ def _short(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 
 
-def _decode(value: bytes | None, max_bytes: int) -> Any:
-    if not value:
-        raise BadRecord("empty", "the record has no value")
-    if len(value) > max_bytes:
-        raise BadRecord("too_large", f"{len(value)} bytes is more than the limit of {max_bytes}")
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        reason = "invalid_utf8" if "UTF-8" in str(exc) else "invalid_json"
-        raise BadRecord(reason, _short(str(exc))) from None
+def _codecs(formats: FormatSpec) -> Codecs:
+    found = _formats.get(formats)
+    if found is None:
+        found = _formats[formats] = build_codecs(formats)
+    return found
 
 
 def _apply(transform: Transform, items: list[Any]) -> list[Any]:
@@ -145,35 +152,44 @@ def _apply(transform: Transform, items: list[Any]) -> list[Any]:
     return [_apply(transform, [item])[0] for item in items]
 
 
-def process_batch(spec: str, values: list[bytes | None], max_record_bytes: int) -> BatchResult:
-    """Decode, transform and encode one batch; one result or one error per record."""
+def process_batch(
+    spec: str, values: list[bytes | None], max_record_bytes: int, formats: FormatSpec = JSON
+) -> BatchResult:
+    """Decode, transform and encode one batch; one result or one error per record.
+
+    A schema registry that cannot be reached (after the client's retries) fails no
+    record: the result says ``unavailable`` and the pool runs the batch again later.
+    """
     started = time.perf_counter()
     transform = _transform(spec)
-    errors: list[tuple[int, str, str]] = []
-    outputs: list[bytes | None] = [None] * len(values)
-    good_index: list[int] = []
-    good_items: list[Any] = []
-    for index, value in enumerate(values):
-        try:
-            good_items.append(_decode(value, max_record_bytes))
-            good_index.append(index)
-        except BadRecord as bad:
-            errors.append((index, bad.reason, bad.message))
-    results = _apply(transform, good_items) if good_items else []
-    if transform.passthrough:
+    codecs = _codecs(formats)
+    try:
+        decoded = codecs.decoder.decode_batch(values, max_record_bytes)
+    except RegistryUnavailable as exc:
+        log.warning("%s; the batch will be retried", exc)
+        return BatchResult([], [], time.perf_counter() - started, os.getpid(), str(exc))
+    errors = decoded.errors
+    good_index = decoded.index
+    results = _apply(transform, decoded.items) if decoded.items else []
+    if transform.passthrough and formats.same_bytes:
         for index, result in zip(good_index, results, strict=True):
             if isinstance(result, BadRecord):
                 errors.append((index, result.reason, _short(result.message)))
         errors.sort()
         return BatchResult(None, errors, time.perf_counter() - started, os.getpid())
+    outputs: list[bytes | None] = [None] * len(values)
+    ok_index: list[int] = []
+    ok_items: list[Any] = []
     for index, result in zip(good_index, results, strict=True):
         if isinstance(result, BadRecord):
             errors.append((index, result.reason, _short(result.message)))
-            continue
-        try:
-            encoded = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
-        except TypeError as exc:
-            errors.append((index, "encode_error", _short(str(exc))))
+        else:
+            ok_index.append(index)
+            ok_items.append(result)
+    encoded_all = codecs.encoder.encode_batch(ok_items) if ok_items else []
+    for index, encoded in zip(ok_index, encoded_all, strict=True):
+        if isinstance(encoded, BadRecord):
+            errors.append((index, encoded.reason, _short(encoded.message)))
             continue
         if len(encoded) > max_record_bytes:
             message = (

@@ -221,8 +221,16 @@ def cmd_produce(args: argparse.Namespace) -> int:
                 count, seconds = asyncio.run(produce(settings, file_events(handle)))
         what = f"lines from {settings.file}"
     else:
-        count, seconds = asyncio.run(produce(settings, demo_events(settings)))
+        encode: Callable[[Any], bytes] = orjson.dumps
+        if settings.format != "json":
+            from stream.formats.setup import demo_encoder  # noqa: PLC0415
+
+            encode = demo_encoder(settings, settings.topic or settings.input_topic)
+        events = demo_events(settings, encode=encode)
+        count, seconds = asyncio.run(produce(settings, events))
         what = f"{settings.kind} events ({settings.keys} keys, seed {settings.seed})"
+        if settings.format != "json":
+            what += f" in {settings.format}"
     topic = settings.topic or settings.input_topic
     rate = count / seconds if seconds > 0 else 0.0
     print(f"sent {count} {what} to {topic} in {seconds:.2f}s ({rate:,.0f}/s)")  # noqa: T201
@@ -338,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())
     args = build_parser().parse_args(argv)
     prog = f"stream {args.command}"
+    from stream.formats.registry import RegistryError  # noqa: PLC0415
     from stream.kafka import BrokerUnavailable, KafkaError, MissingTopics  # noqa: PLC0415
     from stream.pool import PoolError  # noqa: PLC0415
     from transforms import UnknownTransformError  # noqa: PLC0415
@@ -347,7 +356,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UnknownTransformError) as exc:
         _say(prog, exc)
         return EXIT_USAGE
-    except (BrokerUnavailable, MissingTopics, PoolError, KafkaError, OSError) as exc:
+    except (
+        BrokerUnavailable,
+        MissingTopics,
+        PoolError,
+        KafkaError,
+        OSError,
+        RegistryError,
+    ) as exc:
         _say(prog, exc)
         return EXIT_RUNTIME
     except KeyboardInterrupt:

@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from stream.config import TopicsSettings
 from stream.kafka import create_topics
 from tests.broker import kafka_broker
+from tests.registry import schema_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAM = str(Path(sys.executable).with_name("stream"))
@@ -34,6 +35,13 @@ STREAM = str(Path(sys.executable).with_name("stream"))
 def bootstrap() -> Iterator[str]:
     with kafka_broker() as address:
         yield address
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url() -> Iterator[str]:
+    """A real Schema Registry's Confluent-compatible base URL, for the session."""
+    with schema_registry() as url:
+        yield url
 
 
 @dataclass(frozen=True)

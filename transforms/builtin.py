@@ -25,6 +25,7 @@ __all__ = [
     "MAX_MATRIX_SIZE",
     "MAX_VALUES",
     "SENSOR_FEATURES_SCHEMA",
+    "SENSOR_READING_SCHEMA",
     "identity",
     "matrix_inverse",
     "sensor_features",
@@ -283,6 +284,12 @@ def _sensor_group(
         result["anomaly"] = anomaly_k
         out[index] = result
 
+
+SENSOR_READING_SCHEMA: Final = RecordSchema(
+    "SensorReading",
+    fields(("sensor_id", "string"), ("seq", "long"), ("ts", "double"), ("values", "double[]")),
+)
+"""The demo sensor event (``stream produce``), the input ``sensor-features`` expects."""
 
 SENSOR_FEATURES_SCHEMA: Final = RecordSchema(
     "SensorFeatures",

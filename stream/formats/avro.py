@@ -9,8 +9,8 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from stream.formats import framing
-from stream.formats.codec import Reader, RegistryDecoder, short
-from stream.formats.registry import RegisteredSchema, RegistryClient
+from stream.formats.codec import Reader, RegistryDecoder, SchemaSource, short
+from stream.formats.registry import RegisteredSchema
 from transforms import BadRecord, RecordSchema
 
 _TYPES: dict[str, Any] = {
@@ -56,7 +56,7 @@ def _reader(registered: RegisteredSchema) -> Reader:
     return read
 
 
-def decoder(client: RegistryClient) -> RegistryDecoder:
+def decoder(client: SchemaSource) -> RegistryDecoder:
     return RegistryDecoder(client, _reader, "AVRO")
 
 

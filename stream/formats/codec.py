@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stream.formats import framing
-from stream.formats.registry import RegisteredSchema, RegistryClient, SchemaNotFound
+from stream.formats.registry import RegisteredSchema, SchemaNotFound
 from transforms import BadRecord
 
 MAX_MESSAGE = 500
@@ -33,6 +33,12 @@ class Decoded:
     index: list[int] = field(default_factory=list)  # position in the batch of each item
     items: list[Any] = field(default_factory=list)
     errors: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+class SchemaSource(Protocol):
+    """Schemas by id: the registry client, or a dict-backed one in unit tests."""
+
+    def schema(self, schema_id: int) -> RegisteredSchema: ...
 
 
 class Decoder(Protocol):
@@ -55,7 +61,7 @@ class RegistryDecoder:
 
     def __init__(
         self,
-        client: RegistryClient,
+        client: SchemaSource,
         make_reader: Callable[[RegisteredSchema], Reader],
         schema_type: str,
     ) -> None:

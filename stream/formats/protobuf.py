@@ -19,8 +19,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from stream.formats import framing
-from stream.formats.codec import Reader, RegistryDecoder, short
-from stream.formats.registry import RegisteredSchema, RegistryClient
+from stream.formats.codec import Reader, RegistryDecoder, SchemaSource, short
+from stream.formats.registry import RegisteredSchema
 from transforms import BadRecord, RecordSchema
 
 _TYPES = {
@@ -144,7 +144,7 @@ def _reader(registered: RegisteredSchema) -> Reader:
     return read
 
 
-def decoder(client: RegistryClient) -> RegistryDecoder:
+def decoder(client: SchemaSource) -> RegistryDecoder:
     return RegistryDecoder(client, _reader, "PROTOBUF")
 
 

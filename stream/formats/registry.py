@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import socket
 import ssl
 import time
 import urllib.error
@@ -135,9 +134,7 @@ class RegistryClient:
         found = self._cache.get(schema_id)
         if found is None:
             data = self._request("GET", f"/schemas/ids/{schema_id}", what=f"schema id {schema_id}")
-            found = RegisteredSchema(
-                schema_id, data.get("schemaType", "AVRO"), str(data["schema"])
-            )
+            found = RegisteredSchema(schema_id, data.get("schemaType", "AVRO"), str(data["schema"]))
             self.fetches += 1
             self._cache[schema_id] = found
         return found
@@ -148,7 +145,9 @@ class RegistryClient:
         if schema_type != "AVRO":
             body["schemaType"] = schema_type
         quoted = urllib.parse.quote(subject, safe="")
-        data = self._request("POST", f"/subjects/{quoted}/versions", body, what=f"subject {subject}")
+        data = self._request(
+            "POST", f"/subjects/{quoted}/versions", body, what=f"subject {subject}"
+        )
         schema_id = int(data["id"])
         self._cache.setdefault(schema_id, RegisteredSchema(schema_id, schema_type, text))
         return schema_id
@@ -203,7 +202,7 @@ class RegistryClient:
             raise RegistryError(f"{where}: HTTP {status} {text}") from None
         except ssl.SSLError as exc:
             raise RegistryError(f"schema registry: TLS failed: {exc.reason}") from None
-        except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
+        except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, ssl.SSLError):
                 raise RegistryError(f"schema registry: TLS failed: {reason.reason}") from None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from stream.formats.codec import Decoder, Encoder
 from stream.formats.json import JsonDecoder, JsonEncoder
 from stream.formats.registry import RegistryClient, RegistryConfig
+from transforms import BadRecord
 
 Format = Literal["json", "avro", "protobuf"]
 FORMATS: tuple[Format, ...] = ("json", "avro", "protobuf")
@@ -31,8 +32,10 @@ class FormatSpec:
         uses_registry = self.input != "json" or self.output != "json"
         if uses_registry and self.registry is None:
             raise ValueError("Avro and Protobuf need a schema registry")
-        if self.output != "json" and not (self.output_schema_id and self.output_schema):
-            raise ValueError(f"{self.output} output needs a registered output schema")
+
+    @property
+    def has_output_schema(self) -> bool:
+        return bool(self.output_schema_id and self.output_schema)
 
     @property
     def same_bytes(self) -> bool:
@@ -65,7 +68,9 @@ def build(spec: FormatSpec) -> Codecs:
             from stream.formats import protobuf  # noqa: PLC0415
 
             decoder = protobuf.decoder(client)
-    if spec.output == "avro":
+    if spec.output != "json" and not spec.has_output_schema:
+        encoder = _NoSchema(spec.output)
+    elif spec.output == "avro":
         from stream.formats.avro import AvroEncoder  # noqa: PLC0415
 
         encoder = AvroEncoder(spec.output_schema_id, spec.output_schema)
@@ -74,3 +79,15 @@ def build(spec: FormatSpec) -> Codecs:
 
         encoder = ProtobufEncoder(spec.output_schema_id, spec.output_schema)
     return Codecs(decoder, encoder, client)
+
+
+class _NoSchema:
+    """Output format without a registered schema: only a passthrough (its input's own
+    bytes) can be written; anything else is refused per record."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+
+    def encode_batch(self, items: list[Any]) -> list[bytes | BadRecord]:
+        problem = BadRecord("encode_error", f"no registered {self.fmt} output schema")
+        return [problem for _ in items]

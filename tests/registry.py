@@ -31,6 +31,7 @@ class LocalRegistry:
     """A registry started with the script on its own port: a test may stop and start it."""
 
     port: int
+    data_dir: str = ""  # keep schemas in a file here across restarts (default: in memory)
 
     @property
     def url(self) -> str:
@@ -43,6 +44,7 @@ class LocalRegistry:
                 **os.environ,
                 "REGISTRY_PORT": str(self.port),
                 "REGISTRY_MANAGEMENT_PORT": str(_free_port()),
+                "REGISTRY_DATA_DIR": self.data_dir,
             },
             capture_output=True,
             text=True,
@@ -60,8 +62,8 @@ class LocalRegistry:
 
 
 @contextlib.contextmanager
-def local_registry(port: int | None = None) -> Iterator[LocalRegistry]:
-    registry = LocalRegistry(port or _free_port())
+def local_registry(port: int | None = None, data_dir: str = "") -> Iterator[LocalRegistry]:
+    registry = LocalRegistry(port or _free_port(), data_dir)
     registry.start()
     try:
         yield registry

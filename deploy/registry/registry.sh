@@ -7,7 +7,8 @@
 #   deploy/registry/registry.sh stop     # stop the registry this script started
 #   deploy/registry/registry.sh status   # exit 0 when it answers, 1 otherwise
 #
-# Every command is idempotent. It keeps its schemas in memory: a restart forgets them.
+# Every command is idempotent. It keeps its schemas in memory (a restart forgets them)
+# unless REGISTRY_DATA_DIR is set: then in an H2 database file there, across restarts.
 # Settings (environment):
 #   REGISTRY_HOME_DIR       state: server, logs, pid    (default: deploy/registry/.cache)
 #   REGISTRY_PORT           HTTP port on 127.0.0.1       (default: 8081)
@@ -15,6 +16,7 @@
 #   REGISTRY_HEAP           JVM heap                     (default: 512m)
 #   REGISTRY_START_TIMEOUT  seconds to wait for it to answer (default: 120)
 #   REGISTRY_RUN_DIR        this registry's logs and pid (default: $REGISTRY_HOME_DIR/run-$REGISTRY_PORT)
+#   REGISTRY_DATA_DIR       keep schemas in a database file here (default: none, in memory)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,6 +29,7 @@ timeout=${REGISTRY_START_TIMEOUT:-120}
 server=$home/apicurio-registry-$version
 run=${REGISTRY_RUN_DIR:-$home/run-$port}
 pidfile=$run/registry.pid
+data=${REGISTRY_DATA_DIR:-}
 api=http://127.0.0.1:$port/apis/ccompat/v7
 
 log() { printf 'registry: %s\n' "$*" >&2; }
@@ -77,11 +80,17 @@ start() {
   fetch
   mkdir -p "$run"
   if ! running_pid >/dev/null; then
-    log "starting Apicurio Registry $version on 127.0.0.1:$port"
+    local storage=()
+    if [ -n "$data" ]; then
+      mkdir -p "$data"
+      storage=(-Dapicurio.datasource.url="jdbc:h2:file:$(cd "$data" && pwd)/registry")
+    fi
+    log "starting Apicurio Registry $version on 127.0.0.1:$port${data:+ (schemas kept in $data)}"
     # setsid: the registry outlives this script and is not hit by the caller's Ctrl-C.
     setsid java -Xms128m -Xmx"$heap" -Djava.awt.headless=true \
       -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$port" \
       -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$mport" \
+      ${storage[@]+"${storage[@]}"} \
       -jar "$server/apicurio-registry-app-$version-runner.jar" \
       >"$run/registry.log" 2>&1 </dev/null &
     echo $! >"$pidfile"

@@ -209,3 +209,19 @@ class RegistryClient:
             raise RegistryUnavailable(f"schema registry unreachable: {reason}") from None
         except ValueError as exc:  # a body that is not JSON: a proxy's error page
             raise RegistryUnavailable(f"schema registry: not a JSON answer ({exc})") from None
+
+
+class StaticSchemas:
+    """Schemas by id held in memory: the registry client's ``schema`` without a registry
+    (for the format benchmark and unit tests)."""
+
+    def __init__(self, *schemas: RegisteredSchema) -> None:
+        self.by_id = {s.schema_id: s for s in schemas}
+        self.lookups = 0
+
+    def schema(self, schema_id: int) -> RegisteredSchema:
+        self.lookups += 1
+        found = self.by_id.get(schema_id)
+        if found is None:
+            raise SchemaNotFound(f"schema registry: schema id {schema_id}: not found")
+        return found

@@ -13,10 +13,11 @@ from stream.config import ConfigError, ProduceSettings, RunSettings
 from stream.formats import framing
 from stream.formats.avro import AvroEncoder, avro_schema, schema_text
 from stream.formats.avro import decoder as avro_decoder
+from stream.formats.bench import measure
 from stream.formats.json import JsonDecoder, JsonEncoder
 from stream.formats.protobuf import ProtobufEncoder, ProtoSchema, proto_text
 from stream.formats.protobuf import decoder as proto_decoder
-from stream.formats.registry import Backoff, RegisteredSchema, RegistryConfig, SchemaNotFound
+from stream.formats.registry import Backoff, RegisteredSchema, RegistryConfig, StaticSchemas
 from stream.formats.spec import FormatSpec
 from stream.worker import process_batch
 from transforms import BadRecord, RecordField, RecordSchema, fields
@@ -25,18 +26,7 @@ from transforms.builtin import SENSOR_FEATURES_SCHEMA, SENSOR_READING_SCHEMA
 LIMIT = 1 << 20
 
 
-class Schemas:
-    """Schemas by id held in a dict (the registry client's interface)."""
-
-    def __init__(self, *schemas: RegisteredSchema) -> None:
-        self.by_id = {s.schema_id: s for s in schemas}
-        self.lookups = 0
-
-    def schema(self, schema_id: int) -> RegisteredSchema:
-        self.lookups += 1
-        if schema_id not in self.by_id:
-            raise SchemaNotFound(f"no schema {schema_id}")
-        return self.by_id[schema_id]
+Schemas = StaticSchemas
 
 
 def reading(i: int = 0) -> dict[str, Any]:
@@ -265,3 +255,15 @@ def test_cafile_needs_https() -> None:
 def test_registry_retry_must_be_shorter_than_the_batch_timeout() -> None:
     with pytest.raises(ConfigError, match="--schema-registry-retry"):
         RunSettings(schema_registry_retry=60.0, batch_timeout=30.0)
+
+
+def test_format_bench_reports_each_format() -> None:
+    rows = measure(count=200, batch=50, values=16)
+    assert [r.format for r in rows] == ["json", "avro", "protobuf"]
+    for row in rows:
+        assert row.total_us > 0
+        assert row.total_us == pytest.approx(
+            row.decode_us + row.transform_us + row.encode_us, abs=0.05
+        )
+    json_row, avro_row, _ = rows
+    assert avro_row.input_bytes < json_row.input_bytes  # binary doubles beat decimal text

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from stream.formats.registry import RegistryUnavailable
+from stream.formats.registry import RegistryError
 from stream.formats.spec import JSON, Codecs, FormatSpec
 from stream.formats.spec import build as build_codecs
 from transforms import BadRecord, Transform, resolve, set_limits
@@ -157,15 +157,17 @@ def process_batch(
 ) -> BatchResult:
     """Decode, transform and encode one batch; one result or one error per record.
 
-    A schema registry that cannot be reached (after the client's retries) fails no
-    record: the result says ``unavailable`` and the pool runs the batch again later.
+    A schema registry that cannot be reached (after the client's retries), or refuses
+    our credentials mid-run, fails no record: the result says ``unavailable`` and the
+    pool runs the batch again later. Only an id the registry does not have (404) is a
+    record's fault (``unknown_schema``).
     """
     started = time.perf_counter()
     transform = _transform(spec)
     codecs = _codecs(formats)
     try:
         decoded = codecs.decoder.decode_batch(values, max_record_bytes)
-    except RegistryUnavailable as exc:
+    except RegistryError as exc:  # SchemaNotFound never gets here: it is per record
         log.warning("%s; the batch will be retried", exc)
         return BatchResult([], [], time.perf_counter() - started, os.getpid(), str(exc))
     errors = decoded.errors

@@ -267,3 +267,32 @@ def test_format_bench_reports_each_format() -> None:
         )
     json_row, avro_row, _ = rows
     assert avro_row.input_bytes < json_row.input_bytes  # binary doubles beat decimal text
+
+
+def test_worker_puts_the_batch_back_when_the_registry_is_unreachable() -> None:
+    # Nothing listens on this loopback port: connection refused, retried for 0.3 s.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    registry = RegistryConfig(f"http://127.0.0.1:{port}", retry_for=0.3)
+    formats = FormatSpec("avro", "json", registry)
+    value = framing.build(5, b"\x02a")
+    result = process_batch("sensor-features", [value, b"not framed"], LIMIT, formats)
+    assert "unreachable" in result.unavailable
+    assert result.errors == []  # not even the badly framed record: the batch runs again
+
+
+def test_format_options_from_env_and_config_file(tmp_path: Any) -> None:
+    from stream.config import load
+
+    path = tmp_path / "stream.toml"
+    path.write_text('input-format = "protobuf"\nschema-registry-url = "http://reg:8081/x/"\n')
+    env = {"STREAM_OUTPUT_FORMAT": "avro", "STREAM_SCHEMA_REGISTRY_USERNAME": "u"}
+    settings = load(RunSettings, {}, env, str(path))
+    assert (settings.input_format, settings.output_format) == ("protobuf", "avro")
+    assert settings.schema_registry_url == "http://reg:8081/x"
+    assert settings.schema_registry_username == "u"
+    flagged = load(RunSettings, {"output_format": "json"}, env, str(path))
+    assert flagged.output_format == "json"

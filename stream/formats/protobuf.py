@@ -110,7 +110,9 @@ def _converter(descriptor: Descriptor) -> Callable[[Message], Any]:
     plan: list[tuple[str, bool, bool, Callable[[Message], Any] | None]] = []
     for f in descriptor.fields:
         nested = _converter(f.message_type) if f.type == FieldDescriptor.TYPE_MESSAGE else None
-        repeated = f.is_repeated
+        # is_repeated in protobuf >= 6.31 (label is deprecated there, gone later)
+        label_repeated = getattr(f, "label", None) == FieldDescriptor.LABEL_REPEATED
+        repeated = bool(getattr(f, "is_repeated", label_repeated))
         presence = not repeated and f.has_presence
         plan.append((f.name, repeated, presence, nested))
 

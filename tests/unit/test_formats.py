@@ -20,7 +20,7 @@ from stream.formats.protobuf import decoder as proto_decoder
 from stream.formats.registry import Backoff, RegisteredSchema, RegistryConfig, StaticSchemas
 from stream.formats.spec import FormatSpec
 from stream.worker import process_batch
-from transforms import BadRecord, RecordField, RecordSchema, fields
+from transforms import BadRecord, RecordField, RecordSchema, fields, output_schema, resolve
 from transforms.builtin import SENSOR_FEATURES_SCHEMA, SENSOR_READING_SCHEMA
 
 LIMIT = 1 << 20
@@ -296,3 +296,36 @@ def test_format_options_from_env_and_config_file(tmp_path: Any) -> None:
     assert settings.schema_registry_username == "u"
     flagged = load(RunSettings, {"output_format": "json"}, env, str(path))
     assert flagged.output_format == "json"
+
+
+TOTALS = RecordSchema("Totals", fields(("id", "string"), ("total", "double")))
+
+
+@output_schema(TOTALS)
+def totals(records: list[Any]) -> list[Any]:
+    """A user transform that declares its output schema next to the function."""
+    return [{"id": r["sensor_id"], "total": sum(r["values"])} for r in records]
+
+
+def test_a_user_transform_declares_its_output_schema() -> None:
+    transform = resolve(f"{__name__}:totals")
+    assert transform.output == TOTALS
+    text = schema_text(TOTALS)
+    formats = FormatSpec("json", "avro", REGISTRY, 8, text)
+    result = process_batch(f"{__name__}:totals", [json.dumps(reading(2)).encode()], LIMIT, formats)
+    assert result.outputs is not None
+    output = result.outputs[0]
+    assert output is not None
+    decoded = avro_decoder(StaticSchemas(RegisteredSchema(8, "AVRO", text))).decode_batch(
+        [output], LIMIT
+    )
+    assert decoded.items == [{"id": "s-2", "total": 8.0}]
+
+
+def test_cli_refuses_avro_without_a_registry_in_one_line(capsys: Any) -> None:
+    from stream.cli import main
+
+    assert main(["produce", "--format", "avro"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--schema-registry-url" in err

@@ -18,7 +18,7 @@ PARTITIONS ?= 4
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock deps broker broker-stop broker-status db db-stop db-status topics run produce test test-unit lint format clean
+.PHONY: help install lock deps broker broker-stop broker-status db db-stop db-status registry registry-stop topics run produce test test-unit lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-13s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -72,6 +72,12 @@ db-stop: ## stop the local PostgreSQL started by `make db`
 
 db-status: ## does the local PostgreSQL answer?
 	deploy/postgres/db.sh status
+
+registry: ## start the local Schema Registry (Apicurio, in memory, 127.0.0.1:8081) unless one answers
+	deploy/registry/registry.sh start
+
+registry-stop: ## stop the local Schema Registry started by `make registry`
+	deploy/registry/registry.sh stop
 
 topics: $(STAMP) ## create the input, output and dead-letter topics
 	$(BIN)/stream topics create --bootstrap-servers $(BOOTSTRAP) --partitions $(PARTITIONS)

@@ -256,8 +256,16 @@ def cmd_produce(args: argparse.Namespace) -> int:
                 count, seconds = asyncio.run(produce(settings, file_events(handle)))
         what = f"lines from {settings.file}"
     else:
-        count, seconds = asyncio.run(produce(settings, demo_events(settings)))
+        encode: Callable[[Any], bytes] = orjson.dumps
+        if settings.format != "json":
+            from stream.formats.setup import demo_encoder  # noqa: PLC0415
+
+            encode = demo_encoder(settings, settings.topic or settings.input_topic)
+        events = demo_events(settings, encode=encode)
+        count, seconds = asyncio.run(produce(settings, events))
         what = f"{settings.kind} events ({settings.keys} keys, seed {settings.seed})"
+        if settings.format != "json":
+            what += f" in {settings.format}"
     topic = settings.topic or settings.input_topic
     rate = count / seconds if seconds > 0 else 0.0
     print(f"sent {count} {what} to {topic} in {seconds:.2f}s ({rate:,.0f}/s)")  # noqa: T201

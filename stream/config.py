@@ -72,6 +72,112 @@ OffsetReset = Literal["earliest", "latest"]
 LogFormat = Literal["text", "json"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+RecordFormat = Literal["json", "avro", "protobuf"]
+
+
+# --- Schema Registry options (``stream run`` and ``stream produce`` both declare them) -------
+
+
+def _registry_url(text: str) -> str:
+    url = _text(text)
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return url.rstrip("/")
+
+
+def _format_opt(what: str) -> Any:
+    return opt(
+        "json",
+        f"{what} record format: json, or avro/protobuf in the Confluent wire format through "
+        "--schema-registry-url",
+        _choice(*get_args(RecordFormat)),
+        group=PROCESSING,
+    )
+
+
+def _registry_url_opt() -> Any:
+    return opt(
+        "",
+        "Confluent-compatible Schema Registry base URL, for avro and protobuf (default: none)",
+        _registry_url,
+        "URL",
+        group=CONNECTION,
+    )
+
+
+def _registry_username_opt() -> Any:
+    return opt(
+        "", "Schema Registry basic-auth user name (default: none)", metavar="NAME", group=CONNECTION
+    )
+
+
+def _registry_password_opt() -> Any:
+    return opt(
+        "",
+        "Schema Registry basic-auth password; prefer the environment variable or "
+        "--schema-registry-password-file",
+        _secret,
+        "PASSWORD",
+        secret=True,
+        group=CONNECTION,
+    )
+
+
+def _registry_password_file_opt() -> Any:
+    return opt(
+        "",
+        "file holding the Schema Registry password, instead of --schema-registry-password "
+        "(default: none)",
+        metavar="PATH",
+        group=CONNECTION,
+    )
+
+
+def _registry_cafile_opt() -> Any:
+    return opt(
+        "",
+        "PEM file of the CAs that sign the Schema Registry's certificate, for an https URL "
+        "(default: the system's CAs)",
+        metavar="PATH",
+        group=CONNECTION,
+    )
+
+
+def check_registry(settings: Any, formats: tuple[str, ...]) -> None:
+    """The Schema Registry options of ``settings`` fit the formats; errors never show a
+    secret."""
+    needs = [f for f in formats if f != "json"]
+    url = settings.schema_registry_url
+    if needs and not url:
+        raise ConfigError(f"the {needs[0]} format needs --schema-registry-url")
+    if settings.schema_registry_password and settings.schema_registry_password_file:
+        raise ConfigError(
+            "give --schema-registry-password or --schema-registry-password-file, not both"
+        )
+    has_password = settings.schema_registry_password or settings.schema_registry_password_file
+    if has_password and not settings.schema_registry_username:
+        raise ConfigError("a Schema Registry password needs --schema-registry-username")
+    if settings.schema_registry_cafile and not url.startswith("https://"):
+        raise ConfigError("--schema-registry-cafile needs an https:// --schema-registry-url")
+
+
+def resolve_registry(settings: Any) -> None:
+    """The Schema Registry's files: the CA file exists, the password file reads."""
+    if settings.schema_registry_cafile and not Path(settings.schema_registry_cafile).is_file():
+        raise ConfigError(
+            f"--schema-registry-cafile: {settings.schema_registry_cafile!r} is not a file"
+        )
+    registry_password(settings)
+
+
+def registry_password(settings: Any) -> str:
+    """The Schema Registry password, read from its file when that is given."""
+    if settings.schema_registry_password_file:
+        return read_secret_file(
+            "schema_registry_password_file", settings.schema_registry_password_file
+        )
+    return str(settings.schema_registry_password)
+
 
 # The sections of --help, in this order (options with no group are the command's own).
 CONNECTION = "connection and security"
@@ -547,6 +653,21 @@ class RunSettings(KafkaSettings):
         4, "most PostgreSQL connections (batches written at once)", _positive_int, "N", group=SINKS
     )
     postgres_command_timeout: float = _postgres_command_timeout()
+    input_format: RecordFormat = _format_opt("input")
+    output_format: RecordFormat = _format_opt("output")
+    schema_registry_url: str = _registry_url_opt()
+    schema_registry_username: str = _registry_username_opt()
+    schema_registry_password: str = _registry_password_opt()
+    schema_registry_password_file: str = _registry_password_file_opt()
+    schema_registry_cafile: str = _registry_cafile_opt()
+    schema_registry_retry: float = opt(
+        10.0,
+        "seconds a worker retries an unreachable Schema Registry before the batch is put "
+        "back and run again later (records never become dead letters for an outage)",
+        _positive_float,
+        "SECONDS",
+        group=CONNECTION,
+    )
 
     def __post_init__(self) -> None:
         KafkaSettings.__post_init__(self)  # zero-argument super() fails in slots dataclasses
@@ -557,6 +678,9 @@ class RunSettings(KafkaSettings):
             )
         if self.batch_max_bytes > self.max_inflight_bytes:
             raise ConfigError("--batch-max-bytes must not exceed --max-inflight-bytes")
+        check_registry(self, (self.input_format, self.output_format))
+        if self.schema_registry_retry >= self.batch_timeout:
+            raise ConfigError("--schema-registry-retry must be less than --batch-timeout")
         check_postgres(self, needed="postgres" in self.sinks)
         if self.postgres_pool_min > self.postgres_pool_max:
             raise ConfigError("--postgres-pool-min must not exceed --postgres-pool-max")
@@ -564,6 +688,7 @@ class RunSettings(KafkaSettings):
     def resolve(self) -> Self:
         KafkaSettings.resolve(self)
         postgres_dsn_value(self)  # a DSN file that cannot be read stops the start
+        resolve_registry(self)
         return self
 
     @property
@@ -591,6 +716,28 @@ class ProduceSettings(KafkaSettings):
     )
     topic: str = opt("", "topic to send to (default: the input topic)", metavar="TOPIC")
     quiet: bool = opt(False, "no progress line", boolean)
+    format: RecordFormat = opt(
+        "json",
+        "format of the demo events: json, or avro/protobuf with a schema registered under "
+        "<topic>-value at --schema-registry-url",
+        _choice(*get_args(RecordFormat)),
+    )
+    schema_registry_url: str = _registry_url_opt()
+    schema_registry_username: str = _registry_username_opt()
+    schema_registry_password: str = _registry_password_opt()
+    schema_registry_password_file: str = _registry_password_file_opt()
+    schema_registry_cafile: str = _registry_cafile_opt()
+
+    def __post_init__(self) -> None:
+        KafkaSettings.__post_init__(self)
+        check_registry(self, (self.format,))
+        if self.format != "json" and (self.file or self.kind != "sensor"):
+            raise ConfigError("--format avro and protobuf send sensor demo events only")
+
+    def resolve(self) -> Self:
+        KafkaSettings.resolve(self)
+        resolve_registry(self)
+        return self
 
 
 @dataclass(frozen=True, slots=True)

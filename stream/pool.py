@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from stream import worker
 from stream.errors import PoolError
+from stream.formats.spec import JSON, FormatSpec
 from stream.worker import BatchResult
 from transforms.reasons import Reason
 
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 120.0  # seconds for a new worker to load the transform
 CLOSE_GRACE = 2.0  # seconds workers get to finish when the pool closes
+UNAVAILABLE_PAUSE = (0.5, 5.0)  # first and longest pause before re-running a batch that
+# found the schema registry down (the worker has already retried for a while)
 
 
 class WorkerLost(Exception):
@@ -90,7 +93,13 @@ class _Worker:
         parent, child = pool.context.Pipe(duplex=True)
         process = pool.context.Process(
             target=worker.serve,
-            args=(child, pool.transform, pool.max_record_bytes, pool.max_array_length),
+            args=(
+                child,
+                pool.transform,
+                pool.max_record_bytes,
+                pool.max_array_length,
+                pool.formats,
+            ),
             name=f"stream-worker-{self.index}",
             daemon=True,
         )
@@ -237,8 +246,10 @@ class WorkerPool:
         start_method: str = "forkserver",
         restart: bool = True,
         max_array_length: int = 100_000,
+        formats: FormatSpec = JSON,
     ) -> None:
         self.transform = transform
+        self.formats = formats
         self.max_array_length = max_array_length
         self.workers = workers
         self.max_record_bytes = max_record_bytes
@@ -320,6 +331,18 @@ class WorkerPool:
         self.jobs.put(job)
         return await job.future
 
+    async def _attempt_until_available(self, values: list[bytes | None]) -> BatchResult:
+        """One attempt; while the schema registry is down, the same batch again after a
+        growing pause (never a dead letter for an outage; ends when the pool closes)."""
+        pause, longest = UNAVAILABLE_PAUSE
+        while True:
+            result: BatchResult = await self._attempt(values)
+            if not result.unavailable:
+                return result
+            log.warning("%s; running the batch again in %.1fs", result.unavailable, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, longest)
+
     async def run(self, values: list[bytes | None]) -> BatchResult:
         """Process one batch; a record that kills or hangs workers comes back as an error.
 
@@ -328,8 +351,7 @@ class WorkerPool:
         (within two deadlines of the first try, whatever the batch size). That record
         gets ``max_attempts`` tries in all; the records after it go on as a batch."""
         try:
-            result: BatchResult = await self._attempt(values)
-            return result
+            return await self._attempt_until_available(values)
         except WorkerLost as exc:
             lost = exc
         if len(values) == 1:
@@ -337,6 +359,8 @@ class WorkerPool:
         done: list[BatchResult] = []
         try:
             done = await self._attempt(values, probe=True)
+            if any(r.unavailable for r in done):  # the registry went away meanwhile
+                return await self._attempt_until_available(values)
             return _combine([(r, 1) for r in done], values)
         except WorkerLost as exc:
             done, lost = exc.done, exc
@@ -353,8 +377,7 @@ class WorkerPool:
         """One record that already failed ``tries`` times: try it up to ``max_attempts``."""
         for _ in range(tries, self.max_attempts):
             try:
-                result: BatchResult = await self._attempt(values)
-                return result
+                return await self._attempt_until_available(values)
             except WorkerLost as exc:
                 lost = exc
         message = f"{lost} ({self.max_attempts} tries)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -24,12 +24,17 @@ class Event:
     value: bytes
 
 
-def demo_events(settings: ProduceSettings, first_seq: int = 0) -> Iterator[Event]:
+def demo_events(
+    settings: ProduceSettings,
+    first_seq: int = 0,
+    encode: Callable[[Any], bytes] = orjson.dumps,
+) -> Iterator[Event]:
     """Deterministic demo events for a seed: sensor readings or matrices, keyed by id.
 
     Each event carries ``seq``, its number within its key (``first_seq``, +1, +2,
     ...), so a reader of the output can check per-key order and find gaps or
-    duplicates.
+    duplicates. ``encode`` turns one event into its value (JSON by default; see
+    ``stream.formats.setup.demo_encoder`` for Avro and Protobuf).
     """
     rng = np.random.default_rng(settings.seed)
     keys = [f"sensor-{i:04d}" for i in range(settings.keys)]
@@ -58,7 +63,7 @@ def demo_events(settings: ProduceSettings, first_seq: int = 0) -> Iterator[Event
             else:
                 body = {"id": key, "seq": seq[k], "ts": now, "matrix": mats[i].tolist()}
             seq[k] += 1
-            yield Event(key.encode(), orjson.dumps(body))
+            yield Event(key.encode(), encode(body))
         sent += n
 
 

@@ -17,9 +17,14 @@ import signal
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import Any
 
-from transforms import Transform, resolve, set_limits
-from transforms.batch import run_batch
+from stream.formats.registry import RegistryError
+from stream.formats.spec import JSON, Codecs, FormatSpec
+from stream.formats.spec import build as build_codecs
+from transforms import BadRecord, Transform, resolve, set_limits
+from transforms.batch import apply_batch_fn, bounded, run_batch
+from transforms.reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,9 @@ class BatchResult:
     errors: list[tuple[int, str, str]]  # (index in batch, reason, message)
     seconds: float  # decode + transform + encode, wall time inside the worker
     pid: int
+    # Not empty: the schema registry could not be reached; nothing was processed and
+    # the batch must be run again (the pool does that; callers never see it).
+    unavailable: str = ""
 
     def materialize(self, values: list[bytes | None]) -> list[bytes | None]:
         """The outputs, one per record, with None where the record failed."""
@@ -57,6 +65,7 @@ class BatchResult:
 
 
 _transforms: dict[str, Transform] = {}
+_formats: dict[FormatSpec, Codecs] = {}
 
 
 def init_worker() -> None:
@@ -66,7 +75,13 @@ def init_worker() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def serve(conn: Connection, spec: str, max_record_bytes: int, max_array_length: int) -> None:
+def serve(
+    conn: Connection,
+    spec: str,
+    max_record_bytes: int,
+    max_array_length: int,
+    formats: FormatSpec = JSON,
+) -> None:
     """A worker process's main loop: batches in, results out, over one pipe.
 
     Says ``ready`` once the transform is loaded (or why it could not be); an empty
@@ -77,6 +92,7 @@ def serve(conn: Connection, spec: str, max_record_bytes: int, max_array_length: 
     try:
         set_limits(max_array_length)
         _transform(spec)
+        _codecs(formats)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops
         conn.send_bytes(f"{type(exc).__name__}: {exc}".encode())
         return
@@ -94,10 +110,10 @@ def serve(conn: Connection, spec: str, max_record_bytes: int, max_array_length: 
                 # One record at a time, each answered at once: the parent then knows
                 # which record a crash or a hang is on.
                 for value in values:
-                    result = process_batch(spec, [value], max_record_bytes)
+                    result = process_batch(spec, [value], max_record_bytes, formats)
                     conn.send_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
                 continue
-            result = process_batch(spec, values, max_record_bytes)
+            result = process_batch(spec, values, max_record_bytes, formats)
         except Exception:
             log.error("a batch failed outside the transform", exc_info=True)
             raise
@@ -121,8 +137,65 @@ def warm_up(spec: str, until: float = 0.0) -> int:
     return os.getpid()
 
 
-def process_batch(spec: str, values: list[bytes | None], max_record_bytes: int) -> BatchResult:
-    """Decode, transform and encode one batch; one result or one error per record."""
+def _codecs(formats: FormatSpec) -> Codecs:
+    found = _formats.get(formats)
+    if found is None:
+        found = _formats[formats] = build_codecs(formats)
+    return found
+
+
+def process_batch(
+    spec: str, values: list[bytes | None], max_record_bytes: int, formats: FormatSpec = JSON
+) -> BatchResult:
+    """Decode, transform and encode one batch; one result or one error per record.
+
+    A schema registry that cannot be reached (after the client's retries), or refuses
+    our credentials mid-run, fails no record: the result says ``unavailable`` and the
+    pool runs the batch again later. Only an id the registry does not have (404) is a
+    record's fault (``unknown_schema``).
+    """
     started = time.perf_counter()
-    outcome = run_batch(_transform(spec), values, max_record_bytes)
-    return BatchResult(outcome.outputs, outcome.errors, time.perf_counter() - started, os.getpid())
+    transform = _transform(spec)
+    if formats == JSON:  # the path `stream try` and transforms.testing share
+        outcome = run_batch(transform, values, max_record_bytes)
+        return BatchResult(
+            outcome.outputs, outcome.errors, time.perf_counter() - started, os.getpid()
+        )
+    codecs = _codecs(formats)
+    try:
+        decoded = codecs.decoder.decode_batch(values, max_record_bytes)
+    except RegistryError as exc:  # SchemaNotFound never gets here: it is per record
+        log.warning("%s; the batch will be retried", exc)
+        return BatchResult([], [], time.perf_counter() - started, os.getpid(), str(exc))
+    errors = decoded.errors
+    good_index = decoded.index
+    results = apply_batch_fn(transform, decoded.items) if decoded.items else []
+    if transform.passthrough and formats.same_bytes:
+        for index, result in zip(good_index, results, strict=True):
+            if isinstance(result, BadRecord):
+                errors.append((index, result.reason, bounded(result.message)))
+        errors.sort()
+        return BatchResult(None, errors, time.perf_counter() - started, os.getpid())
+    outputs: list[bytes | None] = [None] * len(values)
+    ok_index: list[int] = []
+    ok_items: list[Any] = []
+    for index, result in zip(good_index, results, strict=True):
+        if isinstance(result, BadRecord):
+            errors.append((index, result.reason, bounded(result.message)))
+        else:
+            ok_index.append(index)
+            ok_items.append(result)
+    encoded_all = codecs.encoder.encode_batch(ok_items) if ok_items else []
+    for index, encoded in zip(ok_index, encoded_all, strict=True):
+        if isinstance(encoded, BadRecord):
+            errors.append((index, encoded.reason, bounded(encoded.message)))
+            continue
+        if len(encoded) > max_record_bytes:
+            message = (
+                f"the output is {len(encoded)} bytes, more than the limit of {max_record_bytes}"
+            )
+            errors.append((index, Reason.OUTPUT_TOO_LARGE, message))
+            continue
+        outputs[index] = encoded
+    errors.sort()
+    return BatchResult(outputs, errors, time.perf_counter() - started, os.getpid())

@@ -26,6 +26,7 @@ from stream.config import TopicsSettings
 from stream.kafka import create_topics
 from tests.broker import kafka_broker
 from tests.postgres import Server, postgres_server
+from tests.registry import schema_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAM = str(Path(sys.executable).with_name("stream"))
@@ -47,6 +48,13 @@ def postgres() -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def postgres_dsn(postgres: Server) -> str:
     return postgres.dsn
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url() -> Iterator[str]:
+    """A real Schema Registry's Confluent-compatible base URL, for the session."""
+    with schema_registry() as url:
+        yield url
 
 
 @dataclass(frozen=True)

@@ -12,21 +12,28 @@ from transforms.base import (
     Transform,
     UnknownTransformError,
     available,
+    output_schema,
     record_transform,
     register,
     resolve,
     set_limits,
 )
+from transforms.schema import FieldType, RecordField, RecordSchema, fields
 
 __all__ = [
     "LIMITS",
     "BadRecord",
     "BatchFn",
+    "FieldType",
     "Limits",
+    "RecordField",
+    "RecordSchema",
     "Transform",
     "UnknownTransformError",
     "available",
     "builtin",
+    "fields",
+    "output_schema",
     "record_transform",
     "register",
     "resolve",

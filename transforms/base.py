@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from transforms.schema import RecordSchema
+
 __all__ = [
     "MAX_MESSAGE_CHARS",
     "BadRecord",
@@ -23,6 +25,7 @@ __all__ = [
     "Transform",
     "UnknownTransformError",
     "available",
+    "output_schema",
     "record_transform",
     "register",
     "resolve",
@@ -35,6 +38,7 @@ MAX_MESSAGE_CHARS: Final = 500
 """Upper bound on the length of :attr:`BadRecord.message`."""
 
 _PER_RECORD_ATTR: Final = "__stream_per_record__"
+_OUTPUT_SCHEMA_ATTR: Final = "__stream_output_schema__"
 
 
 def _bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
@@ -83,13 +87,20 @@ class Transform:
     # True when a valid record's output is the record itself, byte for byte: the worker
     # then validates the record but neither re-encodes it nor ships it back.
     passthrough: bool = False
+    # The shape of each output, for Avro and Protobuf output; None: JSON output only
+    # (a passthrough transform's output has its input's schema).
+    output: RecordSchema | None = None
 
 
 _REGISTRY: dict[str, Transform] = {}
 
 
 def register(
-    name: str, description: str, *, passthrough: bool = False
+    name: str,
+    description: str,
+    *,
+    passthrough: bool = False,
+    output: RecordSchema | None = None,
 ) -> Callable[[BatchFn], BatchFn]:
     """Decorator adding a built-in batch function to the registry under ``name``.
 
@@ -105,7 +116,9 @@ def register(
     def decorate(fn: BatchFn) -> BatchFn:
         if name in _REGISTRY:
             raise ValueError(f"transform {name!r} is already registered")
-        _REGISTRY[name] = Transform(name=name, description=summary, fn=fn, passthrough=passthrough)
+        _REGISTRY[name] = Transform(
+            name=name, description=summary, fn=fn, passthrough=passthrough, output=output
+        )
         return fn
 
     return decorate
@@ -158,6 +171,22 @@ def record_transform(fn: Callable[[Any], Any]) -> BatchFn:
         except (AttributeError, TypeError):
             continue
     return batch
+
+
+def output_schema(schema: RecordSchema) -> Callable[[Any], Any]:
+    """Declare the output schema of a user transform, next to the function::
+
+        @output_schema(RecordSchema("Total", fields(("id", "string"), ("total", "double"))))
+        def totals(records): ...
+
+    Without one, the transform's output can only be JSON (``--output-format json``).
+    """
+
+    def decorate(fn: Any) -> Any:
+        setattr(fn, _OUTPUT_SCHEMA_ATTR, schema)
+        return fn
+
+    return decorate
 
 
 def _first_line(text: str | None) -> str:
@@ -227,4 +256,9 @@ def resolve(spec: str) -> Transform:
 
     description = _first_line(inspect.getdoc(obj))
     fn: BatchFn = record_transform(obj) if getattr(obj, _PER_RECORD_ATTR, False) is True else obj
-    return Transform(name=spec, description=description, fn=fn)
+    declared = getattr(obj, _OUTPUT_SCHEMA_ATTR, None)
+    if declared is not None and not isinstance(declared, RecordSchema):
+        raise UnknownTransformError(
+            f"{spec!r}: its output schema is a {type(declared).__name__}, not a RecordSchema"
+        )
+    return Transform(name=spec, description=description, fn=fn, output=declared)

@@ -17,7 +17,7 @@ import orjson
 from transforms.base import MAX_MESSAGE_CHARS, BadRecord, Transform
 from transforms.reasons import Reason
 
-__all__ = ["BatchOutcome", "run_batch"]
+__all__ = ["BatchOutcome", "apply_batch_fn", "bounded", "run_batch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,8 @@ class BatchOutcome:
     errors: list[tuple[int, str, str]]  # (index in batch, reason, message), sorted
 
 
-def _short(text: str) -> str:
+def bounded(text: str) -> str:
+    """A message cut to the length a dead letter's reason message may have."""
     if len(text) <= MAX_MESSAGE_CHARS:
         return text
     return text[: MAX_MESSAGE_CHARS - 3] + "..."
@@ -49,10 +50,10 @@ def _decode(value: bytes | None, max_bytes: int) -> Any:
         return orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         reason = Reason.INVALID_UTF8 if "UTF-8" in str(exc) else Reason.INVALID_JSON
-        raise BadRecord(reason, _short(str(exc))) from None
+        raise BadRecord(reason, bounded(str(exc))) from None
 
 
-def _apply(transform: Transform, items: list[Any]) -> list[Any]:
+def apply_batch_fn(transform: Transform, items: list[Any]) -> list[Any]:
     """Run the batch function; if it raises, isolate the culprit record by record."""
     try:
         results = transform.fn(items)
@@ -62,8 +63,8 @@ def _apply(transform: Transform, items: list[Any]) -> list[Any]:
     except Exception as exc:  # noqa: BLE001 - a transform bug must not lose the batch
         problem = f"{type(exc).__name__}: {exc}"
     if len(items) == 1:
-        return [BadRecord(Reason.TRANSFORM_ERROR, _short(problem))]
-    return [_apply(transform, [item])[0] for item in items]
+        return [BadRecord(Reason.TRANSFORM_ERROR, bounded(problem))]
+    return [apply_batch_fn(transform, [item])[0] for item in items]
 
 
 def run_batch(
@@ -80,21 +81,21 @@ def run_batch(
             good_index.append(index)
         except BadRecord as bad:
             errors.append((index, bad.reason, bad.message))
-    results = _apply(transform, good_items) if good_items else []
+    results = apply_batch_fn(transform, good_items) if good_items else []
     if transform.passthrough:
         for index, result in zip(good_index, results, strict=True):
             if isinstance(result, BadRecord):
-                errors.append((index, result.reason, _short(result.message)))
+                errors.append((index, result.reason, bounded(result.message)))
         errors.sort()
         return BatchOutcome(None, errors)
     for index, result in zip(good_index, results, strict=True):
         if isinstance(result, BadRecord):
-            errors.append((index, result.reason, _short(result.message)))
+            errors.append((index, result.reason, bounded(result.message)))
             continue
         try:
             encoded = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
         except TypeError as exc:
-            errors.append((index, Reason.ENCODE_ERROR, _short(str(exc))))
+            errors.append((index, Reason.ENCODE_ERROR, bounded(str(exc))))
             continue
         if len(encoded) > max_record_bytes:
             message = (

@@ -17,12 +17,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from transforms.base import LIMITS, BadRecord, register
+from transforms.schema import RecordSchema, fields
 
 __all__ = [
     "ANOMALY_ZSCORE",
     "CHUNK_ELEMENTS",
     "MAX_MATRIX_SIZE",
     "MAX_VALUES",
+    "SENSOR_FEATURES_SCHEMA",
+    "SENSOR_READING_SCHEMA",
     "identity",
     "matrix_inverse",
     "sensor_features",
@@ -282,9 +285,35 @@ def _sensor_group(
         out[index] = result
 
 
+SENSOR_READING_SCHEMA: Final = RecordSchema(
+    "SensorReading",
+    fields(("sensor_id", "string"), ("seq", "long"), ("ts", "double"), ("values", "double[]")),
+)
+"""The demo sensor event (``stream produce``), the input ``sensor-features`` expects."""
+
+SENSOR_FEATURES_SCHEMA: Final = RecordSchema(
+    "SensorFeatures",
+    fields(
+        ("sensor_id", "string"),
+        ("ts", "double"),
+        ("seq", "long", True),
+        ("n", "long"),
+        ("mean", "double"),
+        ("std", "double"),
+        ("min", "double"),
+        ("max", "double"),
+        ("peak_bins", "long[]"),
+        ("zscore", "double"),
+        ("anomaly", "boolean"),
+    ),
+)
+"""What ``sensor-features`` returns for each record (``seq`` only when the input has it)."""
+
+
 @register(
     "sensor-features",
     "Per-reading mean, std, min, max, top-3 FFT peak bins and z-score anomaly flag.",
+    output=SENSOR_FEATURES_SCHEMA,
 )
 def sensor_features(records: Sequence[Any]) -> list[Any]:
     """Summarise sensor readings ``{"sensor_id", "ts", "values", ["seq"]}``.
@@ -403,7 +432,7 @@ def _invert_group(
 @register(
     "matrix-inverse",
     "Inverse, determinant and condition number of an n x n matrix (n <= 512).",
-)
+)  # no output schema: a list of lists has no Avro/Protobuf form here; JSON output only
 def matrix_inverse(records: Sequence[Any]) -> list[Any]:
     """Invert matrices ``{"id": str | int, "matrix": [[...], ...]}``.
 

@@ -19,6 +19,9 @@ class Reason(StrEnum):
     TOO_LARGE = "too_large"
     INVALID_UTF8 = "invalid_utf8"
     INVALID_JSON = "invalid_json"
+    BAD_FRAMING = "bad_framing"  # not the Schema Registry wire format
+    UNKNOWN_SCHEMA = "unknown_schema"  # the registry has no schema with its id
+    DECODE_ERROR = "decode_error"  # the body does not decode with its schema
     # the built-in transforms
     SCHEMA = "schema"
     INVALID_VALUE = "invalid_value"

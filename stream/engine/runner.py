@@ -48,7 +48,7 @@ class Engine:
         self, settings: RunSettings, clients: Clients | None = None, pool: Pool | None = None
     ) -> None:
         self.settings = s = settings.resolve()  # the files the options name, read now
-        resolve(s.transform)  # an unknown transform is a usage error, before anything starts
+        self.transform = resolve(s.transform)  # unknown: a usage error, before anything starts
         if clients is None:
             from stream.kafka.clients import KafkaClients  # noqa: PLC0415
 
@@ -135,6 +135,13 @@ class Engine:
     async def startup(self) -> None:
         s = self.settings
         self._start_http()
+        if s.input_format != "json" or s.output_format != "json":
+            from stream.formats.setup import prepare  # noqa: PLC0415 - formats only when used
+
+            # Registers the output schema (one line and exit 1 if the registry refuses).
+            formats = await asyncio.to_thread(prepare, s, self.transform)
+            if isinstance(self.pool, WorkerPool):
+                self.pool.formats = formats
         pids = await self.pool.start()
         self.metrics.pool_workers.set(self.pool.alive)
         consumer = self._consumer = await self.clients.consumer()

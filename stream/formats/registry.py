@@ -1,0 +1,229 @@
+"""A small synchronous Schema Registry client (Confluent-compatible API).
+
+Used inside worker processes (a blocking HTTP call there stalls nothing but that
+worker) and once at start-up to register output schemas. Schemas by id are cached
+for the life of the process: an id never changes its schema. Transient failures
+(connection refused, timeouts, HTTP 5xx and 429) are retried with exponential backoff
+up to a deadline, then raised as :class:`RegistryUnavailable`; a 404 for an id is
+:class:`SchemaNotFound`; anything else is :class:`RegistryError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from stream.errors import EnvironmentFailure
+
+log = logging.getLogger(__name__)
+
+SchemaType = Literal["AVRO", "PROTOBUF", "JSON"]
+_CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+
+
+class RegistryError(EnvironmentFailure):
+    """The registry refused a request (or cannot be used); one line, never a secret."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry did not answer, or answered 5xx/429, until the retry deadline."""
+
+
+class SchemaNotFound(RegistryError):
+    """The registry has no schema with this id (HTTP 404)."""
+
+
+class IncompatibleSchema(RegistryError):
+    """The subject's compatibility rules reject the schema (HTTP 409)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryConfig:
+    """Where the registry is and how to reach it. Picklable: it travels to the workers."""
+
+    url: str
+    username: str = ""
+    password: str = field(default="", repr=False)
+    cafile: str = ""
+    timeout: float = 5.0  # seconds for one HTTP request
+    retry_for: float = 10.0  # seconds of retries before RegistryUnavailable
+
+    def endpoint(self, path: str) -> str:
+        return self.url.rstrip("/") + path
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredSchema:
+    schema_id: int
+    schema_type: SchemaType
+    text: str
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Exponential backoff with a deadline; pure (the clock is injected)."""
+
+    clock: Callable[[], float]
+    retry_for: float
+    initial: float = 0.1
+    maximum: float = 2.0
+    _deadline: float = 0.0
+    _next: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._deadline = self.clock() + self.retry_for
+        self._next = self.initial
+
+    def delay(self) -> float | None:
+        """Seconds to wait before the next try, or None when the deadline has passed."""
+        left = self._deadline - self.clock()
+        if left <= 0:
+            return None
+        wait = min(self._next, left)
+        self._next = min(self._next * 2, self.maximum)
+        return wait
+
+
+def _transient(status: int) -> bool:
+    return status >= 500 or status == 429
+
+
+def _message(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body[:200].decode("utf-8", "replace").strip()
+    if isinstance(data, dict) and "message" in data:
+        return " ".join(str(data["message"]).split())[:300]
+    return str(data)[:300]
+
+
+class RegistryClient:
+    """Schemas by id (cached), and registration of a subject's schema."""
+
+    def __init__(
+        self,
+        config: RegistryConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._sleep = sleep
+        self._cache: dict[int, RegisteredSchema] = {}
+        self.fetches = 0  # HTTP lookups of schemas by id (the cache's misses)
+        context = None
+        if config.url.startswith("https:"):
+            context = ssl.create_default_context(cafile=config.cafile or None)
+        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+        self._headers = {"Accept": _CONTENT_TYPE}
+        if config.username:
+            token = base64.b64encode(f"{config.username}:{config.password}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
+
+    def schema(self, schema_id: int) -> RegisteredSchema:
+        """The schema with this id, fetched once per process."""
+        found = self._cache.get(schema_id)
+        if found is None:
+            data = self._request("GET", f"/schemas/ids/{schema_id}", what=f"schema id {schema_id}")
+            found = RegisteredSchema(schema_id, data.get("schemaType", "AVRO"), str(data["schema"]))
+            self.fetches += 1
+            self._cache[schema_id] = found
+        return found
+
+    def register(self, subject: str, text: str, schema_type: SchemaType) -> int:
+        """Register (or find) ``text`` under ``subject``; its id. IncompatibleSchema on 409."""
+        body = {"schema": text}
+        if schema_type != "AVRO":
+            body["schemaType"] = schema_type
+        quoted = urllib.parse.quote(subject, safe="")
+        data = self._request(
+            "POST", f"/subjects/{quoted}/versions", body, what=f"subject {subject}"
+        )
+        schema_id = int(data["id"])
+        self._cache.setdefault(schema_id, RegisteredSchema(schema_id, schema_type, text))
+        return schema_id
+
+    def set_compatibility(self, subject: str, level: str) -> None:
+        quoted = urllib.parse.quote(subject, safe="")
+        self._request("PUT", f"/config/{quoted}", {"compatibility": level}, what=subject)
+
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, what: str
+    ) -> dict[str, Any]:
+        backoff = Backoff(self._clock, self.config.retry_for)
+        while True:
+            try:
+                return self._once(method, path, body, what)
+            except RegistryUnavailable as exc:
+                wait = backoff.delay()
+                if wait is None:
+                    raise RegistryUnavailable(
+                        f"{exc} (retried for {self.config.retry_for:g}s)"
+                    ) from None
+                log.debug("schema registry: %s; retrying in %.2fs", exc, wait)
+                self._sleep(wait)
+
+    def _once(
+        self, method: str, path: str, body: dict[str, Any] | None, what: str
+    ) -> dict[str, Any]:
+        headers = dict(self._headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = _CONTENT_TYPE
+        request = urllib.request.Request(  # noqa: S310 - the URL's scheme is checked in config
+            self.config.endpoint(path), data=data, headers=headers, method=method
+        )
+        try:
+            with self._opener.open(request, timeout=self.config.timeout) as answer:
+                payload: dict[str, Any] = json.loads(answer.read())
+                return payload
+        except urllib.error.HTTPError as error:
+            status, text = error.code, _message(error.read())
+            error.close()
+            where = f"schema registry: {what}"
+            if _transient(status):
+                raise RegistryUnavailable(f"{where}: HTTP {status} {text}") from None
+            if status == 404:
+                raise SchemaNotFound(f"{where}: not found (HTTP 404)") from None
+            if status == 409:
+                raise IncompatibleSchema(f"{where}: HTTP 409 {text}") from None
+            if status in (401, 403):
+                raise RegistryError(f"{where}: HTTP {status}: credentials refused") from None
+            raise RegistryError(f"{where}: HTTP {status} {text}") from None
+        except ssl.SSLError as exc:
+            raise RegistryError(f"schema registry: TLS failed: {exc.reason}") from None
+        except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLError):
+                raise RegistryError(f"schema registry: TLS failed: {reason.reason}") from None
+            raise RegistryUnavailable(f"schema registry unreachable: {reason}") from None
+        except ValueError as exc:  # a body that is not JSON: a proxy's error page
+            raise RegistryUnavailable(f"schema registry: not a JSON answer ({exc})") from None
+
+
+class StaticSchemas:
+    """Schemas by id held in memory: the registry client's ``schema`` without a registry
+    (for the format benchmark and unit tests)."""
+
+    def __init__(self, *schemas: RegisteredSchema) -> None:
+        self.by_id = {s.schema_id: s for s in schemas}
+        self.lookups = 0
+
+    def schema(self, schema_id: int) -> RegisteredSchema:
+        self.lookups += 1
+        found = self.by_id.get(schema_id)
+        if found is None:
+            raise SchemaNotFound(f"schema registry: schema id {schema_id}: not found")
+        return found

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
+from stream.enrich.template import TemplateError, UrlTemplate
+
 ENV_PREFIX = "STREAM_"
 
 
@@ -122,6 +124,14 @@ def _secret(text: str) -> str:
     return text
 
 
+def _enrich_url(text: str) -> str:
+    """An http(s) URL template whose placeholders are well formed (stream.enrich.template)."""
+    try:
+        return UrlTemplate.parse(text.strip()).text
+    except TemplateError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -171,6 +181,7 @@ OffsetReset = Literal["earliest", "latest"]
 LogFormat = Literal["text", "json"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+EnrichMissing = Literal["fail", "pass"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +435,45 @@ class RunSettings(KafkaSettings):
     stats_interval: float = opt(
         30.0, "seconds between summary log lines (0: never)", _non_negative_float, "SECONDS"
     )
+    # --- enrichment: async lookups on the event loop before the transform (stream.enrich) ---
+    enrich_url: str = opt(
+        "",
+        "enrich each record with the JSON answer of a GET to this URL, with {field} "
+        "placeholders from the record or {key} (default: none)",
+        _enrich_url,
+        "URL",
+    )
+    enrich: str = opt(
+        "",
+        "enrich each record with a coroutine of your own, package.module:function (default: none)",
+        metavar="MODULE:FUNCTION",
+    )
+    enrich_field: str = opt("meta", "record field that receives the lookup's answer")
+    enrich_concurrency: int = opt(
+        100, "enrichment lookups in flight at most, over all batches", _positive_int, "N"
+    )
+    enrich_timeout: float = opt(
+        5.0, "seconds one enrichment lookup attempt may take", _positive_float, "SECONDS"
+    )
+    enrich_retries: int = opt(
+        3,
+        "retries of a lookup after a timeout, a connection error, 5xx or 429 (with backoff "
+        "and jitter, honouring Retry-After)",
+        _non_negative_int,
+        "N",
+    )
+    enrich_cache_ttl: float = opt(
+        60.0, "seconds a lookup's answer is reused (0: no cache)", _non_negative_float, "SECONDS"
+    )
+    enrich_cache_size: int = opt(
+        10_000, "most answers the enrichment cache holds (0: no cache)", _non_negative_int, "N"
+    )
+    enrich_missing: EnrichMissing = opt(
+        "fail",
+        "on a 404 (or a coroutine returning None): fail sends the record to the dead-letter "
+        "topic (reason enrich_failed), pass lets it through without the field",
+        _choice(*get_args(EnrichMissing)),
+    )
 
     def __post_init__(self) -> None:
         KafkaSettings.__post_init__(self)  # zero-argument super() fails in slots dataclasses
@@ -434,6 +484,8 @@ class RunSettings(KafkaSettings):
             )
         if self.batch_max_bytes > self.max_inflight_bytes:
             raise ConfigError("--batch-max-bytes must not exceed --max-inflight-bytes")
+        if self.enrich_url and self.enrich:
+            raise ConfigError("give --enrich-url or --enrich, not both")
 
 
 @dataclass(frozen=True, slots=True)

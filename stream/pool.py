@@ -29,7 +29,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from stream import worker
-from stream.worker import BatchResult
+from stream.worker import BatchResult, Enriched
 
 log = logging.getLogger(__name__)
 
@@ -263,22 +263,35 @@ class WorkerPool:
                 if job is not None:
                     job.resolve(PoolError("no worker process is left to run the batch"))
 
-    async def _attempt(self, values: list[bytes | None]) -> BatchResult:
+    async def _attempt(
+        self, values: list[bytes | None], enrichment: list[bytes | None] | None, field: str
+    ) -> BatchResult:
         if self.closing or self._running_threads == 0:
             raise PoolError("the pool has no running workers")
         loop = asyncio.get_running_loop()
-        payload = pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL)
+        batch: Any = values if enrichment is None else Enriched(values, enrichment, field)
+        payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
         job = _Job(payload, loop.create_future(), loop)
         self.jobs.put(job)
         return await job.future
 
-    async def run(self, values: list[bytes | None], attempts: int | None = None) -> BatchResult:
-        """Process one batch; a record that kills or hangs workers comes back as an error."""
+    async def run(
+        self,
+        values: list[bytes | None],
+        attempts: int | None = None,
+        *,
+        enrichment: list[bytes | None] | None = None,
+        field: str = "meta",
+    ) -> BatchResult:
+        """Process one batch; a record that kills or hangs workers comes back as an error.
+
+        ``enrichment`` (from ``stream.enrich``): per record, JSON bytes the worker puts
+        under ``field`` of the decoded record before the transform, or None."""
         tries = self.max_attempts if attempts is None else attempts
         lost: WorkerLost | None = None
         for _ in range(tries):
             try:
-                return await self._attempt(values)
+                return await self._attempt(values, enrichment, field)
             except WorkerLost as exc:
                 lost = exc
         assert lost is not None
@@ -289,9 +302,21 @@ class WorkerPool:
         # try each until a single record is left, which gets the full number of tries.
         middle = len(values) // 2
         left_values, right_values = values[:middle], values[middle:]
+        left_extra = None if enrichment is None else enrichment[:middle]
+        right_extra = None if enrichment is None else enrichment[middle:]
         left, right = await asyncio.gather(
-            self.run(left_values, None if len(left_values) == 1 else 1),
-            self.run(right_values, None if len(right_values) == 1 else 1),
+            self.run(
+                left_values,
+                None if len(left_values) == 1 else 1,
+                enrichment=left_extra,
+                field=field,
+            ),
+            self.run(
+                right_values,
+                None if len(right_values) == 1 else 1,
+                enrichment=right_extra,
+                field=field,
+            ),
         )
         errors = left.errors + [(i + middle, r, m) for i, r, m in right.errors]
         outputs = left.materialize(left_values) + right.materialize(right_values)

@@ -58,6 +58,17 @@ class BatchResult:
         return [None if i in failed else v for i, v in enumerate(values)]
 
 
+@dataclass(frozen=True, slots=True)
+class Enriched:
+    """A batch with the enrichment stage's answers: ``enrichment[i]`` (JSON bytes, or None
+    for nothing) goes into record ``i`` under ``field`` after it is decoded. A batch
+    without enrichment crosses as a plain list, as before."""
+
+    values: list[bytes | None]
+    enrichment: list[bytes | None]
+    field: str
+
+
 _transforms: dict[str, Transform] = {}
 
 
@@ -89,9 +100,14 @@ def serve(conn: Connection, spec: str, max_record_bytes: int, max_array_length: 
             return  # the parent is gone
         if not data:
             return
-        values = pickle.loads(data)  # noqa: S301 - from our own parent process
+        batch = pickle.loads(data)  # noqa: S301 - from our own parent process
         try:
-            result = process_batch(spec, values, max_record_bytes)
+            if isinstance(batch, Enriched):
+                result = process_batch(
+                    spec, batch.values, max_record_bytes, batch.enrichment, batch.field
+                )
+            else:
+                result = process_batch(spec, batch, max_record_bytes)
         except Exception:
             log.error("a batch failed outside the transform", exc_info=True)
             raise
@@ -145,22 +161,47 @@ def _apply(transform: Transform, items: list[Any]) -> list[Any]:
     return [_apply(transform, [item])[0] for item in items]
 
 
-def process_batch(spec: str, values: list[bytes | None], max_record_bytes: int) -> BatchResult:
-    """Decode, transform and encode one batch; one result or one error per record."""
+def _merge(item: Any, extra: bytes, field: str) -> Any:
+    """The decoded record with the enrichment's answer under ``field`` (replacing it)."""
+    if not isinstance(item, dict):
+        raise BadRecord(
+            "enrich_failed", f"the record is not a JSON object, so it cannot take {field!r}"
+        )
+    try:
+        item[field] = orjson.loads(extra)
+    except orjson.JSONDecodeError as exc:
+        raise BadRecord("enrich_failed", _short(f"the enrichment is not JSON: {exc}")) from None
+    return item
+
+
+def process_batch(
+    spec: str,
+    values: list[bytes | None],
+    max_record_bytes: int,
+    enrichment: list[bytes | None] | None = None,
+    field: str = "meta",
+) -> BatchResult:
+    """Decode, (merge the enrichment,) transform and encode one batch; one result or one
+    error per record."""
     started = time.perf_counter()
     transform = _transform(spec)
     errors: list[tuple[int, str, str]] = []
     outputs: list[bytes | None] = [None] * len(values)
     good_index: list[int] = []
     good_items: list[Any] = []
+    merged = False
     for index, value in enumerate(values):
         try:
-            good_items.append(_decode(value, max_record_bytes))
+            item = _decode(value, max_record_bytes)
+            if enrichment is not None and (extra := enrichment[index]) is not None:
+                item = _merge(item, extra, field)
+                merged = True
+            good_items.append(item)
             good_index.append(index)
         except BadRecord as bad:
             errors.append((index, bad.reason, bad.message))
     results = _apply(transform, good_items) if good_items else []
-    if transform.passthrough:
+    if transform.passthrough and not merged:  # an enriched record is not its input
         for index, result in zip(good_index, results, strict=True):
             if isinstance(result, BadRecord):
                 errors.append((index, result.reason, _short(result.message)))

@@ -109,7 +109,7 @@ class EnrichMetrics:
     """The enrichment stage's metrics (stream.enrich), registered in the service's registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        r = registry
+        self.registry = r = registry
         # counter: enrichment requests (attempts, retries included), by outcome
         self.requests = Counter(
             "stream_enrich_requests", "Enrichment requests by outcome.", ["outcome"], registry=r

@@ -119,6 +119,11 @@ class Enricher:
         """Lookups holding a slot now (running, or waiting to retry)."""
         return self._held
 
+    @property
+    def running(self) -> int:
+        """Lookup tasks alive now (never more than ``concurrency``)."""
+        return len(self._tasks)
+
     async def start(self) -> None:
         if self.http is not None:
             await self.http.start()

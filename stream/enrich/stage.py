@@ -24,8 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -50,8 +49,7 @@ from stream.metrics import EnrichMetrics
 _SKIP = object()  # a record the worker will reject: not looked up
 
 
-@dataclass(frozen=True, slots=True)
-class _Lookup:
+class _Lookup(NamedTuple):  # a tuple: made once per record, so cheap to make
     cache_key: Hashable | None  # the URL; None: not cached, not shared (a user coroutine)
     call: Callable[[], Awaitable[Attempt]]
 

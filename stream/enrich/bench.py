@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import resource
 import subprocess
 import sys
 import time
@@ -46,6 +47,7 @@ class IoResult:
     concurrency: int
     seconds: float
     errors: int
+    cpu_seconds: float  # CPU of the client: this process and its reaped children (not the server)
 
     @property
     def per_second(self) -> float:
@@ -135,18 +137,22 @@ def _through(executor: Executor, urls: list[str]) -> int:
 
 
 def threads(urls: list[str], workers: int) -> IoResult:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu()
     with ThreadPoolExecutor(workers) as pool:
         errors = _through(pool, urls)
-    return IoResult(f"threads({workers})", len(urls), workers, _since(started), errors)
+    return IoResult(
+        f"threads({workers})", len(urls), workers, _since(started), errors, _cpu() - cpu
+    )
 
 
 def processes(urls: list[str], workers: int) -> IoResult:
     """Process start-up included (fork, the cheapest start: no thread runs here now)."""
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu()
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         errors = _through(pool, urls)
-    return IoResult(f"processes({workers})", len(urls), workers, _since(started), errors)
+    return IoResult(
+        f"processes({workers})", len(urls), workers, _since(started), errors, _cpu() - cpu
+    )
 
 
 async def _aiohttp(urls: list[str], concurrency: int) -> int:
@@ -164,10 +170,15 @@ async def _aiohttp(urls: list[str], concurrency: int) -> int:
 
 
 def asyncio_aiohttp(urls: list[str], concurrency: int = 100) -> IoResult:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu()
     errors = asyncio.run(_aiohttp(urls, concurrency))
     return IoResult(
-        f"asyncio+aiohttp({concurrency})", len(urls), concurrency, _since(started), errors
+        f"asyncio+aiohttp({concurrency})",
+        len(urls),
+        concurrency,
+        _since(started),
+        errors,
+        _cpu() - cpu,
     )
 
 
@@ -195,9 +206,11 @@ async def _stage(base: str, count: int, concurrency: int) -> int:
 
 def enricher_stage(base: str, count: int, concurrency: int = 100) -> IoResult:
     """The stage itself (no cache, distinct keys, batches of 500): what ``stream run`` does."""
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu()
     errors = asyncio.run(_stage(base, count, concurrency))
-    return IoResult(f"enricher({concurrency})", count, concurrency, _since(started), errors)
+    return IoResult(
+        f"enricher({concurrency})", count, concurrency, _since(started), errors, _cpu() - cpu
+    )
 
 
 def io_bench(
@@ -292,6 +305,12 @@ def _since(started: float) -> float:
     return time.perf_counter() - started
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of its children that have exited (a process pool's)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=1000)
@@ -313,7 +332,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"{args.requests} requests, {args.delay * 1000:g} ms each:"]
     lines += [
         f"  {r.case:<24} {r.seconds:8.2f} s {r.per_second:9.0f} req/s "
-        f"{base.seconds / r.seconds:6.1f}x threads(10)  errors {r.errors}"
+        f"{base.seconds / r.seconds:6.1f}x threads(10)  client CPU "
+        f"{r.cpu_seconds / r.requests * 1e3:5.2f} ms/request  errors {r.errors}"
         for r in results
     ]
     lines.append("event loop, µs per record (answers from the cache, 64-reading events):")

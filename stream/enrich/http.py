@@ -78,8 +78,11 @@ class HttpLookup:
                 return Failed(f"{status}{_snippet(body)}", "client_error")
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
-        if response.content_length is not None and response.content_length > self.max_body:
-            raise _TooLarge
+        length = response.content_length
+        if length is not None:
+            if length > self.max_body:
+                raise _TooLarge
+            return await response.read()  # the usual case: one read, no chunk loop
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(64 * 1024):

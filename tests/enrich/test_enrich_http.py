@@ -495,3 +495,32 @@ async def test_close_cancels_lookups_still_running(
     assert enricher.running == 2
     await asyncio.wait_for(enricher.close(), 2)
     assert enricher.running == 0
+
+
+async def test_answers_over_the_size_limit_fail(
+    meta: MetaServer, make: Callable[..., Enricher]
+) -> None:
+    body = orjson.dumps({"blob": "x" * 5000})
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 500):
+            yield body[start : start + 500]
+
+    async def huge(sensor_id: str, n: int) -> web.StreamResponse:
+        if sensor_id == "chunked":  # no Content-Length: counted while read
+            return web.Response(body=pieces(), content_type="application/json")
+        return web.Response(body=body, content_type="application/json")
+
+    meta.respond = huge
+    enricher = make(meta.url())
+    assert enricher.http is not None
+    enricher.http.max_body = 1000
+    await enricher.start()
+    result = await enricher.enrich(*sensors("sized", "chunked"))
+    assert result.errors == [
+        (0, ENRICH_FAILED, f"the answer from {meta.url('/sensors/sized')} is over 1000 bytes"),
+        (1, ENRICH_FAILED, f"the answer from {meta.url('/sensors/chunked')} is over 1000 bytes"),
+    ]
+    enricher.http.max_body = 10_000
+    result = await enricher.enrich(*sensors("sized", "chunked"))
+    assert answers(result) == [{"blob": "x" * 5000}] * 2

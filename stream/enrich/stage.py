@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -45,6 +45,7 @@ from stream.enrich.retry import RetryPolicy
 from stream.enrich.template import TemplateError, UrlTemplate
 from stream.enrich.user import UserLookup, load_function
 from stream.metrics import EnrichMetrics
+from stream.worker import BatchResult
 
 _SKIP = object()  # a record the worker will reject: not looked up
 
@@ -63,6 +64,7 @@ class Enricher:
         *,
         metrics: EnrichMetrics,
         url: UrlTemplate | None = None,
+        field: str = "meta",
         user: UserLookup | None = None,
         concurrency: int = 100,
         timeout: float = 5.0,
@@ -93,6 +95,7 @@ class Enricher:
         self._tasks: set[asyncio.Task[Outcome]] = set()
         self._held = 0  # slots held now
         self._decode = user is not None or (url is not None and url.needs_record)
+        self.field = field
 
     @classmethod
     def from_settings(cls, settings: RunSettings, metrics: EnrichMetrics) -> Enricher | None:
@@ -102,6 +105,7 @@ class Enricher:
         return cls(
             metrics=metrics,
             url=UrlTemplate.parse(settings.enrich_url) if settings.enrich_url else None,
+            field=settings.enrich_field,
             user=UserLookup(load_function(settings.enrich)) if settings.enrich else None,
             concurrency=settings.enrich_concurrency,
             timeout=settings.enrich_timeout,
@@ -274,3 +278,23 @@ class Enricher:
             return Retry(f"no answer within {self.timeout:g}s", "timeout")
         finally:
             self.metrics.inflight.dec()
+
+
+class Process(Protocol):
+    """``WorkerPool.run`` as this module calls it."""
+
+    def __call__(
+        self, values: list[bytes | None], *, enrichment: list[bytes | None] | None, field: str
+    ) -> Awaitable[BatchResult]: ...
+
+
+async def enrich_then_process(
+    enricher: Enricher, process: Process, keys: list[bytes | None], values: list[bytes | None]
+) -> BatchResult:
+    """One batch through the stage and then the workers: what the engine awaits in place
+    of ``pool.run(values)`` when enrichment is on. Failed lookups come back as errors
+    (reason ``enrich_failed``) of their records, in the batch's order."""
+    enriched = await enricher.enrich(keys, values)
+    extra = enriched.enrichment if enriched.any else None
+    batch = await process(values, enrichment=extra, field=enricher.field)
+    return enriched.combine(batch, values)

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from stream.config import RunSettings, load
 from stream.enrich.outcome import ENRICH_FAILED, EnrichResult
 from stream.enrich.retry import RetryPolicy
-from stream.enrich.stage import Enricher
+from stream.enrich.stage import Enricher, enrich_then_process
 from stream.enrich.template import UrlTemplate
 from stream.enrich.user import LookupLoadError, UserLookup, load_function
 from stream.metrics import EnrichMetrics
@@ -461,9 +461,7 @@ async def test_enriched_records_through_the_worker_pool(meta: MetaServer) -> Non
         keys, values = sensors("a", "b")
         values.append(b'{"no_sensor": 1}')
         keys.append(b"c")
-        enriched = await enricher.enrich(keys, values)
-        batch = await pool.run(values, enrichment=enriched.enrichment, field=settings.enrich_field)
-        result = enriched.combine(batch, values)
+        result = await enrich_then_process(enricher, pool.run, keys, values)
     finally:
         await pool.close()
         await enricher.close()

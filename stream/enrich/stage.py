@@ -146,6 +146,8 @@ class Enricher:
         errors: list[tuple[int, str, str]] = []
         waits: list[tuple[int, asyncio.Future[Outcome]]] = []
         counts = dict.fromkeys(("enriched", "passed", "failed", "skipped"), 0)
+        hits = misses = 0
+        cache = self.cache if self.cache.enabled else None
 
         def settle(index: int, outcome: Outcome) -> None:
             if isinstance(outcome, Found):
@@ -163,27 +165,42 @@ class Enricher:
                 counts["skipped"] += 1
             elif isinstance(lookup, Failed):
                 settle(index, lookup)
+            elif isinstance(lookup, str):  # a URL: the cache, a lookup in flight, or a new one
+                if cache is not None:
+                    hit, outcome = cache.get(lookup)
+                    if hit:
+                        assert outcome is not None
+                        hits += 1
+                        settle(index, outcome)
+                        continue
+                    misses += 1
+                waits.append((index, await self._launch(self._get(lookup))))
             else:
                 assert isinstance(lookup, _Lookup)
-                ready = self._cached(lookup)
-                if ready is not None:
-                    settle(index, ready)
-                else:
-                    waits.append((index, await self._launch(lookup)))
+                waits.append((index, await self._launch(lookup)))
         if waits:
             await asyncio.wait({future for _, future in waits})
         for index, future in waits:
             settle(index, future.result())
-        for result, count in counts.items():
-            if count:
-                self.metrics.records.labels(result).inc(count)
-        self.metrics.cache_entries.set(len(self.cache))
+        self._count(counts, hits, misses)
         errors.sort()
         return EnrichResult(enrichment, errors)
 
+    def _count(self, records: dict[str, int], hits: int, misses: int) -> None:
+        """Metrics once per batch, not per record (each update takes a lock)."""
+        for result, count in records.items():
+            if count:
+                self.metrics.records.labels(result).inc(count)
+        if hits:
+            self.metrics.cache_hits.inc(hits)
+        if misses:
+            self.metrics.cache_misses.inc(misses)
+        self.metrics.cache_entries.set(len(self.cache))
+
     # ---- one record -------------------------------------------------------------------------
 
-    def _prepare(self, key: bytes | None, value: bytes | None) -> _Lookup | Failed | object:
+    def _prepare(self, key: bytes | None, value: bytes | None) -> str | _Lookup | Failed | object:
+        """The record's URL, or its call of the user's lookup, or why it has none."""
         record: Any = None
         if self._decode:
             if not value or len(value) > self.max_record_bytes:
@@ -196,23 +213,15 @@ class Enricher:
             user = self.user
             return _Lookup(None, lambda: user.call(record, key))
         assert self.url is not None
-        assert self.http is not None
         try:
-            url = self.url.render(key, record if isinstance(record, dict) else None)
+            return self.url.render(key, record if isinstance(record, dict) else None)
         except TemplateError as exc:
             return Failed(str(exc))
+
+    def _get(self, url: str) -> _Lookup:
+        assert self.http is not None
         get = self.http.get
         return _Lookup(url, lambda: get(url))
-
-    def _cached(self, lookup: _Lookup) -> Outcome | None:
-        if lookup.cache_key is None or not self.cache.enabled:
-            return None
-        hit, outcome = self.cache.get(lookup.cache_key)
-        if hit:
-            self.metrics.cache_hits.inc()
-            return outcome
-        self.metrics.cache_misses.inc()
-        return None
 
     async def _launch(self, lookup: _Lookup) -> asyncio.Future[Outcome]:
         """The future of this lookup: one already in flight, or a new one once a slot is

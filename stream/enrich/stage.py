@@ -94,6 +94,10 @@ class Enricher:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[Outcome]] = set()
         self._held = 0  # slots held now
+        self._requests = 0  # requests in flight now (a slot waiting to retry has none)
+        # Read when scraped: nothing to update per request.
+        metrics.inflight.set_function(lambda: self._requests)
+        metrics.cache_entries.set_function(lambda: len(self.cache))
         self._decode = user is not None or (url is not None and url.needs_record)
         self.field = field
 
@@ -120,6 +124,11 @@ class Enricher:
     def inflight(self) -> int:
         """Lookups holding a slot now (running, or waiting to retry)."""
         return self._held
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests (or user calls) under way now; at most ``inflight``."""
+        return self._requests
 
     @property
     def running(self) -> int:
@@ -195,7 +204,6 @@ class Enricher:
             self.metrics.cache_hits.inc(hits)
         if misses:
             self.metrics.cache_misses.inc(misses)
-        self.metrics.cache_entries.set(len(self.cache))
 
     # ---- one record -------------------------------------------------------------------------
 
@@ -279,14 +287,14 @@ class Enricher:
         self._slots.release()
 
     async def _attempt(self, lookup: _Lookup) -> Attempt:
-        self.metrics.inflight.inc()
+        self._requests += 1
         try:
             async with asyncio.timeout(self.timeout):
                 return await lookup.call()
         except TimeoutError:
             return Retry(f"no answer within {self.timeout:g}s", "timeout")
         finally:
-            self.metrics.inflight.dec()
+            self._requests -= 1
 
 
 class Process(Protocol):

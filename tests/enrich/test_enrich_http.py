@@ -142,6 +142,9 @@ async def test_a_stalled_server_makes_enrich_wait_not_pile_up_tasks(
     await asyncio.sleep(0.3)
     assert meta.active == 5
     assert enricher.inflight == 5
+    assert enricher.requests_in_flight == 5
+    gauge = enricher.metrics.registry.get_sample_value("stream_enrich_inflight_requests")
+    assert gauge == 5
     assert enricher.running == 5  # 200 records waiting: 5 tasks, not 200
     assert not any(c.done() for c in calls)
     release.set()
@@ -151,6 +154,8 @@ async def test_a_stalled_server_makes_enrich_wait_not_pile_up_tasks(
     assert meta.total == 200
     assert enricher.running == 0
     assert enricher.inflight == 0
+    assert enricher.metrics.registry.get_sample_value("stream_enrich_inflight_requests") == 0
+    assert enricher.metrics.registry.get_sample_value("stream_enrich_cache_entries") == 200
 
 
 # ---- retries ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ awaits them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, NamedTuple, Protocol
@@ -46,6 +47,8 @@ from stream.enrich.template import TemplateError, UrlTemplate
 from stream.enrich.user import UserLookup, load_function
 from stream.metrics import EnrichMetrics
 from stream.worker import BatchResult
+
+log = logging.getLogger(__name__)
 
 _SKIP = object()  # a record the worker will reject: not looked up
 
@@ -293,6 +296,9 @@ class Enricher:
                 return await lookup.call()
         except TimeoutError:
             return Retry(f"no answer within {self.timeout:g}s", "timeout")
+        except Exception as exc:  # a bug in a lookup fails its records, never the batch
+            log.warning("an enrichment lookup raised", exc_info=True)
+            return Failed(f"{type(exc).__name__}: {exc}", "error")
         finally:
             self._requests -= 1
 

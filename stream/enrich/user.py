@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from stream.config import ConfigError
 from stream.enrich.outcome import Attempt, Failed, Found, Missing, Retry
 
 LookupFunction = Callable[[Any, bytes | None], Awaitable[Any]]
@@ -36,8 +37,9 @@ class RetryLater(Exception):
     """Raise from a lookup coroutine for a failure another attempt may not have."""
 
 
-class LookupLoadError(ValueError):
-    """``--enrich`` names something that is not an importable coroutine function."""
+class LookupLoadError(ConfigError):
+    """``--enrich`` names something that is not an importable coroutine function (a bad
+    option: the CLI prints it as one line and exits 2)."""
 
 
 def load_function(spec: str) -> LookupFunction:

@@ -9,6 +9,7 @@ from typing import Any
 from stream.enrich.user import RetryLater
 
 calls: Counter[str] = Counter()
+running = [0, 0]  # calls under way now, most at once
 
 
 async def owner(record: Any, key: bytes | None) -> Any:
@@ -16,7 +17,16 @@ async def owner(record: Any, key: bytes | None) -> Any:
     first call of r-*, a late answer for slow-*."""
     sensor_id = str(record["sensor_id"])
     calls[sensor_id] += 1
-    await asyncio.sleep(0.001)
+    running[0] += 1
+    running[1] = max(running)
+    try:
+        return await _owner(sensor_id, key)
+    finally:
+        running[0] -= 1
+
+
+async def _owner(sensor_id: str, key: bytes | None) -> Any:
+    await asyncio.sleep(0.01)
     if sensor_id.startswith("n-"):
         return None
     if sensor_id.startswith("x-"):
@@ -30,3 +40,8 @@ async def owner(record: Any, key: bytes | None) -> Any:
 
 def not_async(record: Any, key: bytes | None) -> Any:
     return None
+
+
+async def broken(record: Any, key: bytes | None) -> Any:
+    """A lookup with a bug: it always raises."""
+    raise ZeroDivisionError("a bug in the lookup")

@@ -409,10 +409,11 @@ async def test_single_flight_across_concurrent_batches(
 
 async def test_a_user_coroutine_with_the_same_rules(make: Callable[..., Enricher]) -> None:
     lookups.calls.clear()
+    lookups.running[:] = [0, 0]
     fn = load_function("tests.enrich.lookups:owner")
     enricher = make(user=UserLookup(fn), timeout=0.3, concurrency=3)
     await enricher.start()
-    ids = ["a-1", "n-1", "x-1", "r-1", "slow-1", "a-2"]
+    ids = ["a-1", "n-1", "x-1", "r-1", "slow-1", "a-2", *(f"a-{i}" for i in range(3, 30))]
     result = await enricher.enrich(*sensors(*ids))
     assert answers(result) == [
         {"owner": "A-1", "key": "a-1"},
@@ -421,6 +422,7 @@ async def test_a_user_coroutine_with_the_same_rules(make: Callable[..., Enricher
         {"owner": "R-1", "key": "r-1"},
         None,
         {"owner": "A-2", "key": "a-2"},
+        *({"owner": f"A-{i}", "key": f"a-{i}"} for i in range(3, 30)),
     ]
     assert result.errors == [
         (1, ENRICH_FAILED, "the lookup returned None"),
@@ -429,6 +431,19 @@ async def test_a_user_coroutine_with_the_same_rules(make: Callable[..., Enricher
     ]
     assert lookups.calls["r-1"] == 2  # RetryLater, then the answer
     assert lookups.calls["slow-1"] == 4  # 1 try + 3 retries, each cancelled at the timeout
+    assert lookups.running == [0, 3]  # never more than --enrich-concurrency at once
+
+
+async def test_a_lookup_that_raises_fails_its_records_not_the_batch(
+    make: Callable[..., Enricher],
+) -> None:
+    enricher = make(user=UserLookup(load_function("tests.enrich.lookups:broken")))
+    await enricher.start()
+    result = await enricher.enrich(*sensors("a", "b"))
+    assert result.errors == [
+        (0, ENRICH_FAILED, "ZeroDivisionError: a bug in the lookup"),
+        (1, ENRICH_FAILED, "ZeroDivisionError: a bug in the lookup"),
+    ]
 
 
 def test_loading_a_user_coroutine_fails_clearly() -> None:

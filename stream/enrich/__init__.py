@@ -10,7 +10,8 @@ the batch's results out). The pieces, each with one job:
 - ``outcome``: what one attempt and one batch produce (value types).
 - ``http``: one GET through one aiohttp session with a bounded connection pool.
 - ``user``: a user's own lookup coroutine, ``package.module:function``.
-- ``stage``: the ``Enricher`` the engine calls once per batch.
+- ``stage``: the ``Enricher``, and ``enrich_then_process``, which the engine awaits per
+  batch in place of ``pool.run`` when enrichment is on.
 - ``bench``: the I/O baselines of ``stream bench`` (threads, processes, asyncio).
 
 This package's ``__init__`` imports nothing, so ``stream.config`` can use the template

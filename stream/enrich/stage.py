@@ -80,7 +80,7 @@ class Enricher:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if (url is None) == (user is None):
-            raise ValueError("give the Enricher a URL template or a user lookup, not both")
+            raise ValueError("give the Enricher exactly one of a URL template and a user lookup")
         self.metrics = metrics
         self.url = url
         self.user = user

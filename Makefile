@@ -18,7 +18,7 @@ PARTITIONS ?= 4
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock deps broker broker-stop broker-status db db-stop db-status registry registry-stop topics run produce test test-unit lint format clean
+.PHONY: help install lock deps broker broker-stop broker-status db db-stop db-status registry registry-stop topics run produce test test-unit test-enrich bench-io lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-13s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -96,6 +96,12 @@ test: $(STAMP) deps ## every test, against a real broker (started if none is con
 
 test-unit: $(STAMP) ## the tests that need no broker, no Prometheus, no root
 	$(BIN)/pytest tests/unit tests/example_transform
+
+test-enrich: $(STAMP) ## the enrichment stage: its pure logic, and lookups against a real local aiohttp server
+	$(BIN)/pytest tests/unit/test_enrich_logic.py tests/enrich
+
+bench-io: $(STAMP) ## I/O baselines: 1,000 lookups of 50 ms through threads, processes and asyncio
+	$(BIN)/python -m stream.enrich.bench
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff check .

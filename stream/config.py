@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self, get_args
 
+from stream.enrich.template import TemplateError, UrlTemplate
 from stream.options import (
     ConfigError,
     boolean,
@@ -182,10 +183,12 @@ def registry_password(settings: Any) -> str:
 # The sections of --help, in this order (options with no group are the command's own).
 CONNECTION = "connection and security"
 PROCESSING = "processing"
+ENRICHMENT = "enrichment (lookups before the transform)"
 FLOW = "flow control"
 SINKS = "sinks"
 OBSERVABILITY = "observability"
-GROUPS = (CONNECTION, PROCESSING, FLOW, SINKS, OBSERVABILITY)
+GROUPS = (CONNECTION, PROCESSING, ENRICHMENT, FLOW, SINKS, OBSERVABILITY)
+EnrichMissing = Literal["fail", "pass"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +393,14 @@ _FILE_OPTIONS = (
 Sink = Literal["kafka", "postgres"]
 SINK_NAMES: tuple[str, ...] = get_args(Sink)
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+
+
+def _enrich_url(text: str) -> str:
+    """An http(s) URL template whose placeholders are well formed (stream.enrich.template)."""
+    try:
+        return UrlTemplate.parse(text.strip()).text
+    except TemplateError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _sinks(text: str) -> str:
@@ -668,6 +679,67 @@ class RunSettings(KafkaSettings):
         "SECONDS",
         group=CONNECTION,
     )
+    # --- enrichment: async lookups on the event loop before the transform (stream.enrich) ---
+    enrich_url: str = opt(
+        "",
+        "enrich each record with the JSON answer of a GET to this URL, with {field} "
+        "placeholders from the record or {key} (default: none)",
+        _enrich_url,
+        "URL",
+        group=ENRICHMENT,
+    )
+    enrich: str = opt(
+        "",
+        "enrich each record with a coroutine of your own, package.module:function (default: none)",
+        metavar="MODULE:FUNCTION",
+        group=ENRICHMENT,
+    )
+    enrich_field: str = opt(
+        "meta", "record field that receives the lookup's answer", group=ENRICHMENT
+    )
+    enrich_concurrency: int = opt(
+        100,
+        "enrichment lookups in flight at most, over all batches",
+        _positive_int,
+        "N",
+        group=ENRICHMENT,
+    )
+    enrich_timeout: float = opt(
+        5.0,
+        "seconds one enrichment lookup attempt may take",
+        _positive_float,
+        "SECONDS",
+        group=ENRICHMENT,
+    )
+    enrich_retries: int = opt(
+        3,
+        "retries of a lookup after a timeout, a connection error, 5xx or 429 (with backoff "
+        "and jitter, honouring Retry-After)",
+        _non_negative_int,
+        "N",
+        group=ENRICHMENT,
+    )
+    enrich_cache_ttl: float = opt(
+        60.0,
+        "seconds a lookup's answer is reused (0: no cache)",
+        _non_negative_float,
+        "SECONDS",
+        group=ENRICHMENT,
+    )
+    enrich_cache_size: int = opt(
+        10_000,
+        "most answers the enrichment cache holds (0: no cache)",
+        _non_negative_int,
+        "N",
+        group=ENRICHMENT,
+    )
+    enrich_missing: EnrichMissing = opt(
+        "fail",
+        "on a 404 (or a coroutine returning None): fail sends the record to the dead-letter "
+        "topic (reason enrich_failed), pass lets it through without the field",
+        _choice(*get_args(EnrichMissing)),
+        group=ENRICHMENT,
+    )
 
     def __post_init__(self) -> None:
         KafkaSettings.__post_init__(self)  # zero-argument super() fails in slots dataclasses
@@ -678,6 +750,8 @@ class RunSettings(KafkaSettings):
             )
         if self.batch_max_bytes > self.max_inflight_bytes:
             raise ConfigError("--batch-max-bytes must not exceed --max-inflight-bytes")
+        if self.enrich_url and self.enrich:
+            raise ConfigError("give --enrich-url or --enrich, not both")
         check_registry(self, (self.input_format, self.output_format))
         if self.schema_registry_retry >= self.batch_timeout:
             raise ConfigError("--schema-registry-retry must be less than --batch-timeout")

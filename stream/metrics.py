@@ -77,6 +77,65 @@ class BatchHistogram(Histogram):
         self._sum.inc(float(amounts.sum()))
 
 
+# Outcomes of one enrichment request (an HTTP GET or a call of the user's coroutine).
+ENRICH_REQUEST_OUTCOMES = (
+    "ok",
+    "not_found",
+    "client_error",
+    "server_error",
+    "throttled",
+    "timeout",
+    "connection_error",
+    "invalid_url",
+    "invalid_body",
+    "error",
+)
+# What enrichment did with each record.
+ENRICH_RECORD_RESULTS = ("enriched", "passed", "failed", "skipped")
+
+
+class EnrichMetrics:
+    """The enrichment stage's metrics (stream.enrich), registered in the service's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = r = registry
+        # counter: enrichment requests (attempts, retries included), by outcome
+        self.requests = Counter(
+            "stream_enrich_requests", "Enrichment requests by outcome.", ["outcome"], registry=r
+        )
+        # counter: retries of enrichment requests (after a timeout, 5xx, 429 or refusal)
+        self.retries = Counter("stream_enrich_retries", "Enrichment retries.", registry=r)
+        # counter: records by what enrichment did (enriched, passed, failed, skipped)
+        self.records = Counter(
+            "stream_enrich_records", "Records through enrichment.", ["result"], registry=r
+        )
+        # histogram: seconds from a lookup's first request to its answer (retries included)
+        self.lookup_duration = Histogram(
+            "stream_enrich_lookup_duration_seconds",
+            "Enrichment lookup latency.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        # counter: records answered from the cache
+        self.cache_hits = Counter("stream_enrich_cache_hits", "Enrichment cache hits.", registry=r)
+        # counter: records not in the cache (a request, or a share of one in flight)
+        self.cache_misses = Counter(
+            "stream_enrich_cache_misses", "Enrichment cache misses.", registry=r
+        )
+        # gauge: answers held in the enrichment cache
+        self.cache_entries = Gauge(
+            "stream_enrich_cache_entries", "Answers in the enrichment cache.", registry=r
+        )
+        # gauge: enrichment requests in flight now (at most --enrich-concurrency)
+        self.inflight = Gauge(
+            "stream_enrich_inflight_requests", "Enrichment requests in flight.", registry=r
+        )
+        for outcome in ENRICH_REQUEST_OUTCOMES:
+            self.requests.labels(outcome)
+        for result in ENRICH_RECORD_RESULTS:
+            self.records.labels(result)
+
+
 class Metrics:
     """The service's metrics, in a registry of its own (one per service instance)."""
 
@@ -206,6 +265,8 @@ class Metrics:
                 self.sink_errors.labels(sink, reason)
             for state in ("in_use", "idle"):
                 self.sink_pool_connections.labels(sink, state)
+        # the enrichment stage's metrics: stream_enrich_*
+        self.enrich = EnrichMetrics(r)
         # info: version and settings that identify this build
         self.build_info = Info("stream_build", "Build information.", registry=r)
         self.build_info.info(

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from stream import worker
 from stream.errors import PoolError
 from stream.formats.spec import JSON, FormatSpec
-from stream.worker import BatchResult
+from stream.worker import BatchResult, Job
 from transforms.reasons import Reason
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,13 @@ class Pool(Protocol):
     """The pool as the engine uses it (tests drive the engine with an in-process one)."""
 
     async def start(self) -> list[int]: ...
-    async def run(self, values: list[bytes | None]) -> BatchResult: ...
+    async def run(
+        self,
+        values: list[bytes | None],
+        *,
+        enrichment: list[bytes | None] | None = None,
+        field: str = "meta",
+    ) -> BatchResult: ...
     async def close(self) -> None: ...
     @property
     def alive(self) -> int: ...
@@ -322,62 +328,73 @@ class WorkerPool:
                 if job is not None:
                     job.resolve(PoolError("no worker process is left to run the batch"))
 
-    async def _attempt(self, values: list[bytes | None], *, probe: bool = False) -> Any:
+    async def _attempt(self, job: Job) -> Any:
         if self.closing or self._running_threads == 0:
             raise PoolError("the pool has no running workers")
         loop = asyncio.get_running_loop()
-        payload = pickle.dumps((probe, values), protocol=pickle.HIGHEST_PROTOCOL)
-        job = _Job(payload, loop.create_future(), loop, len(values) if probe else 0)
-        self.jobs.put(job)
-        return await job.future
+        payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        queued = _Job(payload, loop.create_future(), loop, len(job.values) if job.probe else 0)
+        self.jobs.put(queued)
+        return await queued.future
 
-    async def _attempt_until_available(self, values: list[bytes | None]) -> BatchResult:
+    async def _attempt_until_available(self, job: Job) -> BatchResult:
         """One attempt; while the schema registry is down, the same batch again after a
         growing pause (never a dead letter for an outage; ends when the pool closes)."""
         pause, longest = UNAVAILABLE_PAUSE
         while True:
-            result: BatchResult = await self._attempt(values)
+            result: BatchResult = await self._attempt(job)
             if not result.unavailable:
                 return result
             log.warning("%s; running the batch again in %.1fs", result.unavailable, pause)
             await asyncio.sleep(pause)
             pause = min(pause * 2, longest)
 
-    async def run(self, values: list[bytes | None]) -> BatchResult:
+    async def run(
+        self,
+        values: list[bytes | None],
+        *,
+        enrichment: list[bytes | None] | None = None,
+        field: str = "meta",
+    ) -> BatchResult:
         """Process one batch; a record that kills or hangs workers comes back as an error.
+
+        ``enrichment`` (from ``stream.enrich``): per record, JSON bytes the worker puts
+        under ``field`` of the decoded record before the transform, or None.
 
         A batch whose worker died or overran the deadline is run again as a probe: record
         by record, each answered as it is done, so the record it fails on is known at once
         (within two deadlines of the first try, whatever the batch size). That record
         gets ``max_attempts`` tries in all; the records after it go on as a batch."""
+        return await self._run(Job(values, False, enrichment, field))
+
+    async def _run(self, job: Job) -> BatchResult:
+        values = job.values
         try:
-            return await self._attempt_until_available(values)
+            return await self._attempt_until_available(job)
         except WorkerLost as exc:
             lost = exc
         if len(values) == 1:
-            return await self._single(values, lost, tries=1)
+            return await self._single(job, lost, tries=1)
         done: list[BatchResult] = []
         try:
-            done = await self._attempt(values, probe=True)
+            done = await self._attempt(Job(values, True, job.enrichment, job.field))
             if any(r.unavailable for r in done):  # the registry went away meanwhile
-                return await self._attempt_until_available(values)
+                return await self._attempt_until_available(job)
             return _combine([(r, 1) for r in done], values)
         except WorkerLost as exc:
             done, lost = exc.done, exc
         at = len(done)
-        culprit = await self._single(values[at : at + 1], lost, tries=2)
+        culprit = await self._single(job.part(at, at + 1), lost, tries=2)
         parts = [(r, 1) for r in [*done, culprit]]
         if at + 1 < len(values):
-            parts.append((await self.run(values[at + 1 :]), len(values) - at - 1))
+            parts.append((await self._run(job.part(at + 1)), len(values) - at - 1))
         return _combine(parts, values)
 
-    async def _single(
-        self, values: list[bytes | None], lost: WorkerLost, tries: int
-    ) -> BatchResult:
+    async def _single(self, job: Job, lost: WorkerLost, tries: int) -> BatchResult:
         """One record that already failed ``tries`` times: try it up to ``max_attempts``."""
         for _ in range(tries, self.max_attempts):
             try:
-                return await self._attempt_until_available(values)
+                return await self._attempt_until_available(job)
             except WorkerLost as exc:
                 lost = exc
         message = f"{lost} ({self.max_attempts} tries)"

@@ -23,7 +23,7 @@ from stream.formats.registry import RegistryError
 from stream.formats.spec import JSON, Codecs, FormatSpec
 from stream.formats.spec import build as build_codecs
 from transforms import BadRecord, Transform, resolve, set_limits
-from transforms.batch import apply_batch_fn, bounded, run_batch
+from transforms.batch import apply_batch_fn, bounded, merge, run_batch
 from transforms.reasons import Reason
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,29 @@ class BatchResult:
             return self.outputs
         failed = {index for index, _, _ in self.errors}
         return [None if i in failed else v for i, v in enumerate(values)]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What crosses to a worker: a batch (``probe``: answered record by record), with the
+    enrichment stage's answers if any (``enrichment[i]``: JSON bytes for record ``i``'s
+    ``field``, or None)."""
+
+    values: list[bytes | None]
+    probe: bool = False
+    enrichment: list[bytes | None] | None = None
+    field: str = "meta"
+
+    def records(self) -> list[Job]:
+        extra = self.enrichment
+        return [
+            Job([v], False, None if extra is None else [extra[i]], self.field)
+            for i, v in enumerate(self.values)
+        ]
+
+    def part(self, start: int, end: int | None = None) -> Job:
+        extra = None if self.enrichment is None else self.enrichment[start:end]
+        return Job(self.values[start:end], self.probe, extra, self.field)
 
 
 _transforms: dict[str, Transform] = {}
@@ -104,16 +127,30 @@ def serve(
             return  # the parent is gone
         if not data:
             return
-        probe, values = pickle.loads(data)  # noqa: S301 - from our own parent process
+        job: Job = pickle.loads(data)  # noqa: S301 - from our own parent process
         try:
-            if probe:
+            if job.probe:
                 # One record at a time, each answered at once: the parent then knows
                 # which record a crash or a hang is on.
-                for value in values:
-                    result = process_batch(spec, [value], max_record_bytes, formats)
+                for one in job.records():
+                    result = process_batch(
+                        spec,
+                        one.values,
+                        max_record_bytes,
+                        formats,
+                        enrichment=one.enrichment,
+                        field=one.field,
+                    )
                     conn.send_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
                 continue
-            result = process_batch(spec, values, max_record_bytes, formats)
+            result = process_batch(
+                spec,
+                job.values,
+                max_record_bytes,
+                formats,
+                enrichment=job.enrichment,
+                field=job.field,
+            )
         except Exception:
             log.error("a batch failed outside the transform", exc_info=True)
             raise
@@ -145,7 +182,13 @@ def _codecs(formats: FormatSpec) -> Codecs:
 
 
 def process_batch(
-    spec: str, values: list[bytes | None], max_record_bytes: int, formats: FormatSpec = JSON
+    spec: str,
+    values: list[bytes | None],
+    max_record_bytes: int,
+    formats: FormatSpec = JSON,
+    *,
+    enrichment: list[bytes | None] | None = None,
+    field: str = "meta",
 ) -> BatchResult:
     """Decode, transform and encode one batch; one result or one error per record.
 
@@ -157,7 +200,7 @@ def process_batch(
     started = time.perf_counter()
     transform = _transform(spec)
     if formats == JSON:  # the path `stream try` and transforms.testing share
-        outcome = run_batch(transform, values, max_record_bytes)
+        outcome = run_batch(transform, values, max_record_bytes, enrichment, field)
         return BatchResult(
             outcome.outputs, outcome.errors, time.perf_counter() - started, os.getpid()
         )
@@ -169,8 +212,19 @@ def process_batch(
         return BatchResult([], [], time.perf_counter() - started, os.getpid(), str(exc))
     errors = decoded.errors
     good_index = decoded.index
+    if enrichment is not None:
+        items = []
+        for index, item in zip(list(good_index), decoded.items, strict=True):
+            extra = enrichment[index]
+            try:
+                items.append(item if extra is None else merge(item, extra, field))
+            except BadRecord as bad:
+                errors.append((index, bad.reason, bad.message))
+                good_index.remove(index)
+        decoded.items[:] = items
     results = apply_batch_fn(transform, decoded.items) if decoded.items else []
-    if transform.passthrough and formats.same_bytes:
+    enriched = enrichment is not None and any(e is not None for e in enrichment)
+    if transform.passthrough and formats.same_bytes and not enriched:
         for index, result in zip(good_index, results, strict=True):
             if isinstance(result, BadRecord):
                 errors.append((index, result.reason, bounded(result.message)))

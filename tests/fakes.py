@@ -305,7 +305,13 @@ class FakePool:
     async def start(self) -> list[int]:
         return [0]
 
-    async def run(self, values: list[bytes | None]) -> BatchResult:
+    async def run(
+        self,
+        values: list[bytes | None],
+        *,
+        enrichment: list[bytes | None] | None = None,
+        field: str = "meta",
+    ) -> BatchResult:
         self.started += 1
         await self.gate.wait()
         if any(v and b"stuck" in v for v in values):

@@ -67,22 +67,47 @@ def apply_batch_fn(transform: Transform, items: list[Any]) -> list[Any]:
     return [apply_batch_fn(transform, [item])[0] for item in items]
 
 
+def merge(item: Any, extra: bytes, field: str) -> Any:
+    """A decoded record with the enrichment stage's answer under ``field``."""
+    if not isinstance(item, dict):
+        raise BadRecord(
+            Reason.ENRICH_FAILED, f"the record is not a JSON object, so it cannot take {field!r}"
+        )
+    try:
+        item[field] = orjson.loads(extra)
+    except orjson.JSONDecodeError as exc:
+        raise BadRecord(
+            Reason.ENRICH_FAILED, bounded(f"the enrichment is not JSON: {exc}")
+        ) from None
+    return item
+
+
 def run_batch(
-    transform: Transform, values: Sequence[bytes | None], max_record_bytes: int
+    transform: Transform,
+    values: Sequence[bytes | None],
+    max_record_bytes: int,
+    enrichment: Sequence[bytes | None] | None = None,
+    field: str = "meta",
 ) -> BatchOutcome:
-    """Decode, transform and encode one batch; one result or one error per record."""
+    """Decode, (merge the enrichment stage's answers,) transform and encode one batch;
+    one result or one error per record."""
     errors: list[tuple[int, str, str]] = []
     outputs: list[bytes | None] = [None] * len(values)
     good_index: list[int] = []
     good_items: list[Any] = []
+    merged = False
     for index, value in enumerate(values):
         try:
-            good_items.append(_decode(value, max_record_bytes))
+            item = _decode(value, max_record_bytes)
+            if enrichment is not None and (extra := enrichment[index]) is not None:
+                item = merge(item, extra, field)
+                merged = True
+            good_items.append(item)
             good_index.append(index)
         except BadRecord as bad:
             errors.append((index, bad.reason, bad.message))
     results = apply_batch_fn(transform, good_items) if good_items else []
-    if transform.passthrough:
+    if transform.passthrough and not merged:  # an enriched record is not its input
         for index, result in zip(good_index, results, strict=True):
             if isinstance(result, BadRecord):
                 errors.append((index, result.reason, bounded(result.message)))

@@ -32,6 +32,7 @@ class Reason(StrEnum):
     ENCODE_ERROR = "encode_error"
     OUTPUT_TOO_LARGE = "output_too_large"
     OUTPUT_REFUSED = "output_refused"
+    ENRICH_FAILED = "enrich_failed"  # a lookup of the enrichment stage failed for good
     SINK_REFUSED = "sink_refused"  # a row the database refused
     # the worker pool
     WORKER_CRASH = "worker_crash"

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from stream.config import RunSettings
 from stream.engine.assignment import Assignment, Batch, Partition
@@ -19,6 +20,10 @@ from stream.errors import FatalError, KafkaFailure
 from stream.flow import split_batches, wait_event
 from stream.kafka.protocols import ConsumedRecord, Consumer
 from stream.pool import Pool
+from stream.worker import BatchResult
+
+if TYPE_CHECKING:
+    from stream.enrich.stage import Enricher
 
 FETCH_TIMEOUT_MS = 200
 ROOM_WAIT = 1.0
@@ -40,6 +45,16 @@ class Fetcher:
         self.pool = pool
         self.on_fetched = on_fetched  # (partition, records, batch sizes): for metrics
         self.stopping = asyncio.Event()
+        self.enricher: Enricher | None = None  # the I/O stage before the workers, if on
+
+    def _process(
+        self, keys: list[bytes | None], values: list[bytes | None]
+    ) -> Coroutine[Any, Any, BatchResult]:
+        if self.enricher is None:
+            return self.pool.run(values)
+        from stream.enrich.stage import enrich_then_process  # noqa: PLC0415 - aiohttp if on
+
+        return enrich_then_process(self.enricher, self.pool.run, keys, values)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -141,14 +156,15 @@ class Fetcher:
                 chunk[-1].timestamp / 1000,
             )
             values = [r.value for r in chunk]
+            batch_keys = [r.key for r in chunk]
             batch = Batch(
                 ticket=ticket,
-                keys=[r.key for r in chunk],
+                keys=batch_keys,
                 values=values,
                 offsets=[r.offset for r in chunk],
                 timestamps_ms=[r.timestamp for r in chunk],
                 nbytes=nbytes,
-                result=asyncio.ensure_future(self.pool.run(values)),
+                result=asyncio.ensure_future(self._process(batch_keys, values)),
             )
             self.assignment.track(part, batch)
             sizes.append(len(chunk))

@@ -49,6 +49,7 @@ class Engine:
     ) -> None:
         self.settings = s = settings.resolve()  # the files the options name, read now
         self.transform = resolve(s.transform)  # unknown: a usage error, before anything starts
+        self.enricher: Any = None  # the enrichment stage, with --enrich-url or --enrich
         if clients is None:
             from stream.kafka.clients import KafkaClients  # noqa: PLC0415
 
@@ -59,6 +60,11 @@ class Engine:
             s.transform, s.input_topic, s.output_topic, s.dead_letter_topic, sinks=sinks
         )
         self.sink: Any = None  # the database sink, with --sink postgres
+        if s.enrich_url or s.enrich:
+            from stream.enrich.stage import Enricher  # noqa: PLC0415 - aiohttp only when used
+
+            # Made now: a --enrich function that cannot be loaded is a usage error.
+            self.enricher = Enricher.from_settings(s, self.metrics.enrich)
         self.pool = pool or WorkerPool(
             s.transform,
             s.workers,
@@ -191,6 +197,9 @@ class Engine:
         rebalancer.on_assigned_hook = self._on_assigned
         self.monitor.rebalancing = lambda: rebalancer.rebalancing
         self._fetcher = Fetcher(s, consumer, self.assignment, self.pool, self.monitor.fetched)
+        if self.enricher is not None:
+            await self.enricher.start()
+            self._fetcher.enricher = self.enricher
         consumer.subscribe(
             s.input_topic, self._guard(rebalancer.on_assigned), self._guard(rebalancer.on_revoked)
         )
@@ -328,6 +337,8 @@ class Engine:
             await bounded(self._consumer.stop(), "leaving the group")
         if self.sink is not None:
             await bounded(self.sink.close(), "closing the database pool")
+        if self.enricher is not None:
+            await bounded(self.enricher.close(), "closing the enrichment stage")
         if self._http is not None:
             self._http.close()
         if self._fetcher is not None:  # it ran (a start that failed says why elsewhere)

@@ -1,0 +1,19 @@
+"""Asynchronous enrichment: I/O-bound lookups on the event loop before the transform.
+
+Modelled on Flink's Async I/O: a capacity (lookups in flight over all batches), a
+timeout per attempt, retries with backoff, and results in input order (a batch in,
+the batch's results out). The pieces, each with one job:
+
+- ``template``: the ``--enrich-url`` template (placeholders, quoting), pure.
+- ``cache``: a TTL- and size-bounded cache and single-flight of lookups, pure.
+- ``retry``: the backoff policy and Retry-After parsing, pure.
+- ``outcome``: what one attempt and one batch produce (value types).
+- ``http``: one GET through one aiohttp session with a bounded connection pool.
+- ``user``: a user's own lookup coroutine, ``package.module:function``.
+- ``stage``: the ``Enricher``, and ``enrich_then_process``, which the engine awaits per
+  batch in place of ``pool.run`` when enrichment is on.
+- ``bench``: the I/O baselines of ``stream bench`` (threads, processes, asyncio).
+
+This package's ``__init__`` imports nothing, so ``stream.config`` can use the template
+parser without loading aiohttp.
+"""

@@ -1,0 +1,323 @@
+"""The enrichment stage: a batch in, the batch's lookups out, in input order.
+
+``Enricher.enrich(keys, values)`` runs on the event loop. For each record it builds
+the lookup (an URL from ``--enrich-url``, or a call of ``--enrich``'s coroutine),
+answers it from the cache, joins a lookup of the same URL already in flight
+(single-flight, across batches), or starts a new one. New lookups start only when
+one of the ``--enrich-concurrency`` slots (one semaphore for all batches) is free,
+so a stalled server makes ``enrich()`` wait instead of piling up tasks. Each attempt
+is cancelled after ``--enrich-timeout``; timeouts, refused connections, 5xx and 429
+are retried with backoff and jitter (honouring Retry-After). The result keeps the
+batch's order, whatever order the lookups finish in.
+
+Records the worker will reject anyway (no value, too large, not JSON) are not looked
+up: the worker names their real reason. Only what the URL needs is read from a
+record: a ``{key}``-only URL decodes nothing.
+
+The stage owns its lookup tasks: they outlive a cancelled ``enrich()`` (other
+batches may share them; their answers fill the cache) and ``close()`` cancels and
+awaits them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+
+from stream.config import RunSettings
+from stream.enrich.cache import SingleFlight, TtlCache
+from stream.enrich.http import HttpLookup
+from stream.enrich.outcome import (
+    ENRICH_FAILED,
+    Attempt,
+    EnrichResult,
+    Failed,
+    Found,
+    Missing,
+    Outcome,
+    Retry,
+)
+from stream.enrich.retry import RetryPolicy
+from stream.enrich.template import TemplateError, UrlTemplate
+from stream.enrich.user import UserLookup, load_function
+from stream.metrics import EnrichMetrics
+from stream.worker import BatchResult
+
+log = logging.getLogger(__name__)
+
+_SKIP = object()  # a record the worker will reject: not looked up
+
+
+class _Lookup(NamedTuple):  # a tuple: made once per record, so cheap to make
+    cache_key: Hashable | None  # the URL; None: not cached, not shared (a user coroutine)
+    call: Callable[[], Awaitable[Attempt]]
+
+
+class Enricher:
+    """Bounded, cached, retried lookups for whole batches. ``start()`` before use,
+    ``close()`` after; exactly one of ``url`` and ``user`` is given."""
+
+    def __init__(
+        self,
+        *,
+        metrics: EnrichMetrics,
+        url: UrlTemplate | None = None,
+        field: str = "meta",
+        user: UserLookup | None = None,
+        concurrency: int = 100,
+        timeout: float = 5.0,
+        policy: RetryPolicy | None = None,
+        cache_size: int = 10_000,
+        cache_ttl: float = 60.0,
+        missing_pass: bool = False,
+        max_record_bytes: int = 1 << 20,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if (url is None) == (user is None):
+            raise ValueError("give the Enricher exactly one of a URL template and a user lookup")
+        self.metrics = metrics
+        self.url = url
+        self.user = user
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.policy = policy or RetryPolicy()
+        self.missing_pass = missing_pass
+        self.max_record_bytes = max_record_bytes
+        self.cache: TtlCache[Hashable, Outcome] = TtlCache(cache_size, cache_ttl, clock)
+        self.flights: SingleFlight[Hashable, Outcome] = SingleFlight()
+        self.http = HttpLookup(concurrency) if url is not None else None
+        self._clock = clock
+        self._sleep = sleep
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[Outcome]] = set()
+        self._held = 0  # slots held now
+        self._requests = 0  # requests in flight now (a slot waiting to retry has none)
+        # Read when scraped: nothing to update per request.
+        metrics.inflight.set_function(lambda: self._requests)
+        metrics.cache_entries.set_function(lambda: len(self.cache))
+        self._decode = user is not None or (url is not None and url.needs_record)
+        self.field = field
+
+    @classmethod
+    def from_settings(cls, settings: RunSettings, metrics: EnrichMetrics) -> Enricher | None:
+        """The stage ``stream run`` asked for, or None when enrichment is off."""
+        if not (settings.enrich_url or settings.enrich):
+            return None
+        return cls(
+            metrics=metrics,
+            url=UrlTemplate.parse(settings.enrich_url) if settings.enrich_url else None,
+            field=settings.enrich_field,
+            user=UserLookup(load_function(settings.enrich)) if settings.enrich else None,
+            concurrency=settings.enrich_concurrency,
+            timeout=settings.enrich_timeout,
+            policy=RetryPolicy(retries=settings.enrich_retries),
+            cache_size=settings.enrich_cache_size,
+            cache_ttl=settings.enrich_cache_ttl,
+            missing_pass=settings.enrich_missing == "pass",
+            max_record_bytes=settings.max_record_bytes,
+        )
+
+    @property
+    def inflight(self) -> int:
+        """Lookups holding a slot now (running, or waiting to retry)."""
+        return self._held
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests (or user calls) under way now; at most ``inflight``."""
+        return self._requests
+
+    @property
+    def running(self) -> int:
+        """Lookup tasks alive now (never more than ``concurrency``)."""
+        return len(self._tasks)
+
+    async def start(self) -> None:
+        if self.http is not None:
+            await self.http.start()
+
+    async def close(self) -> None:
+        """Cancel the lookups still running and wait for them; close the session."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        if self.http is not None:
+            await self.http.close()
+
+    async def enrich(self, keys: list[bytes | None], values: list[bytes | None]) -> EnrichResult:
+        """Look up every record of one batch; the result is in the batch's order."""
+        enrichment: list[bytes | None] = [None] * len(values)
+        errors: list[tuple[int, str, str]] = []
+        waits: list[tuple[int, asyncio.Future[Outcome]]] = []
+        counts = dict.fromkeys(("enriched", "passed", "failed", "skipped"), 0)
+        hits = misses = 0
+        cache = self.cache if self.cache.enabled else None
+
+        def settle(index: int, outcome: Outcome) -> None:
+            if isinstance(outcome, Found):
+                enrichment[index] = outcome.body
+                counts["enriched"] += 1
+            elif isinstance(outcome, Missing) and self.missing_pass:
+                counts["passed"] += 1
+            else:
+                errors.append((index, ENRICH_FAILED, outcome.message))
+                counts["failed"] += 1
+
+        for index, (key, value) in enumerate(zip(keys, values, strict=True)):
+            lookup = self._prepare(key, value)
+            if lookup is _SKIP:
+                counts["skipped"] += 1
+            elif isinstance(lookup, Failed):
+                settle(index, lookup)
+            elif isinstance(lookup, str):  # a URL: the cache, a lookup in flight, or a new one
+                if cache is not None:
+                    hit, outcome = cache.get(lookup)
+                    if hit:
+                        assert outcome is not None
+                        hits += 1
+                        settle(index, outcome)
+                        continue
+                    misses += 1
+                waits.append((index, await self._launch(self._get(lookup))))
+            else:
+                assert isinstance(lookup, _Lookup)
+                waits.append((index, await self._launch(lookup)))
+        if waits:
+            await asyncio.wait({future for _, future in waits})
+        for index, future in waits:
+            settle(index, future.result())
+        self._count(counts, hits, misses)
+        errors.sort()
+        return EnrichResult(enrichment, errors)
+
+    def _count(self, records: dict[str, int], hits: int, misses: int) -> None:
+        """Metrics once per batch, not per record (each update takes a lock)."""
+        for result, count in records.items():
+            if count:
+                self.metrics.records.labels(result).inc(count)
+        if hits:
+            self.metrics.cache_hits.inc(hits)
+        if misses:
+            self.metrics.cache_misses.inc(misses)
+
+    # ---- one record -------------------------------------------------------------------------
+
+    def _prepare(self, key: bytes | None, value: bytes | None) -> str | _Lookup | Failed | object:
+        """The record's URL, or its call of the user's lookup, or why it has none."""
+        record: Any = None
+        if self._decode:
+            if not value or len(value) > self.max_record_bytes:
+                return _SKIP
+            try:
+                record = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return _SKIP
+        if self.user is not None:
+            user = self.user
+            return _Lookup(None, lambda: user.call(record, key))
+        assert self.url is not None
+        try:
+            return self.url.render(key, record if isinstance(record, dict) else None)
+        except TemplateError as exc:
+            return Failed(str(exc))
+
+    def _get(self, url: str) -> _Lookup:
+        assert self.http is not None
+        get = self.http.get
+        return _Lookup(url, lambda: get(url))
+
+    async def _launch(self, lookup: _Lookup) -> asyncio.Future[Outcome]:
+        """The future of this lookup: one already in flight, or a new one once a slot is
+        free (waiting here is the stage's backpressure)."""
+        key = lookup.cache_key
+        if key is not None and (shared := self.flights.get(key)) is not None:
+            return shared
+        await self._slots.acquire()
+        self._held += 1
+        if key is not None:  # another batch may have asked while we waited for the slot
+            shared = self.flights.get(key)
+            hit, outcome = self.cache.get(key)
+            if shared is not None or hit:
+                self._release()
+                if shared is not None:
+                    return shared
+                done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+                assert outcome is not None  # a hit
+                done.set_result(outcome)
+                return done
+        task = asyncio.create_task(self._run(lookup), name=f"stream-enrich {key or 'call'}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if key is not None:
+            self.flights.begin(key, task)
+        return task
+
+    async def _run(self, lookup: _Lookup) -> Outcome:
+        """Attempts until an answer, a permanent failure or the retry budget is spent;
+        holds its slot throughout (released here)."""
+        started = self._clock()
+        try:
+            attempt = 0
+            while True:
+                attempt += 1
+                result = await self._attempt(lookup)
+                self.metrics.requests.labels(result.label).inc()
+                if not isinstance(result, Retry):
+                    break
+                if not self.policy.should_retry(attempt):
+                    tries = "attempt" if attempt == 1 else "attempts"
+                    result = Failed(f"{result.message} ({attempt} {tries})", result.label)
+                    break
+                self.metrics.retries.inc()
+                await self._sleep(self.policy.delay(attempt, result.retry_after))
+            if lookup.cache_key is not None and isinstance(result, Found | Missing):
+                self.cache.put(lookup.cache_key, result)
+            self.metrics.lookup_duration.observe(self._clock() - started)
+            return result
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._held -= 1
+        self._slots.release()
+
+    async def _attempt(self, lookup: _Lookup) -> Attempt:
+        self._requests += 1
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await lookup.call()
+        except TimeoutError:
+            return Retry(f"no answer within {self.timeout:g}s", "timeout")
+        except Exception as exc:  # a bug in a lookup fails its records, never the batch
+            log.warning("an enrichment lookup raised", exc_info=True)
+            return Failed(f"{type(exc).__name__}: {exc}", "error")
+        finally:
+            self._requests -= 1
+
+
+class Process(Protocol):
+    """``WorkerPool.run`` as this module calls it."""
+
+    def __call__(
+        self, values: list[bytes | None], *, enrichment: list[bytes | None] | None, field: str
+    ) -> Awaitable[BatchResult]: ...
+
+
+async def enrich_then_process(
+    enricher: Enricher, process: Process, keys: list[bytes | None], values: list[bytes | None]
+) -> BatchResult:
+    """One batch through the stage and then the workers: what the engine awaits in place
+    of ``pool.run(values)`` when enrichment is on. Failed lookups come back as errors
+    (reason ``enrich_failed``) of their records, in the batch's order."""
+    enriched = await enricher.enrich(keys, values)
+    extra = enriched.enrichment if enriched.any else None
+    batch = await process(values, enrichment=extra, field=enricher.field)
+    return enriched.combine(batch, values)

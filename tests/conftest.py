@@ -94,16 +94,20 @@ async def make_topics(bootstrap: str, partitions: int = 4) -> Topics:
     return topics
 
 
-@pytest.fixture
-async def topics(bootstrap: str) -> AsyncIterator[Topics]:
-    made = await make_topics(bootstrap)
-    yield made
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def drop_topics(made: Topics) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=made.bootstrap)
     await admin.start()
     try:
         await admin.delete_topics([made.input, made.output, made.dlq])
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def topics(bootstrap: str) -> AsyncIterator[Topics]:
+    made = await make_topics(bootstrap)
+    yield made
+    await drop_topics(made)
 
 
 async def send(

@@ -8,11 +8,10 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.chaos.checker import check
 from tests.chaos.test_chaos import FAST_REJOIN
-from tests.conftest import Service, Topics, make_topics, start_service
+from tests.conftest import Service, Topics, drop_topics, make_topics, start_service
 from tests.integration.test_pipeline import feed_demo
 
 pytestmark = pytest.mark.broker
@@ -25,12 +24,7 @@ CHUNKS = 12
 async def eight(bootstrap: str) -> AsyncIterator[Topics]:
     made = await make_topics(bootstrap, partitions=8)
     yield made
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([made.input, made.output, made.dlq])
-    finally:
-        await admin.close()
+    await drop_topics(made)
 
 
 async def test_exactly_once_through_six_membership_changes(

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import re
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -186,6 +187,9 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     handler.addFilter(RepeatFilter(prefix="aiokafka"))
 
 
+_STARTING = re.compile(r"Coordinator(NotAvailable|LoadInProgress)|NotCoordinator")
+
+
 class RepeatFilter(logging.Filter):
     """Let one record per (logger, message template) through per interval; say how many
     were held back when the next one passes."""
@@ -199,6 +203,10 @@ class RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(self.prefix):
             return True
+        if record.levelno >= logging.ERROR and _STARTING.search(record.getMessage()):
+            # A broker that is starting its group coordinator says so; that is normal,
+            # not an error (aiokafka retries, and the service waits for its assignment).
+            record.levelno, record.levelname = logging.INFO, "INFO"
         key = (record.name, str(record.msg))
         if len(self._seen) > 1000:
             self._seen.clear()

@@ -313,3 +313,35 @@ def test_a_no_flag_undoes_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     assert _settings(RunSettings, args).require_key is True
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--require-key", "--no-require-key"])
+
+
+def test_a_starting_group_coordinator_is_not_an_error() -> None:
+    """A fresh broker answers GroupCoordinatorNotAvailable until its coordinator is up:
+    normal start-up, so the line is INFO, not ERROR; other aiokafka errors stay errors."""
+    import logging
+
+    from stream.cli import RepeatFilter
+
+    keep = RepeatFilter(prefix="aiokafka")
+    starting = logging.LogRecord(
+        "aiokafka.consumer.group_coordinator",
+        logging.ERROR,
+        "",
+        0,
+        "Group Coordinator Request failed: %s",
+        ("[Error 15] CoordinatorNotAvailableError",),
+        None,
+    )
+    other = logging.LogRecord(
+        "aiokafka.consumer.group_coordinator",
+        logging.ERROR,
+        "",
+        0,
+        "Heartbeat failed: %r",
+        ("boom",),
+        None,
+    )
+    assert keep.filter(starting)
+    assert starting.levelname == "INFO"
+    assert keep.filter(other)
+    assert other.levelname == "ERROR"

@@ -10,8 +10,8 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-import re
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn

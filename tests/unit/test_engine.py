@@ -15,9 +15,11 @@ import pytest
 
 from stream.config import RunSettings
 from stream.engine import Engine
+from stream.engine.assignment import Batch
 from stream.engine.routing import HEADER_REASON
-from stream.errors import FatalError, NotAuthorized
+from stream.errors import FatalError, KafkaFailure, NotAuthorized
 from stream.kafka.protocols import OutRecord, TopicPartition
+from stream.offsets import Ticket
 from tests.fakes import FakeBroker, FakeClients, FakePool, Record
 
 P0 = TopicPartition("in", 0)
@@ -406,3 +408,67 @@ async def test_an_output_over_the_topic_limit_is_a_dead_letter_without_a_send() 
         assert max(sent) < 1000
         (letter,) = broker.records("in.dlq")
         assert dict(letter.headers)[HEADER_REASON] == b"output_refused"
+
+
+async def test_a_key_counts_against_the_record_size_limit() -> None:
+    broker = FakeBroker()
+    broker.append("in", 0, b"k" * 900, orjson.dumps({"n": 0}))
+    broker.append("in", 0, b"k", orjson.dumps({"n": 1}))
+    async with running(broker, assign={P0}, max_record_bytes=512) as run:
+        await until(lambda: run.committed(P0) == 2)
+        assert run.outputs() == [1]
+        (letter,) = broker.records("in.dlq")
+        assert dict(letter.headers)[HEADER_REASON] == b"too_large"
+
+
+async def test_a_failing_lag_lookup_does_not_stop_the_service() -> None:
+    broker = FakeBroker()
+    broker.feed(0, values(3))
+    async with running(broker, assign={P0}) as run:
+
+        async def refused(_tps: object) -> dict[TopicPartition, int]:
+            raise KafkaFailure("NotLeaderForPartition: a rebalance is under way")
+
+        run.consumer.end_offsets = refused
+        await asyncio.sleep(0.3)  # several lag intervals
+        broker.feed(0, values(3, start=3))
+        await until(lambda: run.committed(P0) == 6)
+        assert not run.task.done()
+
+
+async def test_a_transform_s_own_reasons_are_bounded_as_metric_labels() -> None:
+    from prometheus_client import generate_latest
+
+    broker = FakeBroker()
+    broker.feed(0, values(3))
+    async with running(broker, assign={P0}) as run:
+        await until(lambda: run.committed(P0) == 3)
+        part = run.engine.assignment.get(P0)
+        assert part is not None
+        batch = Batch(
+            Ticket(0, 1, 1, 0.0),
+            [b"k"],
+            [b"{}"],
+            [0],
+            [0],
+            2,
+            asyncio.get_running_loop().create_future(),
+        )
+        for i in range(50):
+            batch.errors = [(0, f"made_up_reason_{i}", "x")]
+            run.engine.monitor.finished(part, batch)
+        exposition = generate_latest(run.engine.metrics.registry).decode()
+        assert "made_up_reason" not in exposition
+        assert 'reason="other"' in exposition
+
+
+def test_the_partitioner_cache_is_bounded_by_key_bytes() -> None:
+    from stream.kafka.send import Partitioner
+
+    partitioner = Partitioner(max_bytes=10_000)
+    for i in range(2_000):
+        partitioner(f"{i:0100d}".encode(), 4)  # 2,000 keys of 100 bytes: 200 kB
+        assert partitioner.nbytes <= 10_000
+    # the same key always lands on the same partition, cached or not
+    key = b"sensor-0001"
+    assert partitioner(key, 8) == partitioner(key, 8) == Partitioner()(key, 8)

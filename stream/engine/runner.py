@@ -11,22 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
-import threading
 from collections.abc import Coroutine
 from typing import Any
 
 from stream import __version__
 from stream.config import RunSettings
+from stream.engine import stages
 from stream.engine.assignment import Assignment, Batch, Partition
-from stream.engine.delivery import AtLeastOnce, Delivery, Sender
+from stream.engine.delivery import Delivery
 from stream.engine.fetcher import Fetcher
 from stream.engine.monitor import Monitor
 from stream.engine.rebalance import Rebalancer
 from stream.engine.routing import Router
-from stream.engine.sinking import SinkStage
-from stream.engine.transactions import ExactlyOnce
+from stream.engine.sending import Sender
 from stream.errors import FatalError, PortUnavailable, StreamError
 from stream.flow import InFlight
 from stream.http import HttpServer
@@ -38,7 +35,6 @@ from transforms import resolve
 log = logging.getLogger("stream")
 
 CLOSE_STEP = 3.0  # seconds one shutdown step (a commit, closing a client) may take
-SHUTDOWN_GRACE = 14.0  # seconds past the drain timeout before the process exits anyway
 
 
 class Engine:
@@ -60,11 +56,8 @@ class Engine:
             s.transform, s.input_topic, s.output_topic, s.dead_letter_topic, sinks=sinks
         )
         self.sink: Any = None  # the database sink, with --sink postgres
-        if s.enrich_url or s.enrich:
-            from stream.enrich.stage import Enricher  # noqa: PLC0415 - aiohttp only when used
-
-            # Made now: a --enrich function that cannot be loaded is a usage error.
-            self.enricher = Enricher.from_settings(s, self.metrics.enrich)
+        # Made now: a --enrich function that cannot be loaded is a usage error.
+        self.enricher = stages.make_enricher(s, self.metrics)
         self.pool = pool or WorkerPool(
             s.transform,
             s.workers,
@@ -141,46 +134,30 @@ class Engine:
     async def startup(self) -> None:
         s = self.settings
         self._start_http()
-        if s.input_format != "json" or s.output_format != "json":
-            from stream.formats.setup import prepare  # noqa: PLC0415 - formats only when used
-
-            # Registers the output schema (one line and exit 1 if the registry refuses).
-            formats = await asyncio.to_thread(prepare, s, self.transform)
-            if isinstance(self.pool, WorkerPool):
-                self.pool.formats = formats
+        await stages.prepare_formats(s, self.transform, self.pool)
         pids = await self.pool.start()
         self.metrics.pool_workers.set(self.pool.alive)
         consumer = self._consumer = await self.clients.consumer()
-        await self._check_topics(consumer)
+        await stages.check_topics(s, self.clients, consumer)
         dlq_limit = await self.clients.record_limit(s.dead_letter_topic)
         out_limit = await self.clients.record_limit(s.output_topic)
         self.clients.fit_batches(min(out_limit, dlq_limit))
         router = Router(s.require_key, s.max_record_bytes, dlq_limit, out_limit)
-        stage = await self._start_sink(router)
+        self.sink, stage = await stages.start_sink(s, self.metrics, router)
+        if self.sink is not None:
+            sink = self.sink
+            self.monitor.sink_ready = lambda: sum(sink.pool_connections()) > 0
         sender = Sender(router, s.output_topic, s.dead_letter_topic, stage)
-        delivery: Delivery
-        if s.guarantee == "exactly-once":
-            delivery = ExactlyOnce(
-                s,
-                clients=self.clients,
-                consumer=consumer,
-                assignment=self.assignment,
-                sender=sender,
-                metrics=self.metrics,
-            )
-        else:
-            producer = await self.clients.producer()
-            delivery = AtLeastOnce(
-                s,
-                producer=producer,
-                consumer=consumer,
-                assignment=self.assignment,
-                sender=sender,
-                metrics=self.metrics,
-                fail=self.fail,
-                spawn=self.spawn,
-                clients=self.clients,
-            )
+        delivery = await stages.make_delivery(
+            s,
+            clients=self.clients,
+            consumer=consumer,
+            assignment=self.assignment,
+            sender=sender,
+            metrics=self.metrics,
+            fail=self.fail,
+            spawn=self.spawn,
+        )
         self._delivery = delivery
         rebalancer = self._rebalancer = Rebalancer(
             consumer,
@@ -222,42 +199,6 @@ class Engine:
         self.spawn(self.monitor.stats_loop(), "stats")
         self.spawn(self.monitor.loop_lag_loop(), "loop-lag")
         self.spawn(self.monitor.lag_loop(consumer), "lag")
-
-    async def _start_sink(self, router: Router) -> SinkStage | None:
-        """With --sink postgres: the pool, the tables checked (one line if missing)."""
-        s = self.settings
-        if "postgres" not in s.sinks:
-            return None
-        from stream.metrics import SinkMetrics  # noqa: PLC0415 - asyncpg only when used
-        from stream.sink.admin import sink_config  # noqa: PLC0415
-        from stream.sink.postgres import PostgresSink  # noqa: PLC0415
-        from stream.sink.rows import RowError, row_builder  # noqa: PLC0415
-
-        observer = SinkMetrics(self.metrics, "postgres")
-        sink = self.sink = PostgresSink(sink_config(s), observer)
-        await sink.start()
-        observer.watch_pool(sink.pool_connections)
-        self.monitor.sink_ready = lambda: sum(sink.pool_connections()) > 0
-        return SinkStage(
-            sink,
-            row_builder(s.transform),
-            RowError,
-            router,
-            s.group_id,
-            to_kafka="kafka" in s.sinks,
-        )
-
-    async def _check_topics(self, consumer: Consumer) -> None:
-        from stream.kafka.admin import require_topics  # noqa: PLC0415
-
-        s = self.settings
-        await require_topics(consumer, [s.input_topic, s.output_topic])
-        if await self.clients.ensure_topic(s.dead_letter_topic, s.input_topic):
-            log.info(
-                "created the dead-letter topic %s (as many partitions as %s)",
-                s.dead_letter_topic,
-                s.input_topic,
-            )
 
     def _guard(self, callback: Any) -> Any:
         """aiokafka logs and swallows an error in a rebalance callback, which would leave
@@ -355,50 +296,3 @@ async def bounded(step: Coroutine[Any, Any, None], what: str) -> None:
             await step
     except TimeoutError:
         log.warning("%s took longer than %gs; going on without it", what, CLOSE_STEP)
-
-
-def _force_exit(engine: Engine, after: float) -> None:
-    """The last resort, from a thread (the event loop may be what is stuck)."""
-    log.error("shutdown took longer than %gs; exiting now", after)
-    pool = engine.pool
-    for pid in pool.pids() if isinstance(pool, WorkerPool) else []:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    os._exit(1)
-
-
-async def serve(settings: RunSettings) -> None:
-    """Run an engine until SIGTERM/SIGINT: the first drains and stops, a second exits at once."""
-    engine = Engine(settings)
-    loop = asyncio.get_running_loop()
-    seen: list[int] = []
-    watchdogs: list[threading.Timer] = []
-
-    def on_signal(signum: int) -> None:
-        seen.append(signum)
-        if len(seen) == 1:
-            log.info(
-                "%s: stopping (drain up to %gs; send it again to exit at once)",
-                signal.Signals(signum).name,
-                settings.drain_timeout,
-            )
-            engine.stop()
-            # Whatever happens, the process ends within the drain timeout plus this.
-            limit = settings.drain_timeout + SHUTDOWN_GRACE
-            watchdog = threading.Timer(limit, _force_exit, (engine, limit))
-            watchdog.daemon = True
-            watchdog.start()
-            watchdogs.append(watchdog)
-        else:
-            log.warning("second signal: exiting now without draining")
-            os._exit(130)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        await engine.run()
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        for watchdog in watchdogs:
-            watchdog.cancel()

@@ -17,7 +17,7 @@ import time
 
 from stream.config import RunSettings
 from stream.engine.assignment import Assignment, Batch, Partition
-from stream.engine.delivery import MAX_TRIES, Sender, learn, settle
+from stream.engine.sending import MAX_TRIES, Sender, learn, settle
 from stream.errors import KafkaFailure
 from stream.kafka.protocols import Clients, Consumer, TransactionalProducer
 from stream.metrics import Metrics

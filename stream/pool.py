@@ -363,8 +363,8 @@ class WorkerPool:
 
         A batch whose worker died or overran the deadline is run again as a probe: record
         by record, each answered as it is done, so the record it fails on is known at once
-        (within two deadlines of the first try, whatever the batch size). That record
-        gets ``max_attempts`` tries in all; the records after it go on as a batch."""
+        (within two deadlines of the first try, whatever the batch size). A record the
+        worker died on is tried once more alone; the records after it go on as a batch."""
         return await self._run(Job(values, False, enrichment, field))
 
     async def _run(self, job: Job) -> BatchResult:
@@ -384,7 +384,10 @@ class WorkerPool:
         except WorkerLost as exc:
             done, lost = exc.done, exc
         at = len(done)
-        culprit = await self._single(job.part(at, at + 1), lost, tries=2)
+        # A record that overran the deadline alone in the probe has had its two tries; one
+        # the worker died on gets another alone (something else may have killed it).
+        tries = 2 if lost.reason == Reason.WORKER_TIMEOUT else 1
+        culprit = await self._single(job.part(at, at + 1), lost, tries=tries)
         parts = [(r, 1) for r in [*done, culprit]]
         if at + 1 < len(values):
             parts.append((await self._run(job.part(at + 1)), len(values) - at - 1))

@@ -753,7 +753,8 @@ class RunSettings(KafkaSettings):
         if self.enrich_url and self.enrich:
             raise ConfigError("give --enrich-url or --enrich, not both")
         check_registry(self, (self.input_format, self.output_format))
-        if self.schema_registry_retry >= self.batch_timeout:
+        uses_registry = self.input_format != "json" or self.output_format != "json"
+        if uses_registry and self.schema_registry_retry >= self.batch_timeout:
             raise ConfigError("--schema-registry-retry must be less than --batch-timeout")
         check_postgres(self, needed="postgres" in self.sinks)
         if self.postgres_pool_min > self.postgres_pool_max:

@@ -355,3 +355,14 @@ def test_batch_equal_to_inflight_is_accepted() -> None:
 def test_cross_field_check_also_guards_direct_construction() -> None:
     with pytest.raises(ConfigError, match="--batch-max-records"):
         RunSettings(batch_max_records=10, max_inflight_records=5)
+
+
+def test_a_short_batch_timeout_needs_no_registry_setting_when_the_formats_are_json() -> None:
+
+    assert RunSettings(batch_timeout=3).batch_timeout == 3
+    with pytest.raises(ConfigError, match="schema-registry-retry"):
+        RunSettings(
+            batch_timeout=3,
+            input_format="avro",
+            schema_registry_url="http://127.0.0.1:8081/apis/ccompat/v7",
+        )

@@ -66,6 +66,10 @@ class Topics:
     group: str
     partitions: int
 
+    def input_options(self) -> list[str]:
+        """For commands that read only the input topic (produce, lag)."""
+        return ["--bootstrap-servers", self.bootstrap, "--input-topic", self.input]
+
     def options(self) -> list[str]:
         return [
             "--bootstrap-servers",

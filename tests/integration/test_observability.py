@@ -236,7 +236,7 @@ async def test_healthz_restarts_killed_workers(topics: Topics) -> None:
 
 def lag_json(topics: Topics) -> dict[str, Any]:
     done = subprocess.run(
-        [STREAM, "lag", *topics.options(), "--group-id", topics.group, "--json"],
+        [STREAM, "lag", *topics.input_options(), "--group-id", topics.group, "--json"],
         capture_output=True,
         check=True,
         timeout=60,
@@ -263,7 +263,7 @@ async def test_stream_lag_shows_a_known_backlog(topics: Topics, services: list[S
     assert sum(p["end"] - p["committed"] for p in after["partitions"]) == 250
     table = await asyncio.to_thread(
         subprocess.run,
-        [STREAM, "lag", *topics.options(), "--group-id", topics.group],
+        [STREAM, "lag", *topics.input_options(), "--group-id", topics.group],
         capture_output=True,
         text=True,
         check=True,

@@ -249,7 +249,8 @@ async def test_topics_produce_run_and_lag_over_sasl_ssl_with_scram(
         "--bootstrap-servers",
         secure_broker.bootstrap,
         *secure_broker.options(),
-        *topic_options(topics),
+        "--input-topic",
+        topics.input,
         "--count",
         "100",
         "--keys",
@@ -346,7 +347,8 @@ async def test_each_mechanism_authenticates(
         *secure_broker.options(user, mechanism),
         "--sasl-password-file",
         secure_broker.password_file(password),
-        *topic_options(topics),
+        "--input-topic",
+        topics.input,
         "--count",
         "20",
     )
@@ -364,7 +366,7 @@ async def test_the_plaintext_listener_still_works(
     done = stream("topics", "create", "--bootstrap-servers", plaintext, *topic_options(topics))
     assert done.returncode == 0, done.stderr
     done = stream(
-        "produce", "--bootstrap-servers", plaintext, *topic_options(topics), "--count", "5"
+        "produce", "--bootstrap-servers", plaintext, "--input-topic", topics.input, "--count", "5"
     )
     assert done.returncode == 0, done.stderr
     # What went in over PLAINTEXT comes out over SASL_SSL: one broker, two listeners.
@@ -395,7 +397,8 @@ def test_wrong_password_is_refused_at_once_in_one_line(
             "--bootstrap-servers",
             secure_broker.bootstrap,
             *secure_broker.options(user, mechanism),
-            *topic_options(topics),
+            "--input-topic",
+            topics.input,
         ],
         env={"STREAM_SASL_PASSWORD": wrong},
     )
@@ -448,7 +451,8 @@ def test_an_unrelated_ca_is_refused_in_one_line(
             "--bootstrap-servers",
             secure_broker.bootstrap,
             *secure_broker.options(ca=secure_broker.pki.other_ca),
-            *topic_options(topics),
+            "--input-topic",
+            topics.input,
         ],
         env={"STREAM_SASL_PASSWORD": secure_broker.scram_password},
     )
@@ -473,7 +477,8 @@ def test_hostname_checking(secure_broker: SecureBroker, topics: Topics) -> None:
             "--bootstrap-servers",
             by_address,
             *secure_broker.options(ca=ca),
-            *topic_options(topics),
+            "--input-topic",
+            topics.input,
             "--count",
             "3",
         ]
@@ -510,7 +515,8 @@ def test_client_certificate_with_an_encrypted_key(
         "--bootstrap-servers",
         secure_broker.bootstrap,
         *secure_broker.options(),
-        *topic_options(topics),
+        "--input-topic",
+        topics.input,
         "--ssl-certfile",
         str(pki.client_cert),
         "--ssl-keyfile",
@@ -536,7 +542,8 @@ def test_a_client_certificate_the_broker_does_not_trust_is_refused(
             "--bootstrap-servers",
             secure_broker.bootstrap,
             *secure_broker.options(),
-            *topic_options(topics),
+            "--input-topic",
+            topics.input,
             "--ssl-certfile",
             str(pki.rogue_cert),
             "--ssl-keyfile",

@@ -48,6 +48,7 @@ _RETRIABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,  # class 08
     asyncpg.InterfaceError,  # "connection is closed", "connection was closed in the middle"
+    asyncpg.InternalClientError,  # a connection lost mid-operation ("cannot switch to state")
     asyncpg.exceptions.OperatorInterventionError,  # 57: shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections
     asyncpg.exceptions.TransactionRollbackError,  # 40: serialization failure, deadlock

@@ -83,7 +83,7 @@ async def fetch(dsn: str, query: str, *args: Any) -> list[Any]:
 
 
 async def row_count(dsn: str, table: str) -> int:
-    rows = await fetch(dsn, f'SELECT count(*) FROM "{table}"')  # noqa: S608 - the test's table
+    rows = await fetch(dsn, f'SELECT count(*) FROM "{table}"')
     return int(rows[0][0])
 
 
@@ -104,7 +104,7 @@ async def positions(dsn: str, table: str) -> list[tuple[int, int]]:
     """Every row's (source_partition, source_offset), duplicates kept."""
     rows = await fetch(
         dsn,
-        f'SELECT source_partition, source_offset FROM "{table}"',  # noqa: S608
+        f'SELECT source_partition, source_offset FROM "{table}"',
     )
     return [(int(r[0]), int(r[1])) for r in rows]
 
@@ -184,7 +184,7 @@ async def test_exactly_once_rows_hold_the_transforms_values_and_the_offsets(
     expected = {
         (out["sensor_id"], out["seq"]): out for out in resolve("sensor-features").fn(events)
     }
-    rows = await fetch(postgres_dsn, f'SELECT * FROM "{table}"')  # noqa: S608
+    rows = await fetch(postgres_dsn, f'SELECT * FROM "{table}"')
     assert len(rows) == count
     for row in rows:
         want = expected.pop((row["sensor_id"], row["seq"]))
@@ -225,7 +225,7 @@ async def test_kafka_and_postgres_at_least_once_every_input_is_a_row_and_a_recor
         assert record.key.decode() == value["sensor_id"]
         outputs[(value["sensor_id"], value["seq"])] = value
     assert len(outputs) == count
-    rows = await fetch(postgres_dsn, f'SELECT sensor_id, seq, n, mean, std FROM "{table}"')  # noqa: S608
+    rows = await fetch(postgres_dsn, f'SELECT sensor_id, seq, n, mean, std FROM "{table}"')
     for row in rows:
         value = outputs.pop((row["sensor_id"], row["seq"]))
         assert (row["n"], row["mean"], row["std"]) == (value["n"], value["mean"], value["std"])
@@ -240,6 +240,7 @@ async def test_kafka_and_postgres_at_least_once_every_input_is_a_row_and_a_recor
 async def kill_and_restart(
     topics: Topics,
     services: list[Service],
+    *,
     dsn: str,
     table: str,
     count: int,
@@ -286,7 +287,9 @@ async def test_sigkill_three_times_every_input_is_one_row(
         *FAST_REJOIN,
         *sink_options(postgres_dsn, table, "postgres"),
     )
-    await kill_and_restart(topics, services, postgres_dsn, table, count, options, kills=3)
+    await kill_and_restart(
+        topics, services, dsn=postgres_dsn, table=table, count=count, options=options, kills=3
+    )
     assert len(services) == 4
     await assert_each_input_once(postgres_dsn, table, topics)
     if guarantee == "exactly-once":
@@ -342,9 +345,7 @@ async def test_refused_row_is_a_dead_letter_and_the_rest_is_written(
     name = table_of(topics)
     db_init(postgres_dsn, name, transform="identity")
     try:
-        good = [
-            (f"k{i}".encode(), orjson.dumps({"id": i, "note": f"fine {i}"})) for i in range(60)
-        ]
+        good = [(f"k{i}".encode(), orjson.dumps({"id": i, "note": f"fine {i}"})) for i in range(60)]
         # Valid JSON, but jsonb has no place for the NUL character.
         bad = (b"k-nul", b'{"id": -1, "note": "a\\u0000b"}')
         await send(topics.bootstrap, topics.input, [*good[:30], bad, *good[30:]])
@@ -368,7 +369,7 @@ async def test_refused_row_is_a_dead_letter_and_the_rest_is_written(
         assert (letter.key, letter.value) == bad
         assert headers["stream.error.reason"] == "sink_refused"
         assert "unsupported Unicode escape sequence" in headers["stream.error.message"]
-        rows = await fetch(postgres_dsn, f'SELECT key, value FROM "{name}"')  # noqa: S608
+        rows = await fetch(postgres_dsn, f'SELECT key, value FROM "{name}"')
         assert sorted(bytes(r["key"]) for r in rows) == sorted(k for k, _ in good)
         assert all(orjson.loads(r["value"])["id"] >= 0 for r in rows)
     finally:
@@ -415,7 +416,8 @@ async def test_start_up_errors_are_one_line_and_exit_1(
     else:
         table += "_never_created"
         dsn, expect = postgres_dsn, f"{table} missing"
-    done = subprocess.run(
+    done = await asyncio.to_thread(
+        subprocess.run,
         [
             STREAM,
             "run",

@@ -864,6 +864,14 @@ class BenchSettings(KafkaSettings):
     quick: bool = opt(
         False, "a short smoke run: few records and cases (for CI; ratios are rough)", boolean
     )
+    postgres_dsn: str = opt(
+        "",
+        "PostgreSQL for the sink cases (postgresql://user:password@host:port/database; prefer "
+        "the environment variable); without it the sink cases are skipped",
+        _secret,
+        "DSN",
+        secret=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,9 @@ service's other duties, so they are fast baselines, not products.
   ``send()`` per result (the per-message design of most tutorials).
 - ``batched``: batches of records to an executor that is ``inline`` (on the event
   loop), a ``thread`` pool or a ``process`` pool: the classic executor comparison.
+- ``per-row``: the per-row database design: each record transformed on the event loop,
+  then one awaited ``INSERT`` into the sink's table on one connection (DSN from
+  ``$STREAM_POSTGRES_DSN``, table from ``--table``), offsets committed per fetch.
 """
 
 from __future__ import annotations
@@ -178,9 +181,72 @@ _STEPS: dict[str, Step] = {
 }
 
 
+async def per_row(args: argparse.Namespace) -> None:
+    """The per-row design: one awaited INSERT per record, on one connection."""
+    import asyncpg  # noqa: PLC0415 - only this engine needs the database
+
+    from stream.sink.rows import RowError, row_builder  # noqa: PLC0415
+    from stream.sink.schema import quote, result_table  # noqa: PLC0415
+
+    settings = RunSettings(
+        bootstrap_servers=args.bootstrap_servers,
+        input_topic=args.input_topic,
+        output_topic=args.output_topic,
+        group_id=args.group_id,
+    )
+    table = result_table(args.transform, args.table)
+    columns = table.column_names
+    marks = ", ".join(f"${i + 1}" for i in range(len(columns)))
+    insert = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(columns)}) "  # noqa: S608 - checked
+        f"VALUES ({marks}) ON CONFLICT DO NOTHING"
+    )
+    build = row_builder(args.transform)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    conn = await asyncpg.connect(os.environ["STREAM_POSTGRES_DSN"])
+    consumer = await KafkaClients(settings).consumer()
+    assigned = asyncio.Event()
+
+    async def on_assigned(_: set[Any]) -> None:
+        assigned.set()
+
+    async def on_revoked(_: set[Any]) -> None:
+        return None
+
+    consumer.subscribe(settings.input_topic, on_assigned, on_revoked)
+    announced = False
+    try:
+        while not stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=100, max_records=args.batch)
+            if assigned.is_set() and not announced:
+                sys.stderr.write("engine ready\n")
+                sys.stderr.flush()
+                announced = True
+            offsets: dict[Any, int] = {}
+            for tp, records in fetched.items():
+                for r in records:
+                    output = _one(args.transform, r.value)
+                    if output is None:
+                        continue
+                    try:
+                        row = build(r.key, output, tp.topic, tp.partition, r.offset)
+                    except RowError:
+                        continue
+                    await conn.execute(insert, *row)
+                offsets[tp] = records[-1].offset + 1
+            if offsets:
+                await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+        await conn.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stream.bench.engines")
-    parser.add_argument("engine", choices=["ceiling", "naive", "batched"])
+    parser.add_argument("engine", choices=["ceiling", "naive", "batched", "per-row"])
     parser.add_argument("--executor", choices=["inline", "thread", "process"], default="process")
     parser.add_argument("--bootstrap-servers", required=True)
     parser.add_argument("--input-topic", required=True)
@@ -189,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transform", default="identity")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch", type=int, default=500)
-    asyncio.run(run(parser.parse_args(argv)))
+    parser.add_argument("--table", default="", help="per-row: the sink's table")
+    args = parser.parse_args(argv)
+    asyncio.run(per_row(args) if args.engine == "per-row" else run(args))
     return 0
 
 

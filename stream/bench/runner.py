@@ -11,6 +11,12 @@ ratios between cases hold on this machine and broker. Per case:
   its LogAppendTime minus the input's CreateTime;
 - peak resident memory and CPU time per record of the whole process group (the
   service and its workers together), sampled from /proc while it runs.
+
+The ``sink`` cases (with ``--postgres-dsn``) write to PostgreSQL instead: the service
+with ``--sink postgres`` and the per-row design (one awaited INSERT per record). Their
+throughput is rows over the time from the first to the last row written (each case's
+table gets a ``written_at`` column defaulting to the database's clock); they have no
+latency run.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 
 from stream import __version__
 from stream.config import BenchSettings, ProduceSettings
+from stream.errors import StreamError
 from stream.produce import demo_events, produce
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -47,6 +54,7 @@ class Case:
     command: list[str]  # after the common connection options are added
     group: str  # what the case belongs to in the table
     service: bool = True
+    sink: bool = False  # writes rows to PostgreSQL, counted from its table
 
 
 @dataclass
@@ -217,6 +225,17 @@ class Bench:
                 "guarantees",
             )
         )
+        sensor = ["--transform", "sensor-features"]
+        cases += [
+            Case("sink-per-row", "sensor", [*engine, "per-row", *sensor], "sink", False, True),
+            Case(
+                "sensor-features-postgres",
+                "sensor",
+                [*service, *sensor, "--sink", "postgres"],
+                "sink",
+                sink=True,
+            ),
+        ]
         matrix = ["--transform", "matrix-inverse"]
         cases += [
             Case("matrix-inverse", "matrix", [*service, *matrix], "pipeline"),
@@ -238,7 +257,14 @@ class Bench:
                 )
             )
         wanted = {c.strip() for c in self.s.cases.split(",") if c.strip()}
-        return [c for c in cases if not wanted or c.name in wanted or c.group in wanted]
+        chosen = [c for c in cases if not wanted or c.name in wanted or c.group in wanted]
+        if not self.s.postgres_dsn and any(c.sink for c in chosen):
+            self.say("sink cases skipped: give --postgres-dsn (or STREAM_BENCH_POSTGRES_DSN)")
+            chosen = [c for c in chosen if not c.sink]
+        return chosen
+
+    def sink_table(self, case: Case) -> str:
+        return f"bench_{self.run_id}_{_slug(case.name).replace('-', '_')}"
 
     def command(self, case: Case, input_topic: str, output_topic: str, group: str) -> list[str]:
         common = [
@@ -262,7 +288,7 @@ class Bench:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            env={**os.environ, "STREAM_STATS_INTERVAL": "0"},
+            env={**os.environ, "STREAM_STATS_INTERVAL": "0", **self.sink_env()},
         )
         assert process.stderr is not None
         deadline = time.monotonic() + 120
@@ -279,6 +305,10 @@ class Bench:
                 return process
         self.stop_group(process)
         raise RuntimeError("the case did not start:\n" + b"".join(log[-20:]).decode())
+
+    def sink_env(self) -> dict[str, str]:
+        """The DSN for the sink cases, by environment (a flag's value is visible to all)."""
+        return {"STREAM_POSTGRES_DSN": self.s.postgres_dsn} if self.s.postgres_dsn else {}
 
     def stop_group(self, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -315,6 +345,59 @@ class Bench:
         seconds = max(1e-3, last - first)
         done = len(records) - 1  # records finished after the first one
         result.records = len(records)
+        result.seconds = seconds
+        result.records_per_s = done / seconds
+        result.mb_per_s = result.records_per_s * self.payload_bytes[case.payload] / 1e6
+        result.cpu_us_per_record = sampler.cpu_between(first, last) / done * 1e6
+        result.peak_rss_mb = sampler.peak_rss / 1e6
+
+    async def sink_throughput(
+        self, case: Case, input_topic: str, count: int, result: Result
+    ) -> None:
+        """Rows/s of a case writing to PostgreSQL: rows over the time from the first row
+        written to the last, by the database's clock."""
+        from stream.sink.postgres import SinkConfig, connect  # noqa: PLC0415
+        from stream.sink.schema import init_tables, quote, result_table  # noqa: PLC0415
+
+        name = self.sink_table(case)
+        table = result_table("sensor-features", name)
+        conn = await connect(SinkConfig(self.s.postgres_dsn, table))
+        try:
+            await init_tables(conn, table)
+            await conn.execute(
+                f"ALTER TABLE {quote(name)} ADD COLUMN written_at timestamptz "
+                "NOT NULL DEFAULT clock_timestamp()"
+            )
+            output = self.topic(f"{_slug(case.name)}-out")
+            await self.create(output, output + ".dlq")
+            group = f"bench-{self.run_id}-{_slug(case.name)}"
+            table_option = ["--postgres-table", name] if case.service else ["--table", name]
+            command = [*self.command(case, input_topic, output, group), *table_option]
+            ready = "assigned partitions" if case.service else "engine ready"
+            process = await self.start(command, ready)
+            sampler = Sampler(process.pid)
+            sampler.start()
+            try:
+                deadline = time.monotonic() + self.s.case_seconds
+                while time.monotonic() < deadline:
+                    if await conn.fetchval(f"SELECT count(*) FROM {quote(name)}") >= count:  # noqa: S608
+                        break
+                    await asyncio.sleep(0.2)
+            finally:
+                await sampler.stop()
+                await asyncio.to_thread(self.stop_group, process)
+            rows, first, last = await conn.fetchrow(
+                "SELECT count(*), extract(epoch FROM min(written_at))::float8, "  # noqa: S608
+                f"extract(epoch FROM max(written_at))::float8 FROM {quote(name)}"
+            )
+        finally:
+            await conn.execute(f"DROP TABLE IF EXISTS {quote(name)}")
+            await conn.close()
+        if rows < 2:
+            raise RuntimeError(f"{case.name}: only {rows} rows written")
+        seconds = max(1e-3, last - first)
+        done = rows - 1  # rows written after the first one
+        result.records = rows
         result.seconds = seconds
         result.records_per_s = done / seconds
         result.mb_per_s = result.records_per_s * self.payload_bytes[case.payload] / 1e6
@@ -377,13 +460,24 @@ class Bench:
                 result = Result(case.name, case.group)
                 self.say(f"[{number}/{len(cases)}] {case.name}: throughput")
                 try:
-                    await self.throughput(case, inputs[case.payload], counts[case.payload], result)
-                    self.say(
-                        f"[{number}/{len(cases)}] {case.name}: {result.records_per_s:,.0f} "
-                        "records/s; latency"
-                    )
-                    await self.latency(case, result)
-                except (RuntimeError, OSError) as exc:
+                    if case.sink:
+                        await self.sink_throughput(
+                            case, inputs[case.payload], counts[case.payload], result
+                        )
+                        self.say(
+                            f"[{number}/{len(cases)}] {case.name}: {result.records_per_s:,.0f} "
+                            "rows/s"
+                        )
+                    else:
+                        await self.throughput(
+                            case, inputs[case.payload], counts[case.payload], result
+                        )
+                        self.say(
+                            f"[{number}/{len(cases)}] {case.name}: "
+                            f"{result.records_per_s:,.0f} records/s; latency"
+                        )
+                        await self.latency(case, result)
+                except (RuntimeError, OSError, StreamError) as exc:
                     result.error = str(exc)
                     self.say(f"[{number}/{len(cases)}] {case.name}: failed: {exc}")
                 results.append(result)
@@ -408,6 +502,7 @@ class Bench:
                 "quick": self.s.quick,
             },
             "results": [asdict(r) for r in results],
+            "sink_ratios": _sink_ratios(results),
         }
 
 
@@ -461,6 +556,21 @@ def _ratios(results: list[Result]) -> None:
             r.ratio_to_ceiling = r.records_per_s / ceiling.records_per_s
 
 
+def _sink_ratios(results: list[Result]) -> dict[str, float]:
+    """The PostgreSQL sink's rows/s against the per-row design and against the same
+    transform with the Kafka sink (records/s), when those cases ran."""
+    by_name = {r.name: r.records_per_s for r in results if not r.error and r.records_per_s}
+    sink = by_name.get("sensor-features-postgres")
+    if sink is None:
+        return {}
+    ratios = {}
+    if "sink-per-row" in by_name:
+        ratios["to_per_row"] = sink / by_name["sink-per-row"]
+    if "sensor-features" in by_name:
+        ratios["to_kafka_sink"] = sink / by_name["sensor-features"]
+    return ratios
+
+
 def table(report: dict[str, Any]) -> str:
     head = (
         f"{'case':<34}{'records/s':>11}{'MB/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
@@ -482,6 +592,14 @@ def table(report: dict[str, Any]) -> str:
             f"{r['peak_rss_mb']:>8.0f}{r['cpu_us_per_record']:>11.1f}"
             f"{ratio(r['ratio_to_naive']):>9}{ratio(r['ratio_to_ceiling']):>10}"
         )
+    sink = report.get("sink_ratios") or {}
+    if sink:
+        parts = []
+        if "to_per_row" in sink:
+            parts.append(f"{sink['to_per_row']:.1f}x the per-row design")
+        if "to_kafka_sink" in sink:
+            parts.append(f"{sink['to_kafka_sink']:.2f}x the Kafka sink (sensor-features)")
+        lines.append("PostgreSQL sink (sensor-features-postgres, rows/s): " + ", ".join(parts))
     return "\n".join(lines)
 
 

@@ -48,10 +48,13 @@ _RETRIABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,  # class 08
     asyncpg.InterfaceError,  # "connection is closed", "connection was closed in the middle"
-    asyncpg.InternalClientError,  # a connection lost mid-operation ("cannot switch to state")
     asyncpg.exceptions.OperatorInterventionError,  # 57: shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections
     asyncpg.exceptions.TransactionRollbackError,  # 40: serialization failure, deadlock
+    # The server went away mid-statement (e.g. a fast shutdown during COPY): the
+    # transaction's ROLLBACK then meets a connection still consuming the error and asyncpg
+    # raises this instead of the connection error. A retry takes a fresh connection.
+    asyncpg.exceptions.InternalClientError,
 )
 _AUTH: tuple[type[BaseException], ...] = (
     asyncpg.InvalidAuthorizationSpecificationError,  # 28: wrong password, no such role

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -67,3 +69,66 @@ async def test_quick_bench_writes_a_complete_report(bootstrap: str, tmp_path: Pa
     finally:
         await admin.close()
     assert left == []
+
+
+async def test_sink_cases_report_rows_per_s_and_leave_no_table(
+    bootstrap: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    output = tmp_path / "bench.json"
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            STREAM,
+            "bench",
+            "--cases",
+            "sink",
+            "--bootstrap-servers",
+            bootstrap,
+            "--count",
+            "2000",
+            "--case-seconds",
+            "60",
+            "--output",
+            str(output),
+        ],
+        env={**os.environ, "STREAM_BENCH_POSTGRES_DSN": postgres_dsn},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(output.read_text())
+    names = [r["name"] for r in report["results"]]
+    assert names == ["sink-per-row", "sensor-features-postgres"]
+    for result in report["results"]:
+        assert result["error"] == "", result
+        assert result["records"] == 2000, result  # every input became a row
+        assert result["records_per_s"] > 0
+    assert set(report["sink_ratios"]) == {"to_per_row"}
+    assert "x the per-row design" in done.stdout
+    assert postgres_dsn not in done.stdout + done.stderr
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        left = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE tablename LIKE $1",
+            f"bench_{report['run_id']}_%",
+        )
+    finally:
+        await conn.close()
+    assert left == []
+
+
+async def test_sink_cases_without_a_dsn_are_skipped_with_one_line(bootstrap: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "STREAM_BENCH_POSTGRES_DSN"}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [STREAM, "bench", "--cases", "sink", "--bootstrap-servers", bootstrap, "--count", "10"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sink cases skipped: give --postgres-dsn" in done.stderr

@@ -254,7 +254,12 @@ def test_cafile_needs_https() -> None:
 
 def test_registry_retry_must_be_shorter_than_the_batch_timeout() -> None:
     with pytest.raises(ConfigError, match="--schema-registry-retry"):
-        RunSettings(schema_registry_retry=60.0, batch_timeout=30.0)
+        RunSettings(
+            schema_registry_retry=60.0,
+            batch_timeout=30.0,
+            output_format="avro",
+            schema_registry_url="http://127.0.0.1:8081/apis/ccompat/v7",
+        )
 
 
 def test_format_bench_reports_each_format() -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from prometheus_client import generate_latest
 
 from stream.config import ConfigError, DbSettings, RunSettings, load
 from stream.metrics import SINK_REASONS, Metrics, SinkMetrics
+from stream.sink.postgres import PostgresSink, SinkConfig
 from stream.sink.retry import Backoff
 from stream.sink.rows import RowError, generic_row, row_builder, sensor_row
 from stream.sink.schema import (
@@ -145,6 +147,34 @@ def test_backoff_grows_is_capped_and_stops_at_the_deadline() -> None:
 
 
 # ---- options ---------------------------------------------------------------------------------
+
+
+async def test_a_connection_broken_mid_statement_is_retried() -> None:
+    """A server shutdown during COPY surfaces from asyncpg as InternalClientError (the
+    ROLLBACK meets a connection still consuming the error): retried like a lost
+    connection, not a fatal error."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    sink = PostgresSink(
+        SinkConfig("postgresql://u:p@h/d", result_table("identity")), clock=lambda: 0.0, sleep=sleep
+    )
+    calls = 0
+
+    async def attempt() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncpg.exceptions.InternalClientError(
+                "cannot switch to state 15; another operation (2) is in progress"
+            )
+        return "written"
+
+    assert await sink._retrying(attempt) == "written"
+    assert calls == 2
+    assert len(slept) == 1
 
 
 def test_sink_option_parses_lists_in_a_fixed_order() -> None:

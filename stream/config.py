@@ -863,6 +863,13 @@ class BenchSettings(KafkaSettings):
     quick: bool = opt(
         False, "a short smoke run: few records and cases (for CI; ratios are rough)", boolean
     )
+    schema_registry_url: str = opt(
+        "",
+        "Confluent-compatible Schema Registry base URL for the formats cases (avro, "
+        "protobuf); without it they are skipped",
+        _registry_url,
+        "URL",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -314,6 +314,7 @@ def own_registry() -> Iterator[LocalRegistry]:
         yield registry
 
 
+@pytest.mark.timeout(600)  # two registry starts and a 20 s outage on a shared machine
 @pytest.mark.parametrize("guarantee", GUARANTEES)
 async def test_registry_down_20s_mid_stream_loses_nothing(
     topics: Topics, services: list[Service], own_registry: LocalRegistry, guarantee: str

@@ -872,6 +872,13 @@ class BenchSettings(KafkaSettings):
         "DSN",
         secret=True,
     )
+    schema_registry_url: str = opt(
+        "",
+        "Confluent-compatible Schema Registry base URL for the formats cases (avro, "
+        "protobuf); without it they are skipped",
+        _registry_url,
+        "URL",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,8 @@ from stream.config import BenchSettings, ProduceSettings
 from stream.errors import StreamError
 from stream.produce import demo_events, produce
 
+FORMATS = ("avro", "protobuf")  # the schema formats, each a case beside sensor-features
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -50,7 +52,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 @dataclass(frozen=True)
 class Case:
     name: str
-    payload: str  # "sensor" or "matrix"
+    payload: str  # "sensor", "matrix", or "sensor-avro" / "sensor-protobuf" (sensor events framed)
     command: list[str]  # after the common connection options are added
     group: str  # what the case belongs to in the table
     service: bool = True
@@ -173,8 +175,11 @@ class Bench:
             with contextlib.suppress(Exception):
                 await admin.delete_topics(self.topics)
 
-    async def fill(self, topic: str, kind: str, count: int, rate: float = 0.0) -> int:
+    async def fill(self, topic: str, payload: str, count: int, rate: float = 0.0) -> int:
+        """Demo events of a payload into ``topic``; a ``sensor-<format>`` payload is sensor
+        events in that format, their schema registered under ``<topic>-value``."""
         values = max(8, self.s.payload // 20)  # a float in JSON is about 20 bytes
+        kind, _, fmt = payload.partition("-")
         settings = ProduceSettings(
             bootstrap_servers=self.s.bootstrap_servers,
             input_topic=topic,
@@ -186,8 +191,16 @@ class Bench:
             matrix_size=self.matrix_size,
             keys=64,
             quiet=True,
+            format=fmt or "json",  # type: ignore[arg-type]
+            schema_registry_url=self.s.schema_registry_url if fmt else "",
         )
-        sent, _ = await produce(settings, demo_events(settings))
+        if not fmt:
+            sent, _ = await produce(settings, demo_events(settings))
+            return sent
+        from stream.formats.setup import demo_encoder  # noqa: PLC0415 - formats only when used
+
+        encode = await asyncio.to_thread(demo_encoder, settings, topic)
+        sent, _ = await produce(settings, demo_events(settings, encode=encode))
         return sent
 
     # -- cases --
@@ -215,6 +228,7 @@ class Bench:
         ]
         if self.s.quick:
             return cases
+        cases += self.format_cases(service)
         # Right after its at-least-once twin, before the matrix cases load the broker
         # with gigabytes: the two guarantees are compared on the same footing.
         cases.append(
@@ -257,6 +271,11 @@ class Bench:
                 )
             )
         wanted = {c.strip() for c in self.s.cases.split(",") if c.strip()}
+        if not self.s.schema_registry_url and (not wanted or "formats" in wanted):
+            self.say(
+                "formats cases skipped: they need a Schema Registry "
+                "(--schema-registry-url or STREAM_BENCH_SCHEMA_REGISTRY_URL)"
+            )
         chosen = [c for c in cases if not wanted or c.name in wanted or c.group in wanted]
         if not self.s.postgres_dsn and any(c.sink for c in chosen):
             self.say("sink cases skipped: give --postgres-dsn (or STREAM_BENCH_POSTGRES_DSN)")
@@ -265,6 +284,32 @@ class Bench:
 
     def sink_table(self, case: Case) -> str:
         return f"bench_{self.run_id}_{_slug(case.name).replace('-', '_')}"
+
+    def format_cases(self, service: list[str]) -> list[Case]:
+        """sensor-features with Avro or Protobuf in and out, input pre-filled in that
+        format: their cost per record against the JSON case beside them."""
+        url = self.s.schema_registry_url
+        if not url:
+            return []
+        return [
+            Case(
+                f"sensor-features-{fmt}",
+                f"sensor-{fmt}",
+                [
+                    *service,
+                    "--transform",
+                    "sensor-features",
+                    "--input-format",
+                    fmt,
+                    "--output-format",
+                    fmt,
+                    "--schema-registry-url",
+                    url,
+                ],
+                "formats",
+            )
+            for fmt in FORMATS
+        ]
 
     def command(self, case: Case, input_topic: str, output_topic: str, group: str) -> list[str]:
         common = [
@@ -450,7 +495,7 @@ class Bench:
                 topic = self.topic(f"{payload}-in")
                 await self.create(topic)
                 # A ~1 ms matrix record is ~100x a sensor event's bytes and CPU: fewer do.
-                counts[payload] = self.s.count if payload == "sensor" else self.s.count // 20
+                counts[payload] = self.s.count if payload != "matrix" else self.s.count // 20
                 self.say(f"filling {topic} with {counts[payload]:,} {payload} events")
                 await self.fill(topic, payload, counts[payload])
                 inputs[payload] = topic

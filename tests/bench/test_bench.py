@@ -132,3 +132,62 @@ async def test_sink_cases_without_a_dsn_are_skipped_with_one_line(bootstrap: str
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "sink cases skipped: give --postgres-dsn" in done.stderr
+
+
+def bench_command(bootstrap: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [STREAM, "bench", "--bootstrap-servers", bootstrap, "--matrix-size", "8", *extra],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+async def test_formats_cases_run_through_a_registry(
+    bootstrap: str, schema_registry_url: str, tmp_path: Path
+) -> None:
+    output = tmp_path / "bench.json"
+    done = await asyncio.to_thread(
+        bench_command,
+        bootstrap,
+        "--cases",
+        "formats",
+        "--count",
+        "2000",
+        "--latency-seconds",
+        "2",
+        "--schema-registry-url",
+        schema_registry_url,
+        "--output",
+        str(output),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(output.read_text())
+    names = [r["name"] for r in report["results"]]
+    assert names == ["sensor-features-avro", "sensor-features-protobuf"]
+    for result in report["results"]:
+        assert result["error"] == "", result
+        assert result["group"] == "formats"
+        assert result["records"] >= 2
+        assert result["cpu_us_per_record"] > 0
+    assert set(report["settings"]["payload_bytes"]) == {"sensor-avro", "sensor-protobuf"}
+
+
+async def test_formats_cases_are_skipped_in_one_line_without_a_registry(bootstrap: str) -> None:
+    done = await asyncio.to_thread(
+        bench_command,
+        bootstrap,
+        "--cases",
+        "formats,identity",
+        "--count",
+        "500",
+        "--latency-seconds",
+        "1",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    skipped = [line for line in done.stderr.splitlines() if "formats cases skipped" in line]
+    assert len(skipped) == 1, done.stderr
+    assert "--schema-registry-url" in skipped[0]
+    assert "identity" in done.stdout
+    assert "sensor-features-avro" not in done.stdout

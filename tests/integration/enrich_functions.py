@@ -26,7 +26,7 @@ def keep_meta(records: Sequence[Any]) -> list[Any]:
 async def owner(record: Any, key: bytes | None) -> Any:
     """``{"owner": SENSOR_ID, "key": key}`` after 0-30 ms (shuffled latencies); None for
     ``NO_OWNER``."""
-    await asyncio.sleep(random.uniform(0, 0.03))  # noqa: S311 - latency, not security
+    await asyncio.sleep(random.uniform(0, 0.03))
     sensor_id = str(record["sensor_id"])
     if sensor_id == NO_OWNER:
         return None

@@ -270,9 +270,7 @@ async def test_a_stalled_server_holds_records_in_flight_within_the_cap_then_all_
     assert await asyncio.to_thread(service.terminate) == 0, service.log()
 
 
-async def test_a_user_lookup_coroutine_end_to_end(
-    topics: Topics, services: list[Service]
-) -> None:
+async def test_a_user_lookup_coroutine_end_to_end(topics: Topics, services: list[Service]) -> None:
     """``--enrich module:function``: the coroutine's answer (after shuffled 0-30 ms sleeps)
     is under ``meta`` of every output, in key order; the sensor it returns None for is
     dead-lettered (reason enrich_failed) under the default ``--enrich-missing fail``."""

@@ -17,6 +17,13 @@ with ``--sink postgres`` and the per-row design (one awaited INSERT per record).
 throughput is rows over the time from the first to the last row written (each case's
 table gets a ``written_at`` column defaulting to the database's clock); they have no
 latency run.
+
+The ``io`` group measures I/O-bound work: ``IO_REQUESTS`` GETs that a local server
+answers after ``LOOKUP_DELAY`` seconds, through threads, processes and asyncio
+(:mod:`stream.enrich.bench`, in a process of its own), then the service with
+enrichment against that server, with a cold cache (every record its own URL) and with
+99% cache hits (a URL per sensor, one sensor per 100 records), beside the same service
+without enrichment on the same input.
 """
 
 from __future__ import annotations
@@ -48,15 +55,22 @@ FORMATS = ("avro", "protobuf")  # the schema formats, each a case beside sensor-
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
+IO_REQUESTS = 1000  # GETs per client in the io baselines
+LOOKUP_DELAY = 0.05  # seconds the lookup server takes to answer
+LOOKUP_CONCURRENCY = 100  # --enrich-concurrency of the enrichment cases
+LOOKUP_SENSORS = 100  # records per distinct sensor in the io group's input (99% cache hits)
+
 
 @dataclass(frozen=True)
 class Case:
     name: str
-    payload: str  # "sensor", "matrix", or "sensor-avro" / "sensor-protobuf" (sensor events framed)
+    payload: str  # "sensor", "matrix", "sensor-avro" / "sensor-protobuf" (sensor events
+    # framed), or "lookup" (sensor events, a sensor per 100)
     command: list[str]  # after the common connection options are added
     group: str  # what the case belongs to in the table
     service: bool = True
     sink: bool = False  # writes rows to PostgreSQL, counted from its table
+    enrich: str = ""  # --enrich-url path on the lookup server, if the case enriches
 
 
 @dataclass
@@ -143,6 +157,7 @@ class Bench:
         self.run_id = uuid.uuid4().hex[:8]
         self.topics: list[str] = []
         self.matrix_size = settings.matrix_size
+        self.lookup_base = ""  # the lookup server's http://host:port, while it runs
 
     def say(self, text: str) -> None:
         sys.stderr.write(text + "\n")
@@ -180,16 +195,17 @@ class Bench:
         events in that format, their schema registered under ``<topic>-value``."""
         values = max(8, self.s.payload // 20)  # a float in JSON is about 20 bytes
         kind, _, fmt = payload.partition("-")
+        lookup = payload == "lookup"
         settings = ProduceSettings(
             bootstrap_servers=self.s.bootstrap_servers,
             input_topic=topic,
-            kind=kind,
+            kind="sensor" if lookup else kind,
             count=count,
             rate=rate,
             seed=self.s.seed,
             values=values,
             matrix_size=self.matrix_size,
-            keys=64,
+            keys=max(1, count // LOOKUP_SENSORS) if lookup else 64,
             quiet=True,
             format=fmt or "json",  # type: ignore[arg-type]
             schema_registry_url=self.s.schema_registry_url if fmt else "",
@@ -270,6 +286,25 @@ class Bench:
                     service=False,
                 )
             )
+        features = [*service, "--transform", "sensor-features"]
+        enrich = [*features, "--enrich-concurrency", str(LOOKUP_CONCURRENCY)]
+        cases += [
+            Case("lookups: no enrichment", "lookup", features, "io"),
+            Case(
+                "lookups: enrich, cold cache",
+                "lookup",
+                enrich,
+                "io",
+                enrich="/sensors/{sensor_id}-{seq}",  # every record its own URL
+            ),
+            Case(
+                "lookups: enrich, 99% cache hits",
+                "lookup",
+                enrich,
+                "io",
+                enrich="/sensors/{sensor_id}",  # one sensor per LOOKUP_SENSORS records
+            ),
+        ]
         wanted = {c.strip() for c in self.s.cases.split(",") if c.strip()}
         if not self.s.schema_registry_url and (not wanted or "formats" in wanted):
             self.say(
@@ -322,6 +357,8 @@ class Bench:
             "--group-id",
             group,
         ]
+        if case.enrich:
+            common += ["--enrich-url", self.lookup_base + case.enrich]
         if case.service:
             dlq = output_topic + ".dlq"
             return [*case.command, *common, "--dlq-topic", dlq, "--metrics-port", "0"]
@@ -485,8 +522,53 @@ class Bench:
             "max": float(ms.max()),
         }
 
+    async def io_baselines(self) -> tuple[list[dict[str, Any]], str]:
+        """The io group's clients (threads, processes, asyncio), in a process of their own:
+        (their rows, or an error)."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "stream.enrich.bench",
+            "--requests",
+            str(IO_REQUESTS),
+            "--delay",
+            str(LOOKUP_DELAY),
+            "--json",
+            "--no-loop-cost",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        if process.returncode != 0:
+            return [], err.decode(errors="replace")[-2000:] or f"exit {process.returncode}"
+        rows: list[dict[str, Any]] = json.loads(out)["io"]
+        return rows, ""
+
     async def run(self) -> dict[str, Any]:
         cases = self.cases()
+        with contextlib.ExitStack() as stack:
+            io: list[dict[str, Any]] = []
+            io_error = ""
+            if any(c.group == "io" for c in cases):
+                self.say(f"io: {IO_REQUESTS:,} requests through threads, processes, asyncio")
+                io, io_error = await self.io_baselines()
+                if any(c.enrich for c in cases):
+                    from stream.enrich.bench import SlowServer  # noqa: PLC0415 - aiohttp
+
+                    self.lookup_base = stack.enter_context(SlowServer(LOOKUP_DELAY))
+            report = await self._run(cases)
+        if io or io_error:
+            report["io"] = io
+            report["io_error"] = io_error
+            report["io_settings"] = {
+                "requests": IO_REQUESTS,
+                "delay": LOOKUP_DELAY,
+                "concurrency": LOOKUP_CONCURRENCY,
+                "records_per_sensor": LOOKUP_SENSORS,
+            }
+        return report
+
+    async def _run(self, cases: list[Case]) -> dict[str, Any]:
         self.payload_bytes: dict[str, float] = {}
         inputs: dict[str, str] = {}
         try:
@@ -645,7 +727,84 @@ def table(report: dict[str, Any]) -> str:
         if "to_kafka_sink" in sink:
             parts.append(f"{sink['to_kafka_sink']:.2f}x the Kafka sink (sensor-features)")
         lines.append("PostgreSQL sink (sensor-features-postgres, rows/s): " + ", ".join(parts))
-    return "\n".join(lines)
+    return "\n".join(lines + io_table(report))
+
+
+# The two-row table: the same three designs for CPU-bound and for I/O-bound work.
+CPU_ROW = {
+    "threads": "matrix-inverse, batched thread",
+    "processes": "matrix-inverse, batched process",
+    "async": "matrix-inverse, batched inline",  # on the event loop
+}
+IO_ROW = {"threads": "threads(10)", "processes": "processes(10)", "async": "asyncio+aiohttp(100)"}
+
+
+def io_table(report: dict[str, Any]) -> list[str]:
+    """The io group's lines under the main table: every client, the threads / processes /
+    async table beside the CPU-bound row, and the issue's targets (empty without io)."""
+    settings = report.get("io_settings")
+    if not settings:
+        return []
+    delay_ms = settings["delay"] * 1000
+    lines = ["", f"I/O-bound: {settings['requests']:,} GETs, each answered after {delay_ms:g} ms"]
+    if report["io_error"]:
+        lines.append(f"  the clients failed: {report['io_error'][-300:]}")
+    clients = {r["case"]: r for r in report["io"]}
+    base = clients.get("threads(10)")
+    for r in report["io"]:
+        times = f"{base['seconds'] / r['seconds']:6.1f}x" if base and r["seconds"] else "     -"
+        lines.append(
+            f"  {r['case']:<24}{r['seconds']:8.2f} s{r['per_second']:9,.0f} req/s {times} "
+            f"threads(10)  client CPU {r['cpu_seconds'] / r['requests'] * 1e3:5.2f} ms/req  "
+            f"errors {r['errors']}"
+        )
+    service = {r["name"]: r for r in report["results"] if not r["error"]}
+
+    def cell(row: dict[str, Any] | None, key: str) -> str:
+        return f"{row[key]:,.0f}" if row else "-"
+
+    head = f"{'':<34}{'threads':>12}{'processes':>12}{'async':>12}"
+    lines += ["", head, "-" * len(head)]
+    lines.append(
+        f"{'CPU: matrix-inverse, records/s':<34}"
+        + "".join(f"{cell(service.get(name), 'records_per_s'):>12}" for name in CPU_ROW.values())
+    )
+    lines.append(
+        f"{'I/O: GETs of ' + format(delay_ms, 'g') + ' ms, requests/s':<34}"
+        + "".join(f"{cell(clients.get(name), 'per_second'):>12}" for name in IO_ROW.values())
+    )
+    lines.append("  CPU: batches on a thread pool, a process pool, the event loop itself")
+    lines.append("  I/O: 10 threads, 10 processes, 100 requests in flight on one event loop")
+    lines += ["", "targets:"]
+    lines += [f"  {text}" for text in io_targets(report)]
+    return lines
+
+
+def io_targets(report: dict[str, Any]) -> list[str]:
+    """The issue's three targets for I/O-bound work, each measured or '-' (not run)."""
+    settings = report["io_settings"]
+    clients = {r["case"]: r["per_second"] for r in report["io"]}
+    service = {r["name"]: r["records_per_s"] for r in report["results"] if not r["error"]}
+    allowed = settings["concurrency"] / settings["delay"]  # lookups in flight / seconds each
+
+    def verdict(value: float | None, target: float, unit: str) -> str:
+        if value is None:
+            return "- (not run)"
+        return f"{value:,.2f}{unit} ({'met' if value >= target else 'missed'})"
+
+    threads, asyncio_ = clients.get(IO_ROW["threads"]), clients.get(IO_ROW["async"])
+    plain = service.get("lookups: no enrichment")
+    warm = service.get("lookups: enrich, 99% cache hits")
+    cold = service.get("lookups: enrich, cold cache")
+    return [
+        "async >= 5x threads(10) on the GETs: "
+        + verdict(asyncio_ / threads if asyncio_ and threads else None, 5.0, "x"),
+        "99% cache hits >= 0.9x the service without enrichment: "
+        + verdict(warm / plain if warm and plain else None, 0.9, "x"),
+        f"cold cache >= 80% of the {allowed:,.0f} records/s that "
+        f"{settings['concurrency']} lookups in flight allow: "
+        + verdict(cold / allowed if cold is not None else None, 0.8, "x"),
+    ]
 
 
 def chart(report: dict[str, Any], path: str) -> bool:

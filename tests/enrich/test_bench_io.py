@@ -40,3 +40,21 @@ def test_main_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     report = json.loads(capsys.readouterr().out)
     assert len(report["io"]) == 5
     assert set(report["loop_cost_us"]) == {"field_url", "key_url", "worker_plain", "worker_merge"}
+
+
+def test_main_prints_the_clients_alone_for_stream_bench(capsys: pytest.CaptureFixture[str]) -> None:
+    main(
+        [
+            "--requests",
+            "20",
+            "--delay",
+            "0.01",
+            "--process-workers",
+            "2",
+            "--json",
+            "--no-loop-cost",
+        ]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert [r["requests"] for r in report["io"]] == [20] * 5
+    assert "loop_cost_us" not in report

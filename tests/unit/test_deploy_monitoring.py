@@ -37,6 +37,7 @@ ALERT_NAMES = {
     "StreamWorkerRestarts",
     "StreamTargetDown",
     "StreamEventLoopLagHigh",
+    "StreamSinkErrors",
 }
 
 # Panels an on-call engineer relies on; the alerts' descriptions refer to them by title.

@@ -17,6 +17,7 @@ it is isolated and returned as a bad record (reason ``worker_crash`` or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -82,6 +83,7 @@ class _Worker:
         self.process: Any = None
         self.conn: Connection | None = None
         self.respawning = False
+        self._kill_lock = threading.Lock()
         self.thread = threading.Thread(target=self._serve, name=f"stream-pool-{index}", daemon=True)
 
     @property
@@ -121,14 +123,18 @@ class _Worker:
         return pid
 
     def kill(self) -> None:
-        process, conn = self.process, self.conn
+        """Kill the process and close the pipe; safe from two threads at once (the pool's
+        close and this worker's own thread may both get here)."""
+        with self._kill_lock:
+            process, conn = self.process, self.conn
+            self.conn = None
         if process is not None and process.is_alive():
             process.kill()
         if process is not None:
             process.join(5)
         if conn is not None:
-            conn.close()
-        self.conn = None
+            with contextlib.suppress(OSError):
+                conn.close()
 
     def _respawn(self, why: str) -> bool:
         self.respawning = True

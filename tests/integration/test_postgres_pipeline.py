@@ -28,12 +28,15 @@ from tests.conftest import (
     Service,
     Topics,
     end_offsets,
+    get,
+    metrics_url,
     read_topic,
     send,
     start_service,
     wait_caught_up,
 )
 from tests.integration.test_pipeline import feed_demo
+from tests.integration.test_scale_out import dashboard_metric_names, samples
 from tests.postgres import Server
 from transforms import resolve
 
@@ -214,6 +217,15 @@ async def test_kafka_and_postgres_at_least_once_every_input_is_a_row_and_a_recor
     records = await read_topic(topics.bootstrap, topics.output, count, wait=180)
     assert await wait_rows(postgres_dsn, table, count, service) == count, service.log()
     assert await wait_caught_up(topics), service.log()
+    # Every sink series the dashboard reads is exported by a service with a sink.
+    status, body = await asyncio.to_thread(get, metrics_url(service))
+    assert status == 200
+    exported = samples(body.decode())
+    sink_names = {name for name in dashboard_metric_names() if name.startswith("stream_sink_")}
+    assert len(sink_names) >= 4, sink_names
+    assert sorted(sink_names - exported.keys()) == []
+    assert exported["stream_sink_rows_written_total"] >= count
+    assert exported["stream_sink_write_duration_seconds_count"] > 0
     assert service.terminate() == 0, service.log()
 
     await assert_each_input_once(postgres_dsn, table, topics)

@@ -594,6 +594,16 @@ class RunSettings(KafkaSettings):
     commit_interval: float = opt(
         1.0, "seconds between offset commits", positive_float, "SECONDS", group=FLOW
     )
+    transaction_interval: float = opt(
+        0.1,
+        "exactly-once: seconds a partition's transaction stays open before it commits; "
+        "outputs are visible to read_committed consumers only then, so longer means "
+        "fewer commits and more throughput but later outputs (0: commit after each "
+        "delivery)",
+        non_negative_float,
+        "SECONDS",
+        group=FLOW,
+    )
     drain_timeout: float = opt(
         30.0,
         "seconds to finish in-flight work on shutdown or rebalance before abandoning it",

@@ -30,8 +30,14 @@ Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 class Delivery(Protocol):
     """Produces finished batches of a partition and makes their offsets count."""
 
-    idle_interval: float | None  # an emitter with nothing to do calls idle() this often
     max_batches: int  # most finished batches handed to deliver() at once
+
+    def wait_limit(self, part: Partition) -> float | None:
+        """Seconds an emitter waits for a finished batch before it calls ``idle`` (None:
+        no limit)."""
+
+    def flush(self) -> None:
+        """Shutting down: deliver what is held back as soon as nothing more is queued."""
 
     async def start(self) -> None: ...
     async def run(self) -> None:
@@ -53,7 +59,6 @@ class AtLeastOnce:
     """One shared idempotent producer; a batch is finished when every record of it is
     acknowledged; offsets are committed every ``--commit-interval``."""
 
-    idle_interval: float | None = None
     max_batches = 1
 
     def __init__(
@@ -91,6 +96,12 @@ class AtLeastOnce:
 
     async def open(self, part: Partition) -> None:
         return None
+
+    def wait_limit(self, part: Partition) -> float | None:
+        return None  # offsets are committed every --commit-interval by run()
+
+    def flush(self) -> None:
+        return None  # nothing is held back
 
     async def deliver(self, part: Partition, batches: list[Batch]) -> None:
         for batch in batches:

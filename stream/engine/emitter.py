@@ -8,6 +8,7 @@ new one carries on for the new assignment).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from stream.engine.assignment import Batch, Partition
@@ -38,17 +39,20 @@ class Emitter:
 
     async def next_batches(self, part: Partition) -> list[Batch]:
         """The finished batches at the head of the queue (at least one), taken off it;
-        an empty list when the delivery's idle interval passed with nothing to do."""
+        an empty list when the delivery's wait limit passed first."""
         queue = part.queue
-        while not queue:
-            part.wakeup.clear()
-            if self.delivery.idle_interval is None:
-                await part.wakeup.wait()
-                continue
-            await wait_event(part.wakeup, self.delivery.idle_interval)
-            if not queue:
+        while not (queue and queue[0].result.done()):
+            limit = self.delivery.wait_limit(part)
+            if limit is not None and limit <= 0:
                 return []
-        await queue[0].result
+            if queue:
+                await asyncio.wait([queue[0].result], timeout=limit)
+                continue
+            part.wakeup.clear()
+            if limit is None:
+                await part.wakeup.wait()
+            elif not await wait_event(part.wakeup, limit):
+                return []
         batches: list[Batch] = []
         while queue and queue[0].result.done() and len(batches) < self.delivery.max_batches:
             batch = queue.popleft()

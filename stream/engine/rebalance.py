@@ -76,8 +76,12 @@ class Rebalancer:
         added = [
             self.assignment.add(tp) for tp in sorted(assigned) if self.assignment.get(tp) is None
         ]
-        for part in added:
-            await self.open(part)
+        # Opened side by side: starting a transactional producer takes round trips to
+        # the coordinator (and waits for a previous owner's transaction to settle).
+        opened = await asyncio.gather(*(self.open(p) for p in added), return_exceptions=True)
+        for error in opened:
+            if isinstance(error, BaseException):
+                raise error
         self.rebalancing = False
         log.info("assigned partitions: %s", names(assigned))
         if assigned:
@@ -113,6 +117,7 @@ class Rebalancer:
             return
         for part in parts:
             part.closing = True
+            part.wakeup.set()  # an emitter holding a transaction open commits it now
         drained = await self.assignment.drain(parts, self.drain_timeout, self.stopping)
         if not drained:
             log.warning("rebalance: in-flight work of revoked partitions abandoned after drain")

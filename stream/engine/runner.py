@@ -249,6 +249,8 @@ class Engine:
         busy = sum(p.records for p in parts)
         if busy:
             log.info("draining %d in-flight records", busy)
+        if self._delivery is not None:
+            self._delivery.flush()
         drained = await self.assignment.drain(
             parts, self.settings.drain_timeout, lambda: self.monitor.fatal is not None
         )

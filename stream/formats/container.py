@@ -36,10 +36,9 @@ class NotAContainer(UsageError):
 @dataclass(frozen=True, slots=True)
 class Container:
     """An opened container: its writer schema (as a registry would hold it, under
-    ``SCHEMA_ID``), its codec, and its records, framed, read as they are iterated."""
+    ``SCHEMA_ID``), and its records, framed, read as they are iterated."""
 
     schema: RegisteredSchema
-    codec: str
     values: Iterator[bytes]
 
 
@@ -58,7 +57,7 @@ def open_container(handle: BinaryIO) -> Container:
     except Exception as exc:  # noqa: BLE001 - whatever a damaged header raises is the file's
         raise NotAContainer(f"the Avro header cannot be read ({_why(exc)})") from None
     schema = RegisteredSchema(SCHEMA_ID, "AVRO", text)
-    return Container(schema, blocks.codec, _values(blocks, parsed))
+    return Container(schema, _values(blocks, parsed))
 
 
 def _values(blocks: Iterator[Any], schema: Any) -> Iterator[bytes]:

@@ -13,8 +13,8 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO, NoReturn
 
 import orjson
 
@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         (
             "try",
-            "run JSON lines from a file through a transform, in this process (no broker)",
+            "run JSON lines or an Avro container file through a transform, in this process "
+            "(no broker)",
             TrySettings,
         ),
         ("db", "create the PostgreSQL sink's tables (idempotent)", DbSettings),
@@ -362,30 +363,33 @@ def _given(args: argparse.Namespace) -> set[str]:
 
 def cmd_try(args: argparse.Namespace) -> int:
     settings: TrySettings = _settings(TrySettings, args)
-    from stream.trial import Trial, read_lines, report_lines, run_trial  # noqa: PLC0415
+    from stream.trial import Trial, report_lines, run_file  # noqa: PLC0415
     from transforms import resolve  # noqa: PLC0415
 
     transform = resolve(settings.transform)
 
-    def trial_of(chunks: Iterable[bytes]) -> Trial:
-        return run_trial(
+    def trial_of(handle: BinaryIO, name: str) -> Trial:
+        return run_file(
             transform,
-            read_lines(chunks),
+            handle,
+            name=name,
+            input_format=settings.input_format,
             max_record_bytes=settings.max_record_bytes,
             max_array_length=settings.max_array_length,
             batch_max_records=settings.batch_max_records,
         )
 
     if settings.file == "-":
-        trial = trial_of(sys.stdin.buffer)
+        trial = trial_of(sys.stdin.buffer, "stdin")
     else:
         try:
             handle = open(settings.file, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise ConfigError(f"--file: cannot open {settings.file!r}: {exc.strerror}") from None
         with handle:
-            trial = trial_of(handle)
-    for line in report_lines(trial, quiet=settings.quiet):
+            trial = trial_of(handle, f"--file {settings.file!r}")
+    unit = "record" if settings.input_format == "avro" else "line"
+    for line in report_lines(trial, quiet=settings.quiet, unit=unit):
         print(line)  # noqa: T201
     return EXIT_RUNTIME if trial.dead_letters and not settings.allow_dead_letters else 0
 

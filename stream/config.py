@@ -74,6 +74,7 @@ LogFormat = Literal["text", "json"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 RecordFormat = Literal["json", "avro", "protobuf"]
+TryFormat = Literal["json", "avro"]
 
 
 # --- Schema Registry options (``stream run`` and ``stream produce`` both declare them) -------
@@ -903,7 +904,18 @@ class TrySettings:
         metavar="NAME",
         shared=True,
     )
-    file: str = opt("-", "JSON lines to run through the transform ('-': stdin)", metavar="PATH")
+    file: str = opt(
+        "-",
+        "the records to run through the transform, as --input-format says ('-': stdin)",
+        metavar="PATH",
+    )
+    input_format: TryFormat = opt(
+        "json",
+        "what --file holds: json (JSON lines) or avro (an Avro object container file, its "
+        "writer schema in its header); outputs print as JSON either way. Protobuf has no "
+        "standard container file, so try does not read it",
+        choice(*get_args(TryFormat)),
+    )
     max_record_bytes: int = opt(
         1 << 20, "larger input records are dead letters", size, "SIZE", shared=True
     )

@@ -1,6 +1,9 @@
 """``stream try``: records from a file through a transform, in this process, by the code
-a worker runs (:func:`transforms.batch.run_batch`: decode, size limit, transform,
-encode). No broker, no pool. Plain logic: the CLI reads the file and prints the lines.
+a worker runs (decode, size limit, transform, encode): :func:`transforms.batch.run_batch`
+for JSON lines; for an Avro container file, the worker's Avro decoder on each record
+framed as Kafka would carry it, then :func:`stream.formats.batch.run_coded_batch`, with
+JSON out. No broker, no pool, no registry. Plain logic: the CLI opens the file and
+prints the lines.
 """
 
 from __future__ import annotations
@@ -9,14 +12,19 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
+from stream.formats.batch import run_coded_batch
+from stream.formats.json import JsonEncoder
+from stream.formats.spec import Codecs
 from transforms import LIMITS, Transform, set_limits
-from transforms.batch import run_batch
+from transforms.batch import BatchOutcome, run_batch
 
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    """One non-empty input line: its number in the file (from 1) and its bytes."""
+    """One input record: its number in the file (from 1: a JSON line's line number, an
+    Avro record's place in the file) and its bytes."""
 
     number: int
     value: bytes
@@ -26,7 +34,7 @@ class Line:
 class Rejected:
     """A record the service would send to the dead-letter topic."""
 
-    line: int
+    number: int
     reason: str
     message: str
 
@@ -67,6 +75,59 @@ def read_lines(chunks: Iterable[bytes]) -> Iterator[Line]:
             yield Line(number, value)
 
 
+def read_avro(handle: BinaryIO) -> tuple[Iterator[Line], Codecs]:
+    """The records of an Avro object container file, numbered from 1, each framed as a
+    worker would get it from Kafka, and the codecs a worker would decode them with (the
+    file's writer schema standing in for the registry's), encoding outputs as JSON.
+    Raises :class:`~stream.formats.container.NotAContainer` for a file that is not one
+    (on opening), or that is cut short or damaged (when the iteration gets there)."""
+    from stream.formats import avro  # noqa: PLC0415 - only Avro files pay for fastavro
+    from stream.formats.container import open_container  # noqa: PLC0415
+    from stream.formats.registry import StaticSchemas  # noqa: PLC0415
+
+    container = open_container(handle)
+    codecs = Codecs(avro.decoder(StaticSchemas(container.schema)), JsonEncoder(), None)
+    lines = (Line(number, value) for number, value in enumerate(container.values, start=1))
+    return lines, codecs
+
+
+def run_file(
+    transform: Transform,
+    handle: BinaryIO,
+    *,
+    name: str,
+    input_format: str,
+    max_record_bytes: int,
+    max_array_length: int,
+    batch_max_records: int,
+) -> Trial:
+    """:func:`run_trial` on a file of JSON lines or (``input_format`` avro) an Avro
+    container file. A file that is not a container, or is cut short, raises
+    :class:`~stream.formats.container.NotAContainer` with ``name`` in its one line."""
+    if input_format == "json":
+        return run_trial(
+            transform,
+            read_lines(handle),
+            max_record_bytes=max_record_bytes,
+            max_array_length=max_array_length,
+            batch_max_records=batch_max_records,
+        )
+    from stream.formats.container import NotAContainer  # noqa: PLC0415
+
+    try:
+        lines, codecs = read_avro(handle)
+        return run_trial(
+            transform,
+            lines,
+            max_record_bytes=max_record_bytes,
+            max_array_length=max_array_length,
+            batch_max_records=batch_max_records,
+            codecs=codecs,
+        )
+    except NotAContainer as exc:
+        raise NotAContainer(f"{name}: {exc}") from None
+
+
 def run_trial(
     transform: Transform,
     lines: Iterable[Line],
@@ -74,9 +135,17 @@ def run_trial(
     max_record_bytes: int,
     max_array_length: int,
     batch_max_records: int,
+    codecs: Codecs | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Trial:
-    """Run the lines through ``transform`` in batches, as the service's workers would."""
+    """Run the lines through ``transform`` in batches, as the service's workers would:
+    as JSON, or through ``codecs`` (from :func:`read_avro`)."""
+
+    def process(values: list[bytes | None]) -> BatchOutcome:
+        if codecs is None:
+            return run_batch(transform, values, max_record_bytes)
+        return run_coded_batch(transform, codecs, values, max_record_bytes, same_bytes=False)
+
     trial = Trial(transform.name)
     previous = LIMITS.max_array_length
     set_limits(max_array_length)
@@ -85,10 +154,10 @@ def run_trial(
         for line in lines:
             batch.append(line)
             if len(batch) >= batch_max_records:
-                _run(trial, transform, batch, max_record_bytes, clock)
+                _run(trial, batch, process, clock)
                 batch = []
         if batch:
-            _run(trial, transform, batch, max_record_bytes, clock)
+            _run(trial, batch, process, clock)
     finally:
         set_limits(previous)
     return trial
@@ -96,14 +165,13 @@ def run_trial(
 
 def _run(
     trial: Trial,
-    transform: Transform,
     batch: list[Line],
-    max_record_bytes: int,
+    process: Callable[[list[bytes | None]], BatchOutcome],
     clock: Callable[[], float],
 ) -> None:
     values: list[bytes | None] = [line.value for line in batch]
     started = clock()
-    outcome = run_batch(transform, values, max_record_bytes)
+    outcome = process(values)
     trial.seconds += clock() - started
     trial.records += len(batch)
     failed = {}
@@ -118,12 +186,13 @@ def _run(
         trial.outputs.append((line.number, output))
 
 
-def report_lines(trial: Trial, *, quiet: bool = False) -> Iterator[str]:
+def report_lines(trial: Trial, *, quiet: bool = False, unit: str = "line") -> Iterator[str]:
     """What ``stream try`` prints: each output and each dead letter (unless ``quiet``,
-    which keeps the dead letters), then the summary."""
+    which keeps the dead letters), then the summary. ``unit`` names what the numbers
+    count: lines of a JSON-lines file, records of an Avro file."""
     if not quiet:
         for number, output in trial.outputs:
-            yield f"line {number}: {output.decode()}"
+            yield f"{unit} {number}: {output.decode()}"
     for dead in trial.dead_letters:
-        yield f"line {dead.line}: dead letter ({dead.reason}): {dead.message}"
+        yield f"{unit} {dead.number}: dead letter ({dead.reason}): {dead.message}"
     yield trial.summary()

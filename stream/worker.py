@@ -1,6 +1,7 @@
 """What runs inside a worker process: decode, transform, encode one batch (the core of
-that is :func:`transforms.batch.run_batch`, which ``stream try`` and the testing helper
-share).
+that is :func:`transforms.batch.run_batch` for JSON, which ``stream try`` and the testing
+helper share, and :func:`stream.formats.batch.run_coded_batch` for the registry formats,
+which ``stream try`` shares for Avro files).
 
 Plain module-level functions (they are pickled by reference). A batch crosses the
 process boundary once each way: raw record values in, encoded outputs and
@@ -17,14 +18,13 @@ import signal
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
 
+from stream.formats.batch import run_coded_batch
 from stream.formats.registry import RegistryError
 from stream.formats.spec import JSON, Codecs, FormatSpec
 from stream.formats.spec import build as build_codecs
-from transforms import BadRecord, Transform, resolve, set_limits
-from transforms.batch import apply_batch_fn, bounded, merge, run_batch
-from transforms.reasons import Reason
+from transforms import Transform, resolve, set_limits
+from transforms.batch import run_batch
 
 log = logging.getLogger(__name__)
 
@@ -199,57 +199,23 @@ def process_batch(
     """
     started = time.perf_counter()
     transform = _transform(spec)
-    if formats == JSON:  # the path `stream try` and transforms.testing share
+    if formats == JSON:  # the path transforms.testing and `stream try` on JSON lines share
         outcome = run_batch(transform, values, max_record_bytes, enrichment, field)
         return BatchResult(
             outcome.outputs, outcome.errors, time.perf_counter() - started, os.getpid()
         )
     codecs = _codecs(formats)
     try:
-        decoded = codecs.decoder.decode_batch(values, max_record_bytes)
+        outcome = run_coded_batch(
+            transform,
+            codecs,
+            values,
+            max_record_bytes,
+            same_bytes=formats.same_bytes,
+            enrichment=enrichment,
+            field=field,
+        )
     except RegistryError as exc:  # SchemaNotFound never gets here: it is per record
         log.warning("%s; the batch will be retried", exc)
         return BatchResult([], [], time.perf_counter() - started, os.getpid(), str(exc))
-    errors = decoded.errors
-    good_index = decoded.index
-    if enrichment is not None:
-        items = []
-        for index, item in zip(list(good_index), decoded.items, strict=True):
-            extra = enrichment[index]
-            try:
-                items.append(item if extra is None else merge(item, extra, field))
-            except BadRecord as bad:
-                errors.append((index, bad.reason, bad.message))
-                good_index.remove(index)
-        decoded.items[:] = items
-    results = apply_batch_fn(transform, decoded.items) if decoded.items else []
-    enriched = enrichment is not None and any(e is not None for e in enrichment)
-    if transform.passthrough and formats.same_bytes and not enriched:
-        for index, result in zip(good_index, results, strict=True):
-            if isinstance(result, BadRecord):
-                errors.append((index, result.reason, bounded(result.message)))
-        errors.sort()
-        return BatchResult(None, errors, time.perf_counter() - started, os.getpid())
-    outputs: list[bytes | None] = [None] * len(values)
-    ok_index: list[int] = []
-    ok_items: list[Any] = []
-    for index, result in zip(good_index, results, strict=True):
-        if isinstance(result, BadRecord):
-            errors.append((index, result.reason, bounded(result.message)))
-        else:
-            ok_index.append(index)
-            ok_items.append(result)
-    encoded_all = codecs.encoder.encode_batch(ok_items) if ok_items else []
-    for index, encoded in zip(ok_index, encoded_all, strict=True):
-        if isinstance(encoded, BadRecord):
-            errors.append((index, encoded.reason, bounded(encoded.message)))
-            continue
-        if len(encoded) > max_record_bytes:
-            message = (
-                f"the output is {len(encoded)} bytes, more than the limit of {max_record_bytes}"
-            )
-            errors.append((index, Reason.OUTPUT_TOO_LARGE, message))
-            continue
-        outputs[index] = encoded
-    errors.sort()
-    return BatchResult(outputs, errors, time.perf_counter() - started, os.getpid())
+    return BatchResult(outcome.outputs, outcome.errors, time.perf_counter() - started, os.getpid())

@@ -9,16 +9,20 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.cli import main
-from stream.trial import Line, read_lines, report_lines, run_trial
+from stream.formats.avro import AvroEncoder, avro_schema, schema_text
+from stream.formats.container import SCHEMA_ID, NotAContainer
+from stream.trial import Line, Trial, read_avro, read_lines, report_lines, run_file, run_trial
 from stream.worker import process_batch
-from transforms import LIMITS, BadRecord, resolve
-from transforms.testing import run
+from transforms import LIMITS, BadRecord, Transform, resolve
+from transforms.builtin import SENSOR_READING_SCHEMA
+from transforms.testing import as_transform, run
 
 EVENT = {"sensor_id": "a", "seq": 1, "ts": 1.0, "values": [1.0, 2.0, 3.0, 4.0]}
 STREAM = Path(sys.executable).with_name("stream")
@@ -55,7 +59,8 @@ def test_outputs_and_dead_letters_in_input_order_with_their_line_numbers() -> No
     )
     assert [n for n, _ in trial.outputs] == [1, 4]
     assert orjson.loads(trial.outputs[0][1])["mean"] == 2.5
-    assert [(d.line, d.reason) for d in trial.dead_letters] == [(2, "invalid_json"), (3, "schema")]
+    dead = [(d.number, d.reason) for d in trial.dead_letters]
+    assert dead == [(2, "invalid_json"), (3, "schema")]
     assert trial.records == 4
     # Two batches (3 + 1), each timed once by the injected clock: 1 ms each.
     assert trial.seconds == pytest.approx(0.002)
@@ -157,6 +162,167 @@ def test_try_reads_stdin_and_its_env_names(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+# --- Avro container files -------------------------------------------------------------------
+
+READINGS = [
+    EVENT,
+    {**EVENT, "sensor_id": "b", "seq": 2, "values": []},  # a bad value: no readings
+    {"sensor_id": "c", "seq": 3, "ts": 3.5, "values": [5.0, -7.0]},
+    {"sensor_id": "d", "seq": 4, "ts": 4.0, "values": [0.5] * 9},
+    {**EVENT, "sensor_id": "e", "seq": 5, "ts": 5.25, "values": [1e3, -1e-3, 0.0]},
+]
+
+
+def avro_bytes(events: Sequence[dict[str, Any]], codec: str = "null", sync: int = 16000) -> bytes:
+    """A container file as fastavro.writer writes it, with the demo event's schema."""
+    out = io.BytesIO()
+    schema = fastavro.parse_schema(avro_schema(SENSOR_READING_SCHEMA))
+    fastavro.writer(out, schema, list(events), codec=codec, sync_interval=sync)
+    return out.getvalue()
+
+
+def json_lines(events: Sequence[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(e) + b"\n" for e in events)
+
+
+def run_on(
+    data: bytes,
+    input_format: str,
+    transform: Transform | None = None,
+    max_record_bytes: int = 1 << 20,
+) -> Trial:
+    return run_file(
+        transform or resolve("sensor-features"),
+        io.BytesIO(data),
+        name="the file",
+        input_format=input_format,
+        max_record_bytes=max_record_bytes,
+        max_array_length=100,
+        batch_max_records=2,
+    )
+
+
+@pytest.mark.parametrize("codec", ["null", "deflate"])
+def test_an_avro_file_gives_what_the_same_json_lines_give(codec: str) -> None:
+    """Outputs, dead letters (number, reason, message) and their order, across batches
+    and blocks (sync interval 60 bytes: a few records a block)."""
+    from_avro = run_on(avro_bytes(READINGS, codec, sync=60), "avro")
+    from_json = run_on(json_lines(READINGS), "json")
+    assert from_avro.outputs == from_json.outputs
+    assert from_avro.dead_letters == from_json.dead_letters
+    assert [(d.number, d.reason) for d in from_avro.dead_letters] == [(2, "schema")]
+    assert [n for n, _ in from_avro.outputs] == [1, 3, 4, 5]
+    assert from_avro.records == 5
+
+
+def test_each_avro_record_reaches_the_worker_as_kafka_would_carry_it() -> None:
+    """Framed in the Confluent wire format, byte for byte what the registry encoder
+    writes: so the worker's own Avro decoder is what reads them."""
+    lines, codecs = read_avro(io.BytesIO(avro_bytes(READINGS, "deflate", sync=60)))
+    text = schema_text(SENSOR_READING_SCHEMA)
+    encoded = [
+        v for v in AvroEncoder(SCHEMA_ID, text).encode_batch(READINGS) if isinstance(v, bytes)
+    ]
+    assert [(line.number, line.value) for line in lines] == list(enumerate(encoded, start=1))
+    assert codecs.decoder.decode_batch(list(encoded), 1 << 20).items == READINGS
+
+
+def test_the_size_limit_counts_the_framed_avro_record() -> None:
+    (value,) = AvroEncoder(SCHEMA_ID, schema_text(SENSOR_READING_SCHEMA)).encode_batch([EVENT])
+    assert isinstance(value, bytes)
+    one = as_transform(lambda records: [1] * len(records))
+    at_limit = run_on(avro_bytes([EVENT]), "avro", one, max_record_bytes=len(value))
+    assert at_limit.outputs == [(1, b"1")]
+    over = run_on(avro_bytes([EVENT]), "avro", one, max_record_bytes=len(value) - 1)
+    assert [(d.number, d.reason) for d in over.dead_letters] == [(1, "too_large")]
+
+
+def test_an_empty_avro_file_has_no_records() -> None:
+    assert run_on(avro_bytes([]), "avro").summary().startswith("0 records: 0 outputs")
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"Obj", json_lines(READINGS), b"Obj\x02" + avro_bytes(READINGS)[4:]]
+)
+def test_a_file_that_is_not_an_avro_container_is_one_line(data: bytes) -> None:
+    with pytest.raises(NotAContainer, match=r"^the file: not an Avro object container file \("):
+        run_on(data, "avro")
+
+
+def test_an_avro_file_cut_anywhere_is_refused_unless_cut_between_blocks() -> None:
+    """At every length: a whole block's end reads the records before it (the file looks
+    complete: nothing in a container says how many blocks follow); any other cut is one
+    line naming the damage, never another exception."""
+    data = avro_bytes(READINGS, "deflate", sync=60)
+    whole = json_lines(READINGS)
+    expected = run_on(whole, "json").outputs
+    complete, refused = 0, []
+    for length in range(len(data)):
+        try:
+            trial = run_on(data[:length], "avro")
+        except NotAContainer as exc:
+            refused.append(str(exc))
+            continue
+        complete += 1
+        assert trial.records < len(READINGS)
+        assert trial.outputs == expected[: len(trial.outputs)]
+    assert complete >= 2  # after the header, and after at least one block
+    assert all(m.startswith("the file: ") and "\n" not in m for m in refused)
+
+
+def test_try_reads_an_avro_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "events.avro"
+    path.write_bytes(avro_bytes(READINGS))
+    assert main(["try", "--input-format", "avro", "--file", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "record 1: {" in out
+    assert "record 2: dead letter (schema): " in out
+    assert "5 records: 4 outputs, 1 dead letter (schema 1)" in out
+
+
+def test_try_refuses_a_file_that_is_not_avro_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, orjson.dumps(EVENT))
+    assert main(["try", "--input-format", "avro", "--file", path]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"stream try: error: --file {path!r}: not an Avro object container file "
+        "(it starts with b'{\"se', not b'Obj\\x01')\n"
+    )
+
+
+def test_try_reads_an_avro_file_from_stdin_through_the_console_script() -> None:
+    env = {"PATH": "", "STREAM_TRY_INPUT_FORMAT": "avro"}
+    done = subprocess.run(
+        [str(STREAM), "try", "--file", "-", "--allow-dead-letters"],
+        input=avro_bytes(READINGS, "deflate"),
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode().splitlines()
+    assert out[0].startswith("record 1: {")
+    assert "record 2: dead letter (schema): values must not be empty" in out
+    cut = subprocess.run(
+        [str(STREAM), "try"],
+        input=avro_bytes(READINGS)[:-20],
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert cut.returncode == 2
+    assert cut.stdout == b""
+    assert cut.stderr.decode().splitlines() == [
+        "stream try: error: stdin: the Avro block after record 0 cannot be read "
+        "(the file is cut short)"
+    ]
 
 
 # --- transforms.testing ---------------------------------------------------------------------

@@ -349,7 +349,7 @@ async def test_pool_isolates_records_that_kill_the_worker(
 
 
 @pytest.mark.usefixtures("blas_env")
-async def test_a_hanging_record_in_a_full_batch_is_isolated_within_three_deadlines() -> None:
+async def test_a_hanging_record_in_a_full_batch_is_isolated_in_a_few_deadlines() -> None:
     """500 records, one hangs: the first try overruns, the probe names the record when it
     overruns again, and the rest goes on. Without the probe, halving took ~12 deadlines."""
     deadline = 1.0
@@ -367,7 +367,9 @@ async def test_a_hanging_record_in_a_full_batch_is_isolated_within_three_deadlin
     assert reasons(result) == {321: "worker_timeout"}
     good = [o for o in result.materialize(values) if o is not None]
     assert [orjson.loads(o)["seq"] for o in good] == [i for i in range(500) if i != 321]
-    assert elapsed < 3 * deadline, elapsed
+    # Two deadlines and a worker's restart; halving would take ~12 deadlines. The bound
+    # leaves room for restarts on a loaded machine without letting halving pass.
+    assert elapsed < 6 * deadline, elapsed
 
 
 @pytest.mark.usefixtures("blas_env")

@@ -846,6 +846,13 @@ class BenchSettings(KafkaSettings):
     count: int = opt(200_000, "records per case (pre-filled once per payload kind)", positive_int)
     partitions: int = opt(4, "partitions of the benchmark's topics", positive_int, "N")
     payload: int = opt(1300, "approximate bytes per sensor event", positive_int, "BYTES")
+    values: int = opt(
+        256,
+        "readings per event of the larger sensor events (~5.1 kB of JSON at 256), on which "
+        "the guarantees group runs both guarantees again",
+        positive_int,
+        "N",
+    )
     matrix_size: int = opt(
         0, "matrix size for matrix-inverse (0: the size that costs ~1 ms a record)", parse_int, "N"
     )

@@ -871,6 +871,33 @@ class BenchSettings(KafkaSettings):
     quick: bool = opt(
         False, "a short smoke run: few records and cases (for CI; ratios are rough)", boolean
     )
+    compare: str = opt(
+        "",
+        "after the run, compare each case with the same case in this earlier results file "
+        "(--output of a previous run); exit 1 if one regressed. Cases are judged on "
+        "within-run ratios (each figure over its reference case's in the same run: the "
+        "ceiling, or the matrix or sink baseline), as absolute rates move with machine load",
+        metavar="PATH",
+    )
+    compare_threshold: float = opt(
+        0.2,
+        "--compare: a case regressed when, within its run, its records/s fell or its CPU per "
+        "record rose by more than this share",
+        non_negative_float,
+        "SHARE",
+    )
+    compare_latency_threshold: float = opt(
+        0.5,
+        "--compare: a case regressed when, within its run, its p99 latency rose by more than "
+        "this share (p99 is the noisiest figure)",
+        non_negative_float,
+        "SHARE",
+    )
+    results: str = opt(
+        "",
+        "run no cases: print (and --compare, --chart) this results file instead",
+        metavar="PATH",
+    )
     postgres_dsn: str = opt(
         "",
         "PostgreSQL for the sink cases (postgresql://user:password@host:port/database; prefer "

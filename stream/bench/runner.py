@@ -30,7 +30,7 @@ The ``guarantees`` group runs sensor-features under exactly-once, and both guara
 larger events (``--values`` readings each); the report sets each exactly-once case
 beside its at-least-once twin. The parts: :mod:`stream.bench.cases` (the catalogue),
 :mod:`stream.bench.measure` (one case), :mod:`stream.bench.report` (table, targets,
-JSON).
+JSON), :mod:`stream.bench.compare` (a run against a previous results file).
 """
 
 from __future__ import annotations

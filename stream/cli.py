@@ -338,8 +338,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
     setup_logging("warning")
     from stream import bench  # noqa: PLC0415
+    from stream.bench.compare import load_results  # noqa: PLC0415
 
-    report = asyncio.run(bench.bench(settings))
+    # Both files are read before the run, so that a wrong path costs no run.
+    previous = load_results(settings.compare) if settings.compare else None
+    if settings.results:
+        report = load_results(settings.results, "--results")
+    else:
+        report = asyncio.run(bench.bench(settings))
     print(bench.table(report))  # noqa: T201
     if settings.output:
         bench.save(report, settings.output)
@@ -349,7 +355,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"chart: {settings.chart}")  # noqa: T201
         else:
             print("no chart: install the 'plot' extra (matplotlib)")  # noqa: T201
-    return 1 if any(r["error"] for r in report["results"]) else 0
+    failed = any(r["error"] for r in report["results"])
+    if previous is not None and _bench_regressed(settings, previous, report):
+        return 1
+    return 1 if failed and not settings.results else 0
+
+
+def _bench_regressed(
+    settings: BenchSettings, previous: dict[str, Any], report: dict[str, Any]
+) -> bool:
+    """Print the comparison with the previous results file; say in one line (stderr)
+    which cases regressed, if any."""
+    from stream.bench.compare import compare, comparison_lines, regression_line  # noqa: PLC0415
+
+    comparison = compare(
+        previous, report, settings.compare_threshold, settings.compare_latency_threshold
+    )
+    current = settings.results or "this run"
+    print("\n".join(comparison_lines(comparison, settings.compare, current)))  # noqa: T201
+    line = regression_line(comparison, settings.compare)
+    if line:
+        sys.stderr.write(f"stream bench: {line}\n")
+    return bool(line)
 
 
 def _given(args: argparse.Namespace) -> set[str]:

@@ -857,6 +857,13 @@ class BenchSettings(KafkaSettings):
     count: int = opt(200_000, "records per case (pre-filled once per payload kind)", positive_int)
     partitions: int = opt(4, "partitions of the benchmark's topics", positive_int, "N")
     payload: int = opt(1300, "approximate bytes per sensor event", positive_int, "BYTES")
+    values: int = opt(
+        256,
+        "readings per event of the larger sensor events (~5.1 kB of JSON at 256), on which "
+        "the guarantees group runs both guarantees again",
+        positive_int,
+        "N",
+    )
     matrix_size: int = opt(
         0, "matrix size for matrix-inverse (0: the size that costs ~1 ms a record)", parse_int, "N"
     )
@@ -874,6 +881,33 @@ class BenchSettings(KafkaSettings):
     chart: str = opt("", "draw a PNG chart here (needs the 'plot' extra)", metavar="PATH")
     quick: bool = opt(
         False, "a short smoke run: few records and cases (for CI; ratios are rough)", boolean
+    )
+    compare: str = opt(
+        "",
+        "after the run, compare each case with the same case in this earlier results file "
+        "(--output of a previous run); exit 1 if one regressed. Cases are judged on "
+        "within-run ratios (each figure over its reference case's in the same run: the "
+        "ceiling, or the matrix or sink baseline), as absolute rates move with machine load",
+        metavar="PATH",
+    )
+    compare_threshold: float = opt(
+        0.2,
+        "--compare: a case regressed when, within its run, its records/s fell or its CPU per "
+        "record rose by more than this share",
+        non_negative_float,
+        "SHARE",
+    )
+    compare_latency_threshold: float = opt(
+        0.5,
+        "--compare: a case regressed when, within its run, its p99 latency rose by more than "
+        "this share (p99 is the noisiest figure)",
+        non_negative_float,
+        "SHARE",
+    )
+    results: str = opt(
+        "",
+        "run no cases: print (and --compare, --chart) this results file instead",
+        metavar="PATH",
     )
     postgres_dsn: str = opt(
         "",

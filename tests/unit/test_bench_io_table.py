@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream.bench.runner import io_table, io_targets, table
+from stream.bench.report import io_table, io_targets, table
 
 
 def result(name: str, group: str, records_per_s: float) -> dict[str, Any]:

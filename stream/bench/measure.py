@@ -4,8 +4,8 @@ share of that throughput on a fresh topic.
 Throughput is outputs over the time they took, by the broker's clock (output topics use
 LogAppendTime: when the broker acknowledged each output). Latency is, per key, the k-th
 output's arrival at a ``read_committed`` consumer minus the k-th input's CreateTime
-(``topics.Arrivals``): an exactly-once output counts its transaction's commit. The
-throughput's time starts at one of:
+(``arrivals``, in a process of its own): an exactly-once output counts its
+transaction's commit. The throughput's time starts at one of:
 
 - the first output (``Case.timed_from == "first output"``, most cases): outputs after
   the first over the time from the first to the last. Start-up (workers, the first
@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from stream.bench.arrivals import Arrivals
 from stream.bench.cases import Case
 from stream.bench.process import Sampler, start, stop_group
-from stream.bench.topics import Arrivals, BenchTopics, read_all
+from stream.bench.topics import BenchTopics, read_all
 from stream.config import BenchSettings
 from stream.errors import StreamError
 
@@ -226,22 +227,22 @@ class CaseRunner:
         await self.topics.create(input_topic)
         await self.topics.create(output, output + ".dlq", log_append_time=True)
         command = self.command(case, input_topic, output, self.group_id(case, "-lat"))
-        arrivals = Arrivals(self.s, output)
+        arrivals = Arrivals(self.s, output, count, 60)
         await arrivals.start()
         try:
             started = await start(command, _ready_line(case), self.env())
             try:
                 await asyncio.sleep(0.5)
                 await self.topics.fill(input_topic, case.payload, count, rate=rate)
-                await arrivals.wait(count, 60)
+                seen = await arrivals.result()
             finally:
                 await asyncio.to_thread(stop_group, started.process)
         finally:
             await arrivals.stop()
         sent = _per_key(await read_all(self.s, input_topic))
         latencies = []
-        for key, seen in arrivals.seen.items():
-            latencies += [(out - inp) / 1000 for inp, out in zip(sent[key], seen, strict=False)]
+        for key, times in seen.items():
+            latencies += [(out - inp) / 1000 for inp, out in zip(sent[key], times, strict=False)]
         if not latencies:
             raise RuntimeError(f"{case.name}: no outputs in the latency run")
         ms = np.array(latencies) * 1000

@@ -159,9 +159,10 @@ class Arrivals:
     their transaction commits, so the broker's LogAppendTime would leave the commit out
     of their latency; the time a consumer can read them counts it, for both guarantees."""
 
-    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+    def __init__(self, settings: KafkaSettings, topic: str, partitions: int) -> None:
         self.s = settings
         self.topic = topic
+        self.partitions = partitions  # as created (just now: metadata may not show them yet)
         self.seen: dict[bytes | None, list[float]] = {}
         self.count = 0
         self._wanted = 0
@@ -170,7 +171,7 @@ class Arrivals:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        tps = await partitions_of(self.s, self.topic)
+        tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
         consumer = self._consumer = AIOKafkaConsumer(
             **client_options(self.s),
             isolation_level="read_committed",

@@ -24,8 +24,8 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
 
-from stream.bench.topics import partitions_of
 from stream.config import KafkaSettings
 from stream.kafka import client_options, start_client
 
@@ -33,10 +33,17 @@ Seen = dict[bytes | None, list[float]]
 
 
 async def follow(
-    settings: KafkaSettings, topic: str, count: int, seconds: float, ready: Any = None
+    settings: KafkaSettings,
+    topic: str,
+    partitions: int,
+    count: int,
+    seconds: float,
+    ready: Any = None,
 ) -> Seen:
-    """Each key's arrival times until ``count`` records came or ``seconds`` passed."""
-    tps = await partitions_of(settings, topic)
+    """Each key's arrival times until ``count`` records came or ``seconds`` passed. The
+    partitions are those the topic was created with: just after its creation, metadata
+    may list none."""
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
     consumer = AIOKafkaConsumer(
         **client_options(settings),
         isolation_level="read_committed",
@@ -70,8 +77,10 @@ async def follow(
 class Arrivals:
     """The child process, from the bench's side."""
 
-    def __init__(self, settings: KafkaSettings, topic: str, count: int, seconds: float):
-        self.args = (settings, topic, count, seconds)
+    def __init__(
+        self, settings: KafkaSettings, topic: str, partitions: int, count: int, seconds: float
+    ) -> None:
+        self.args = (settings, topic, partitions, count, seconds)
         self._process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -107,13 +116,13 @@ class Arrivals:
 
 
 def main() -> None:
-    settings, topic, count, seconds = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 - our parent
+    settings, topic, partitions, count, seconds = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 - our parent
 
     def ready() -> None:
         sys.stdout.write("ready\n")
         sys.stdout.flush()
 
-    seen = asyncio.run(follow(settings, topic, count, seconds, ready))
+    seen = asyncio.run(follow(settings, topic, partitions, count, seconds, ready))
     rows = [(k.hex() if k is not None else None, v) for k, v in seen.items()]
     sys.stdout.write(json.dumps(rows))
 

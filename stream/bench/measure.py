@@ -227,9 +227,9 @@ class CaseRunner:
         await self.topics.create(input_topic)
         await self.topics.create(output, output + ".dlq", log_append_time=True)
         command = self.command(case, input_topic, output, self.group_id(case, "-lat"))
-        arrivals = Arrivals(self.s, output, count, 60)
-        await arrivals.start()
+        arrivals = Arrivals(self.s, output, self.s.partitions, count, 60)
         try:
+            await arrivals.start()
             started = await start(command, _ready_line(case), self.env())
             try:
                 await asyncio.sleep(0.5)

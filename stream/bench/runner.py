@@ -9,7 +9,8 @@ ratios between cases hold on this machine and broker. Per case:
   group's cases from the service's ready line instead (:mod:`stream.bench.measure`);
 - latency: a fresh topic fed at a fixed rate (by default half the case's measured
   throughput); per key, the k-th output answers the k-th input, and its latency is
-  its LogAppendTime minus the input's CreateTime;
+  the time a ``read_committed`` consumer here received it minus the input's CreateTime
+  (so an exactly-once output's latency includes its transaction's commit);
 - peak resident memory and CPU time per record of the whole process group (the
   service and its workers together), sampled from /proc while it runs.
 

@@ -38,6 +38,7 @@ async def follow(
     partitions: int,
     count: int,
     seconds: float,
+    *,
     ready: Any = None,
 ) -> Seen:
     """Each key's arrival times until ``count`` records came or ``seconds`` passed. The
@@ -122,7 +123,7 @@ def main() -> None:
         sys.stdout.write("ready\n")
         sys.stdout.flush()
 
-    seen = asyncio.run(follow(settings, topic, partitions, count, seconds, ready))
+    seen = asyncio.run(follow(settings, topic, partitions, count, seconds, ready=ready))
     rows = [(k.hex() if k is not None else None, v) for k, v in seen.items()]
     sys.stdout.write(json.dumps(rows))
 

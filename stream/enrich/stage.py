@@ -12,7 +12,8 @@ batch's order, whatever order the lookups finish in.
 
 Records the worker will reject anyway (no value, too large, not JSON) are not looked
 up: the worker names their real reason. Only what the URL needs is read from a
-record: a ``{key}``-only URL decodes nothing.
+record: a ``{key}``-only URL decodes nothing. The records of a batch are grouped by URL
+first: one cache look-up, one lookup per distinct URL.
 
 The stage owns its lookup tasks: they outlive a cancelled ``enrich()`` (other
 batches may share them; their answers fill the cache) and ``close()`` cancels and
@@ -153,47 +154,68 @@ class Enricher:
             await self.http.close()
 
     async def enrich(self, keys: list[bytes | None], values: list[bytes | None]) -> EnrichResult:
-        """Look up every record of one batch; the result is in the batch's order."""
+        """Look up every record of one batch; the result is in the batch's order.
+
+        Records with the same URL are one lookup: the batch's records are first grouped
+        by their URL's placeholder texts, then each distinct URL is answered from the
+        cache, joins its lookup in flight, or starts one. A batch that the cache answers
+        whole never yields to the loop."""
         enrichment: list[bytes | None] = [None] * len(values)
         errors: list[tuple[int, str, str]] = []
-        waits: list[tuple[int, asyncio.Future[Outcome]]] = []
+        waits: list[tuple[list[int], asyncio.Future[Outcome]]] = []
         counts = dict.fromkeys(("enriched", "passed", "failed", "skipped"), 0)
         hits = misses = 0
         cache = self.cache if self.cache.enabled else None
 
-        def settle(index: int, outcome: Outcome) -> None:
+        def settle(indexes: list[int], outcome: Outcome) -> None:
             if isinstance(outcome, Found):
-                enrichment[index] = outcome.body
-                counts["enriched"] += 1
+                body = outcome.body  # one object for all: pickled once to the worker
+                for index in indexes:
+                    enrichment[index] = body
+                counts["enriched"] += len(indexes)
             elif isinstance(outcome, Missing) and self.missing_pass:
-                counts["passed"] += 1
+                counts["passed"] += len(indexes)
             else:
-                errors.append((index, ENRICH_FAILED, outcome.message))
-                counts["failed"] += 1
+                errors.extend((index, ENRICH_FAILED, outcome.message) for index in indexes)
+                counts["failed"] += len(indexes)
 
+        by_url: dict[tuple[str, ...], list[int]] = {}
+        calls: list[tuple[int, _Lookup]] = []
         for index, (key, value) in enumerate(zip(keys, values, strict=True)):
             lookup = self._prepare(key, value)
-            if lookup is _SKIP:
+            if type(lookup) is tuple:  # a URL's texts
+                same = by_url.get(lookup)
+                if same is None:
+                    by_url[lookup] = [index]
+                else:
+                    same.append(index)
+            elif lookup is _SKIP:
                 counts["skipped"] += 1
             elif isinstance(lookup, Failed):
-                settle(index, lookup)
-            elif isinstance(lookup, str):  # a URL: the cache, a lookup in flight, or a new one
-                if cache is not None:
-                    hit, outcome = cache.get(lookup)
-                    if hit:
-                        assert outcome is not None
-                        hits += 1
-                        settle(index, outcome)
-                        continue
-                    misses += 1
-                waits.append((index, await self._launch(self._get(lookup))))
+                settle([index], lookup)
             else:
                 assert isinstance(lookup, _Lookup)
-                waits.append((index, await self._launch(lookup)))
+                calls.append((index, lookup))
+        if by_url:
+            assert self.url is not None
+            fill = self.url.fill
+            for texts, indexes in by_url.items():
+                url = fill(texts)  # the cache, a lookup in flight, or a new one
+                if cache is not None:
+                    hit, outcome = cache.get(url)
+                    if hit:
+                        assert outcome is not None
+                        hits += len(indexes)
+                        settle(indexes, outcome)
+                        continue
+                    misses += len(indexes)
+                waits.append((indexes, await self._launch(self._get(url))))
+        for index, call in calls:
+            waits.append(([index], await self._launch(call)))
         if waits:
             await asyncio.wait({future for _, future in waits})
-        for index, future in waits:
-            settle(index, future.result())
+        for indexes, future in waits:
+            settle(indexes, future.result())
         self._count(counts, hits, misses)
         errors.sort()
         return EnrichResult(enrichment, errors)
@@ -210,8 +232,11 @@ class Enricher:
 
     # ---- one record -------------------------------------------------------------------------
 
-    def _prepare(self, key: bytes | None, value: bytes | None) -> str | _Lookup | Failed | object:
-        """The record's URL, or its call of the user's lookup, or why it has none."""
+    def _prepare(
+        self, key: bytes | None, value: bytes | None
+    ) -> tuple[str, ...] | _Lookup | Failed | object:
+        """The texts of the record's URL, or its call of the user's lookup, or why it has
+        none."""
         record: Any = None
         if self._decode:
             if not value or len(value) > self.max_record_bytes:
@@ -225,7 +250,7 @@ class Enricher:
             return _Lookup(None, lambda: user.call(record, key))
         assert self.url is not None
         try:
-            return self.url.render(key, record if isinstance(record, dict) else None)
+            return self.url.texts(key, record if isinstance(record, dict) else None)
         except TemplateError as exc:
             return Failed(str(exc))
 

@@ -62,19 +62,33 @@ class UrlTemplate:
 
     def render(self, key: bytes | None, record: Mapping[str, Any] | None) -> str:
         """The URL for one record; TemplateError names what is missing or unusable."""
+        return self.fill(self.texts(key, record))
+
+    def texts(self, key: bytes | None, record: Mapping[str, Any] | None) -> tuple[str, ...]:
+        """The text of each placeholder, in order, unquoted: records with the same texts
+        have the same URL. TemplateError names what is missing or unusable."""
         out: list[str] = []
-        for literal, name in self.parts:
-            out.append(literal)
+        for _, name in self.parts:
             if name is None:
                 continue
             if name == KEY:
-                out.append(_quote(_key_text(key)))
+                out.append(_key_text(key))
                 continue
             if record is None:
                 raise TemplateError(f"the record is not a JSON object, so it has no {name!r}")
             if name not in record:
                 raise TemplateError(f"the record has no field {name!r} for the enrichment URL")
-            out.append(_quote(_field_text(name, record[name])))
+            out.append(_field_text(name, record[name]))
+        return tuple(out)
+
+    def fill(self, texts: tuple[str, ...]) -> str:
+        """The URL whose placeholders have these texts (from ``texts``), quoted."""
+        out: list[str] = []
+        values = iter(texts)
+        for literal, name in self.parts:
+            out.append(literal)
+            if name is not None:
+                out.append(_quote(next(values)))
         return "".join(out)
 
 

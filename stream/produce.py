@@ -13,11 +13,11 @@ from typing import IO, Any
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import UnknownTopicOrPartitionError
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from stream import kafka
 from stream.config import ProduceSettings
-from stream.errors import MissingTopics
+from stream.errors import FatalError, MissingTopics
 
 CHUNK = 1000  # events generated, and sends awaited, together
 TOPIC_WAIT = 10.0  # seconds for the topic's metadata before it counts as missing
@@ -120,11 +120,15 @@ async def produce(settings: ProduceSettings, events: Iterator[Event]) -> tuple[i
     topic = settings.topic or settings.input_topic
     producer = kafka.make_producer(settings, linger_ms=5)
     await kafka.start_client(producer, settings)
+    try:
+        await _require_topic(producer, topic)
+    except MissingTopics:
+        await producer.stop()
+        raise
     progress = _Progress(settings.count if not settings.file else None, settings.quiet)
     sent = 0
     started = time.monotonic()
     try:
-        await _require_topic(producer, topic)
         pending: list[asyncio.Future[Any]] = []
         flushed = started
         for event in events:
@@ -143,6 +147,8 @@ async def produce(settings: ProduceSettings, events: Iterator[Event]) -> tuple[i
                 progress.update(sent)
         await asyncio.gather(*pending)
         progress.update(sent, force=True)
+    except KafkaError as exc:
+        raise FatalError(f"producing to {topic} failed after {sent} events: {exc!r}") from None
     finally:
         progress.close()
         await producer.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -12,15 +11,11 @@ from typing import IO, Any
 
 import numpy as np
 import orjson
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from stream import kafka
 from stream.config import ProduceSettings
-from stream.errors import FatalError, MissingTopics
 
 CHUNK = 1000  # events generated, and sends awaited, together
-TOPIC_WAIT = 10.0  # seconds for the topic's metadata before it counts as missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +115,6 @@ async def produce(settings: ProduceSettings, events: Iterator[Event]) -> tuple[i
     topic = settings.topic or settings.input_topic
     producer = kafka.make_producer(settings, linger_ms=5)
     await kafka.start_client(producer, settings)
-    try:
-        await _require_topic(producer, topic)
-    except MissingTopics:
-        await producer.stop()
-        raise
     progress = _Progress(settings.count if not settings.file else None, settings.quiet)
     sent = 0
     started = time.monotonic()
@@ -147,32 +137,7 @@ async def produce(settings: ProduceSettings, events: Iterator[Event]) -> tuple[i
                 progress.update(sent)
         await asyncio.gather(*pending)
         progress.update(sent, force=True)
-    except KafkaError as exc:
-        raise FatalError(f"producing to {topic} failed after {sent} events: {exc!r}") from None
     finally:
         progress.close()
         await producer.stop()
     return sent, time.monotonic() - started
-
-
-def _not_found(record: logging.LogRecord) -> bool:
-    """aiokafka logs an error for each metadata update that lacks the topic; we say it
-    once, ourselves."""
-    return record.msg != "Topic %s not found in cluster metadata"
-
-
-async def _require_topic(producer: AIOKafkaProducer, topic: str) -> None:
-    """The topic's partitions, within a few seconds (a broker that creates topics on first
-    use has made it by then), or one clear error rather than a wait of the full timeout."""
-    cluster = logging.getLogger("aiokafka.cluster")
-    cluster.addFilter(_not_found)
-    try:
-        async with asyncio.timeout(TOPIC_WAIT):
-            await producer.partitions_for(topic)
-    except (TimeoutError, UnknownTopicOrPartitionError):
-        raise MissingTopics(
-            f"topic {topic} does not exist; create it with `stream topics create` "
-            "(or send to another with --topic)"
-        ) from None
-    finally:
-        cluster.removeFilter(_not_found)

@@ -205,19 +205,6 @@ async def test_missing_topics_is_one_clear_line(topics: Topics) -> None:
     assert "Traceback" not in done.stderr
 
 
-async def test_producing_to_a_missing_topic_is_one_clear_line(topics: Topics) -> None:
-    absent = topics.input + "-absent"
-    command = [STREAM, "produce", "--bootstrap-servers", topics.bootstrap, "--topic", absent]
-    done = await asyncio.to_thread(
-        subprocess.run, command, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [
-        f"stream produce: error: topic {absent} does not exist; create it with "
-        "`stream topics create` (or send to another with --topic)"
-    ]
-
-
 @pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
 async def test_transactional_input_commits_past_the_markers(
     topics: Topics, services: list[Service], guarantee: str

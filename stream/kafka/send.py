@@ -136,6 +136,9 @@ async def _enqueue(
     """Queue a batch, waiting for room while the broker is away (up to the delivery
     timeout). A batch that was not queued was not sent, so trying again duplicates
     nothing."""
+    # Closed, the batch leaves as soon as the connection is free: it is already whole,
+    # and aiokafka would otherwise hold it for linger_ms.
+    batch.close()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + delivery_timeout
     while True:

@@ -629,7 +629,12 @@ class RunSettings(KafkaSettings):
         group=SINKS,
     )
     linger_ms: int = opt(
-        5, "producer: milliseconds to wait to fill a batch", non_negative_int, "MS", group=SINKS
+        0,
+        "producer: milliseconds each produce batch waits for others to share its request "
+        "(0: none; the service batches records itself)",
+        non_negative_int,
+        "MS",
+        group=SINKS,
     )
     session_timeout_ms: int = opt(
         30_000, "consumer group session timeout", positive_int, "MS", group=FLOW

@@ -167,16 +167,27 @@ class KafkaProducer:
     """``protocols.Producer`` (and ``TransactionalProducer``) over an ``AIOKafkaProducer``."""
 
     def __init__(
-        self, producer: AIOKafkaProducer, delivery_timeout: float, partitioner: Partitioner
+        self,
+        producer: AIOKafkaProducer,
+        delivery_timeout: float,
+        partitioner: Partitioner,
+        *,
+        linger: bool = False,
     ) -> None:
         self._producer = producer
+        self._linger = linger
         self._delivery_timeout = delivery_timeout
         self._partitioner = partitioner
         self._open = False  # a transaction is open
 
     async def send(self, topic: str, records: Sequence[OutRecord]) -> list[Sent]:
         return await send_batched(
-            self._producer, topic, records, self._partitioner, self._delivery_timeout
+            self._producer,
+            topic,
+            records,
+            self._partitioner,
+            self._delivery_timeout,
+            linger=self._linger,
         )
 
     async def begin(self) -> None:
@@ -236,7 +247,9 @@ class KafkaClients:
             max_batch_size=self.max_batch_size,
         )
         await start_client(producer, s)
-        return KafkaProducer(producer, s.delivery_timeout, self._partitioner)
+        return KafkaProducer(
+            producer, s.delivery_timeout, self._partitioner, linger=s.linger_ms > 0
+        )
 
     async def transactional_producer(self, transactional_id: str) -> KafkaProducer:
         """Started, which initialises the id: any older producer with it is fenced and
@@ -254,7 +267,9 @@ class KafkaClients:
             await start_client(producer, s)
         except CAUGHT as exc:
             raise translate(exc) from exc
-        return KafkaProducer(producer, s.delivery_timeout, self._partitioner)
+        return KafkaProducer(
+            producer, s.delivery_timeout, self._partitioner, linger=s.linger_ms > 0
+        )
 
     async def record_limit(self, topic: str) -> int:
         return await admin.record_limit(self.settings, topic)

@@ -73,7 +73,13 @@ async def send_batched(
     records: Sequence[OutRecord],
     partitioner: Partitioner,
     delivery_timeout: float,
+    *,
+    linger: bool = False,
 ) -> list[Sent]:
+    """Queue ``records`` in per-partition batches. Each batch leaves as soon as the
+    connection to its broker is free (aiokafka sends one request per broker at a time,
+    so batches queued meanwhile share the next one); with ``linger``, it first waits
+    the producer's ``linger_ms`` for other batches to share its request."""
     if not records:
         return []
     try:
@@ -96,6 +102,7 @@ async def send_batched(
                             partition,
                             held,
                             delivery_timeout=delivery_timeout,
+                            linger=linger,
                         )
                     )
                     batch, held = producer.create_batch(), []
@@ -110,7 +117,13 @@ async def send_batched(
         if held:
             sent.append(
                 await _enqueue(
-                    producer, batch, topic, partition, held, delivery_timeout=delivery_timeout
+                    producer,
+                    batch,
+                    topic,
+                    partition,
+                    held,
+                    delivery_timeout=delivery_timeout,
+                    linger=linger,
                 )
             )
     return sent
@@ -132,13 +145,13 @@ async def _enqueue(
     indices: list[int],
     *,
     delivery_timeout: float,
+    linger: bool,
 ) -> Sent:
     """Queue a batch, waiting for room while the broker is away (up to the delivery
     timeout). A batch that was not queued was not sent, so trying again duplicates
     nothing."""
-    # Closed, the batch leaves as soon as the connection is free: it is already whole,
-    # and aiokafka would otherwise hold it for linger_ms.
-    batch.close()
+    if not linger:
+        batch.close()  # aiokafka holds an open batch for linger_ms, closed ones not
     loop = asyncio.get_running_loop()
     deadline = loop.time() + delivery_timeout
     while True:

@@ -419,11 +419,12 @@ class WorkerPool:
         """Workers get a moment to finish; then any still busy (or hung) is killed, which
         ends its thread's wait. Bounded: a few seconds whatever the workers do."""
         deadline = time.monotonic() + CLOSE_GRACE
-        for w in self._workers:
+        started = [w for w in self._workers if w.thread.ident is not None]  # not if start failed
+        for w in started:
             w.thread.join(max(0.0, deadline - time.monotonic()))
         for w in self._workers:
             w.kill()
-        for w in self._workers:
+        for w in started:
             w.thread.join(CLOSE_GRACE)
 
 

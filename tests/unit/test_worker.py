@@ -288,6 +288,17 @@ async def test_pool_runs_a_batch() -> None:
         await pool.run([b"1"])
 
 
+@pytest.mark.usefixtures("blas_env")
+async def test_a_pool_that_failed_to_start_closes_cleanly() -> None:
+    """The service closes its pool on the way out of a failed start: that must not raise
+    over the start's own error (a traceback instead of one line)."""
+    pool = WorkerPool(f"{HERE}:no_such_transform", 2, LIMIT)
+    with pytest.raises(PoolError, match="no_such_transform"):
+        await pool.start()
+    await pool.close()
+    assert pool.alive == 0
+
+
 async def _run_with_killers(
     culprits: set[int], size: int, workers: int = 1
 ) -> tuple[WorkerPool, BatchResult]:

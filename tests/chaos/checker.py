@@ -67,11 +67,15 @@ def compare(inputs: list[Any], outputs: list[Any]) -> Report:
     return report
 
 
-async def read_run(topics: Topics, count: int) -> tuple[list[Any], list[Any]]:
-    """Once the group has committed all its input, read the input and the output."""
+async def read_run(
+    topics: Topics, count: int, outputs_expected: int | None = None
+) -> tuple[list[Any], list[Any]]:
+    """Once the group has committed all its input, read the input and the output
+    (``count`` outputs expected unless ``outputs_expected`` says fewer: dead letters)."""
     assert await wait_caught_up(topics), "the run did not finish in time"
+    expected = count if outputs_expected is None else outputs_expected
     inputs = await read_topic(topics.bootstrap, topics.input, count, wait=60, settle=1.0)
-    outputs = await read_topic(topics.bootstrap, topics.output, count, wait=60, settle=1.0)
+    outputs = await read_topic(topics.bootstrap, topics.output, expected, wait=60, settle=1.0)
     return inputs, outputs
 
 

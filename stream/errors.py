@@ -81,6 +81,11 @@ class ProducerBroken(KafkaFailure):
     new producer helps; the records can be sent again."""
 
 
+class UnknownTopic(KafkaFailure):
+    """The broker's metadata has no such topic (it does not exist, or this client may not
+    see it), still after the client's metadata wait."""
+
+
 class RecordRefused(KafkaFailure):
     """The broker refused records for good (too large, invalid, not authorised to
     write): they become dead letters; ``error`` is the broker's error name."""

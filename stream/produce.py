@@ -15,11 +15,12 @@ import orjson
 
 from stream import kafka
 from stream.config import ProduceSettings
-from stream.kafka.send import Partitioner, send_batched
+from stream.errors import MissingTopics, UnknownTopic
+from stream.kafka.send import Partitioner, retrieve_later, send_batched
 
 CHUNK = 1000  # events generated, and sends awaited, together
-TICK = 0.005  # paced: seconds between sends of the events due
-DELIVERY_TIMEOUT = 120.0  # seconds a batch may wait for room while the broker is away
+TICK = 0.005  # paced: shortest wait between sends of the events due
+DELIVERY_TIMEOUT = 120.0  # seconds for the topic's metadata, room to queue, an answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,46 +120,62 @@ async def produce(settings: ProduceSettings, events: Iterator[Event]) -> tuple[i
 
     Events go out in per-partition batches (``stream.kafka.send``) rather than one
     ``send()`` each, which costs several times the CPU per event: a load generator that
-    shares the machine with what it loads should take little of it. Paced, each
-    ``TICK`` sends the events due by then; each record's timestamp is when it was
-    queued. Deliveries are awaited per ``CHUNK`` events (and at least every 0.2 s)."""
+    shares the machine with what it loads should take little of it. Each record's
+    timestamp is when it was queued. Deliveries are awaited every ``CHUNK`` events (and
+    at least every 0.2 s)."""
     topic = settings.topic or settings.input_topic
-    producer = kafka.make_producer(settings, linger_ms=5)
+    producer = kafka.make_producer(settings, linger_ms=0, delivery_timeout=DELIVERY_TIMEOUT)
     await kafka.start_client(producer, settings)
     progress = _Progress(settings.count if not settings.file else None, settings.quiet)
     partitioner = Partitioner()
     source = iter(events)
-    sent = 0
-    started = time.monotonic()
+    pending: list[asyncio.Future[None]] = []
+    sent = unacked = 0
+    started = flushed = time.monotonic()
     try:
-        pending: list[asyncio.Future[None]] = []
-        flushed = started
-        while True:
-            if settings.rate > 0:
-                due = int((time.monotonic() - started) * settings.rate) + 1 - sent
-                if due <= 0:  # the next event is not due yet
-                    next_at = started + sent / settings.rate
-                    await asyncio.sleep(max(1e-3, next_at - time.monotonic()))
-                    continue
-                chunk = list(itertools.islice(source, min(due, CHUNK)))
-            else:
-                chunk = list(itertools.islice(source, CHUNK))
-            if not chunk:
-                break
+        while chunk := await _next_chunk(source, settings.rate, started, sent):
             records = [(e.key, e.value, None, None) for e in chunk]
-            queued = await send_batched(producer, topic, records, partitioner, DELIVERY_TIMEOUT)
+            try:
+                queued = await send_batched(producer, topic, records, partitioner, DELIVERY_TIMEOUT)
+            except UnknownTopic:
+                raise MissingTopics(
+                    f"topic {topic} does not exist (no metadata for it within "
+                    f"{DELIVERY_TIMEOUT:g}s); create it with `stream topics create`"
+                ) from None
             pending += [q.future for q in queued]
             sent += len(chunk)
-            if len(pending) >= CHUNK or time.monotonic() - flushed > 0.2:
+            unacked += len(chunk)
+            if unacked >= CHUNK or time.monotonic() - flushed > 0.2:
                 await asyncio.gather(*pending)
                 pending.clear()
+                unacked = 0
                 flushed = time.monotonic()
                 progress.update(sent)
-            if settings.rate > 0:
-                await asyncio.sleep(TICK)
         await asyncio.gather(*pending)
         progress.update(sent, force=True)
+    except BaseException:
+        for future in pending:
+            retrieve_later(future)
+        raise
     finally:
         progress.close()
         await producer.stop()
     return sent, time.monotonic() - started
+
+
+async def _next_chunk(
+    source: Iterator[Event], rate: float, started: float, sent: int
+) -> list[Event]:
+    """The next events to send (none at the end): up to ``CHUNK``; paced, those due once
+    the next one's time comes, after a wait of at least ``TICK`` so that they go out
+    together (no wait when ``CHUNK`` or more are overdue)."""
+    if rate <= 0:
+        return list(itertools.islice(source, CHUNK))
+    first = next(source, None)
+    if first is None:
+        return []
+    now = time.monotonic()
+    if int((now - started) * rate) + 1 - sent < CHUNK:  # not far behind
+        await asyncio.sleep(max(TICK, started + sent / rate - now))
+    due = max(1, int((time.monotonic() - started) * rate) + 1 - sent)
+    return [first, *itertools.islice(source, min(due, CHUNK) - 1)]

@@ -18,6 +18,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
     UnknownProducerId,
+    UnknownTopicOrPartitionError,
 )
 
 from stream.errors import (
@@ -26,6 +27,7 @@ from stream.errors import (
     OwnershipLost,
     ProducerBroken,
     RecordRefused,
+    UnknownTopic,
 )
 
 # Refused for good: the same records would be refused again.
@@ -60,6 +62,7 @@ def translate(error: BaseException) -> KafkaFailure | NotAuthorized:
         )
     if isinstance(error, (*_LOST, *_STATE)):
         return OwnershipLost(f"{name}: {error}")
-    failure = KafkaFailure(f"{name}: {error}")
+    kind = UnknownTopic if isinstance(error, UnknownTopicOrPartitionError) else KafkaFailure
+    failure = kind(f"{name}: {error}")
     failure.retriable = bool(getattr(error, "retriable", True))
     return failure

@@ -78,8 +78,10 @@ async def send_batched(
 ) -> list[Sent]:
     """Queue ``records`` in per-partition batches. Each batch leaves as soon as the
     connection to its broker is free (aiokafka sends one request per broker at a time,
-    so batches queued meanwhile share the next one); with ``linger``, it first waits
-    the producer's ``linger_ms`` for other batches to share its request."""
+    so batches queued meanwhile, one per partition, share the next one); with
+    ``linger``, it first waits the producer's ``linger_ms`` for others to share its
+    request. If this raises, the batches it queued before are still sent; their
+    outcome is marked as seen (nobody will await it)."""
     if not records:
         return []
     try:
@@ -87,6 +89,42 @@ async def send_batched(
     except CAUGHT as exc:
         raise translate(exc) from exc
     sent: list[Sent] = []
+    try:
+        await _queue_all(
+            producer,
+            topic,
+            records,
+            sent,
+            partitioner=partitioner,
+            partitions=partitions,
+            linger=linger,
+            delivery_timeout=delivery_timeout,
+        )
+    except BaseException:
+        for queued in sent:
+            retrieve_later(queued.future)
+        raise
+    return sent
+
+
+def retrieve_later(future: asyncio.Future[Any]) -> None:
+    """Mark a future's outcome as seen once it settles: nobody will await it, and asyncio
+    would otherwise print "exception was never retrieved" for a failed one."""
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+async def _queue_all(
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: Sequence[OutRecord],
+    sent: list[Sent],
+    *,
+    partitioner: Partitioner,
+    partitions: list[int],
+    linger: bool,
+    delivery_timeout: float,
+) -> None:
+    """Cut ``records`` into batches per partition and queue them, appending to ``sent``."""
     for partition, indices in group_by_partition(records, partitions, partitioner).items():
         batch = producer.create_batch()
         held: list[int] = []
@@ -126,7 +164,6 @@ async def send_batched(
                     linger=linger,
                 )
             )
-    return sent
 
 
 def _refused(index: int, size: int) -> Sent:

@@ -7,7 +7,10 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import UnknownTopicOrPartitionError
 
+from stream.errors import KafkaFailure, UnknownTopic
+from stream.kafka.errors import translate
 from stream.kafka.protocols import OutRecord
 from stream.kafka.send import Partitioner, send_batched
 
@@ -65,3 +68,12 @@ async def test_with_linger_batches_stay_open_for_the_producer_to_hold() -> None:
     producer, _ = await _send(linger=True)
     assert producer.queued
     assert not any(batch.closed() for batch, _ in producer.queued)
+
+
+def test_a_topic_missing_from_the_metadata_is_its_own_failure() -> None:
+    """``stream produce`` turns it into one line naming the topic (``MissingTopics``);
+    to the engine it stays a retriable ``KafkaFailure``."""
+    failure = translate(UnknownTopicOrPartitionError())
+    assert isinstance(failure, UnknownTopic)
+    assert isinstance(failure, KafkaFailure)
+    assert failure.retriable

@@ -15,48 +15,32 @@ up: the worker names their real reason. Only what the URL needs is read from a
 record: a ``{key}``-only URL decodes nothing. The records of a batch are grouped by URL
 first: one cache look-up, one lookup per distinct URL.
 
-The stage owns its lookup tasks: they outlive a cancelled ``enrich()`` (other
-batches may share them; their answers fill the cache) and ``close()`` cancels and
-awaits them.
+Running the lookups (slots, single flight, timeouts, retries) is
+``stream.enrich.lookups``; its tasks outlive a cancelled ``enrich()`` (other batches may
+share them) and ``close()`` cancels and awaits them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import orjson
 
 from stream.config import RunSettings
-from stream.enrich.cache import SingleFlight, TtlCache
+from stream.enrich.cache import TtlCache
 from stream.enrich.http import HttpLookup
-from stream.enrich.outcome import (
-    ENRICH_FAILED,
-    Attempt,
-    EnrichResult,
-    Failed,
-    Found,
-    Missing,
-    Outcome,
-    Retry,
-)
+from stream.enrich.lookups import Lookup, Lookups
+from stream.enrich.outcome import ENRICH_FAILED, EnrichResult, Failed, Found, Missing, Outcome
 from stream.enrich.retry import RetryPolicy
 from stream.enrich.template import TemplateError, UrlTemplate
 from stream.enrich.user import UserLookup, load_function
 from stream.metrics import EnrichMetrics
 from stream.worker import BatchResult
 
-log = logging.getLogger(__name__)
-
 _SKIP = object()  # a record the worker will reject: not looked up
-
-
-class _Lookup(NamedTuple):  # a tuple: made once per record, so cheap to make
-    cache_key: Hashable | None  # the URL; None: not cached, not shared (a user coroutine)
-    call: Callable[[], Awaitable[Attempt]]
 
 
 class Enricher:
@@ -86,22 +70,20 @@ class Enricher:
         self.url = url
         self.user = user
         self.concurrency = concurrency
-        self.timeout = timeout
-        self.policy = policy or RetryPolicy()
         self.missing_pass = missing_pass
         self.max_record_bytes = max_record_bytes
         self.cache: TtlCache[Hashable, Outcome] = TtlCache(cache_size, cache_ttl, clock)
-        self.flights: SingleFlight[Hashable, Outcome] = SingleFlight()
         self.http = HttpLookup(concurrency) if url is not None else None
-        self._clock = clock
-        self._sleep = sleep
-        self._slots = asyncio.Semaphore(concurrency)
-        self._tasks: set[asyncio.Task[Outcome]] = set()
-        self._held = 0  # slots held now
-        self._requests = 0  # requests in flight now (a slot waiting to retry has none)
-        # Read when scraped: nothing to update per request.
-        metrics.inflight.set_function(lambda: self._requests)
-        metrics.cache_entries.set_function(lambda: len(self.cache))
+        self.lookups = Lookups(
+            metrics=metrics,
+            cache=self.cache,
+            concurrency=concurrency,
+            timeout=timeout,
+            policy=policy or RetryPolicy(),
+            clock=clock,
+            sleep=sleep,
+        )
+        metrics.cache_entries.set_function(lambda: len(self.cache))  # read when scraped
         self._decode = user is not None or (url is not None and url.needs_record)
         self.field = field
 
@@ -127,17 +109,17 @@ class Enricher:
     @property
     def inflight(self) -> int:
         """Lookups holding a slot now (running, or waiting to retry)."""
-        return self._held
+        return self.lookups.held
 
     @property
     def requests_in_flight(self) -> int:
         """Requests (or user calls) under way now; at most ``inflight``."""
-        return self._requests
+        return self.lookups.requests
 
     @property
     def running(self) -> int:
         """Lookup tasks alive now (never more than ``concurrency``)."""
-        return len(self._tasks)
+        return self.lookups.running
 
     async def start(self) -> None:
         if self.http is not None:
@@ -145,11 +127,7 @@ class Enricher:
 
     async def close(self) -> None:
         """Cancel the lookups still running and wait for them; close the session."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await self.lookups.cancel()
         if self.http is not None:
             await self.http.close()
 
@@ -166,6 +144,7 @@ class Enricher:
         counts = dict.fromkeys(("enriched", "passed", "failed", "skipped"), 0)
         hits = misses = 0
         cache = self.cache if self.cache.enabled else None
+        launch = self.lookups.launch
 
         def settle(indexes: list[int], outcome: Outcome) -> None:
             if isinstance(outcome, Found):
@@ -180,7 +159,7 @@ class Enricher:
                 counts["failed"] += len(indexes)
 
         by_url: dict[tuple[str, ...], list[int]] = {}
-        calls: list[tuple[int, _Lookup]] = []
+        calls: list[tuple[int, Lookup]] = []
         for index, (key, value) in enumerate(zip(keys, values, strict=True)):
             lookup = self._prepare(key, value)
             if type(lookup) is tuple:  # a URL's texts
@@ -194,7 +173,7 @@ class Enricher:
             elif isinstance(lookup, Failed):
                 settle([index], lookup)
             else:
-                assert isinstance(lookup, _Lookup)
+                assert isinstance(lookup, Lookup)
                 calls.append((index, lookup))
         if by_url:
             assert self.url is not None
@@ -209,9 +188,9 @@ class Enricher:
                         settle(indexes, outcome)
                         continue
                     misses += len(indexes)
-                waits.append((indexes, await self._launch(self._get(url))))
+                waits.append((indexes, await launch(self._get(url))))
         for index, call in calls:
-            waits.append(([index], await self._launch(call)))
+            waits.append(([index], await launch(call)))
         if waits:
             await asyncio.wait({future for _, future in waits})
         for indexes, future in waits:
@@ -234,7 +213,7 @@ class Enricher:
 
     def _prepare(
         self, key: bytes | None, value: bytes | None
-    ) -> tuple[str, ...] | _Lookup | Failed | object:
+    ) -> tuple[str, ...] | Lookup | Failed | object:
         """The texts of the record's URL, or its call of the user's lookup, or why it has
         none."""
         record: Any = None
@@ -247,85 +226,17 @@ class Enricher:
                 return _SKIP
         if self.user is not None:
             user = self.user
-            return _Lookup(None, lambda: user.call(record, key))
+            return Lookup(None, lambda: user.call(record, key))
         assert self.url is not None
         try:
             return self.url.texts(key, record if isinstance(record, dict) else None)
         except TemplateError as exc:
             return Failed(str(exc))
 
-    def _get(self, url: str) -> _Lookup:
+    def _get(self, url: str) -> Lookup:
         assert self.http is not None
         get = self.http.get
-        return _Lookup(url, lambda: get(url))
-
-    async def _launch(self, lookup: _Lookup) -> asyncio.Future[Outcome]:
-        """The future of this lookup: one already in flight, or a new one once a slot is
-        free (waiting here is the stage's backpressure)."""
-        key = lookup.cache_key
-        if key is not None and (shared := self.flights.get(key)) is not None:
-            return shared
-        await self._slots.acquire()
-        self._held += 1
-        if key is not None:  # another batch may have asked while we waited for the slot
-            shared = self.flights.get(key)
-            hit, outcome = self.cache.get(key)
-            if shared is not None or hit:
-                self._release()
-                if shared is not None:
-                    return shared
-                done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-                assert outcome is not None  # a hit
-                done.set_result(outcome)
-                return done
-        task = asyncio.create_task(self._run(lookup), name=f"stream-enrich {key or 'call'}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        if key is not None:
-            self.flights.begin(key, task)
-        return task
-
-    async def _run(self, lookup: _Lookup) -> Outcome:
-        """Attempts until an answer, a permanent failure or the retry budget is spent;
-        holds its slot throughout (released here)."""
-        started = self._clock()
-        try:
-            attempt = 0
-            while True:
-                attempt += 1
-                result = await self._attempt(lookup)
-                self.metrics.requests.labels(result.label).inc()
-                if not isinstance(result, Retry):
-                    break
-                if not self.policy.should_retry(attempt):
-                    tries = "attempt" if attempt == 1 else "attempts"
-                    result = Failed(f"{result.message} ({attempt} {tries})", result.label)
-                    break
-                self.metrics.retries.inc()
-                await self._sleep(self.policy.delay(attempt, result.retry_after))
-            if lookup.cache_key is not None and isinstance(result, Found | Missing):
-                self.cache.put(lookup.cache_key, result)
-            self.metrics.lookup_duration.observe(self._clock() - started)
-            return result
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        self._held -= 1
-        self._slots.release()
-
-    async def _attempt(self, lookup: _Lookup) -> Attempt:
-        self._requests += 1
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await lookup.call()
-        except TimeoutError:
-            return Retry(f"no answer within {self.timeout:g}s", "timeout")
-        except Exception as exc:  # a bug in a lookup fails its records, never the batch
-            log.warning("an enrichment lookup raised", exc_info=True)
-            return Failed(f"{type(exc).__name__}: {exc}", "error")
-        finally:
-            self._requests -= 1
+        return Lookup(url, lambda: get(url))
 
 
 class Process(Protocol):

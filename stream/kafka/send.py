@@ -125,6 +125,20 @@ async def _queue_all(
     delivery_timeout: float,
 ) -> None:
     """Cut ``records`` into batches per partition and queue them, appending to ``sent``."""
+
+    async def queue(batch: Any, partition: int, held: list[int]) -> None:
+        sent.append(
+            await _enqueue(
+                producer,
+                batch,
+                topic,
+                partition,
+                held,
+                delivery_timeout=delivery_timeout,
+                linger=linger,
+            )
+        )
+
     for partition, indices in group_by_partition(records, partitions, partitioner).items():
         batch = producer.create_batch()
         held: list[int] = []
@@ -132,17 +146,7 @@ async def _queue_all(
             key, value, headers, _ = records[index]
             if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
                 if held:
-                    sent.append(
-                        await _enqueue(
-                            producer,
-                            batch,
-                            topic,
-                            partition,
-                            held,
-                            delivery_timeout=delivery_timeout,
-                            linger=linger,
-                        )
-                    )
+                    await queue(batch, partition, held)
                     batch, held = producer.create_batch(), []
                 if (
                     batch.append(key=key, value=value, timestamp=None, headers=headers or [])
@@ -153,17 +157,7 @@ async def _queue_all(
                     continue
             held.append(index)
         if held:
-            sent.append(
-                await _enqueue(
-                    producer,
-                    batch,
-                    topic,
-                    partition,
-                    held,
-                    delivery_timeout=delivery_timeout,
-                    linger=linger,
-                )
-            )
+            await queue(batch, partition, held)
 
 
 def _refused(index: int, size: int) -> Sent:

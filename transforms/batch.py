@@ -82,6 +82,30 @@ def merge(item: Any, extra: bytes, field: str) -> Any:
     return item
 
 
+def bad_results(
+    errors: list[tuple[int, str, str]], index: Sequence[int], results: Sequence[Any]
+) -> None:
+    """The transform's per-record errors (``BadRecord`` results), added to ``errors``."""
+    for at, result in zip(index, results, strict=True):
+        if isinstance(result, BadRecord):
+            errors.append((at, result.reason, bounded(result.message)))
+
+
+def keep_output(
+    outputs: list[bytes | None],
+    errors: list[tuple[int, str, str]],
+    index: int,
+    encoded: bytes,
+    max_record_bytes: int,
+) -> None:
+    """One encoded output in its place, or ``output_too_large`` past the limit."""
+    if len(encoded) > max_record_bytes:
+        message = f"the output is {len(encoded)} bytes, more than the limit of {max_record_bytes}"
+        errors.append((index, Reason.OUTPUT_TOO_LARGE, message))
+    else:
+        outputs[index] = encoded
+
+
 def run_batch(
     transform: Transform,
     values: Sequence[bytes | None],
@@ -108,9 +132,7 @@ def run_batch(
             errors.append((index, bad.reason, bad.message))
     results = apply_batch_fn(transform, good_items) if good_items else []
     if transform.passthrough and not merged:  # an enriched record is not its input
-        for index, result in zip(good_index, results, strict=True):
-            if isinstance(result, BadRecord):
-                errors.append((index, result.reason, bounded(result.message)))
+        bad_results(errors, good_index, results)
         errors.sort()
         return BatchOutcome(None, errors)
     for index, result in zip(good_index, results, strict=True):
@@ -122,12 +144,6 @@ def run_batch(
         except TypeError as exc:
             errors.append((index, Reason.ENCODE_ERROR, bounded(str(exc))))
             continue
-        if len(encoded) > max_record_bytes:
-            message = (
-                f"the output is {len(encoded)} bytes, more than the limit of {max_record_bytes}"
-            )
-            errors.append((index, Reason.OUTPUT_TOO_LARGE, message))
-            continue
-        outputs[index] = encoded
+        keep_output(outputs, errors, index, encoded, max_record_bytes)
     errors.sort()
     return BatchOutcome(outputs, errors)

@@ -15,8 +15,14 @@ from typing import Any
 
 from stream.formats.spec import Codecs
 from transforms import BadRecord, Transform
-from transforms.batch import BatchOutcome, apply_batch_fn, bounded, merge
-from transforms.reasons import Reason
+from transforms.batch import (
+    BatchOutcome,
+    apply_batch_fn,
+    bad_results,
+    bounded,
+    keep_output,
+    merge,
+)
 
 
 def run_coded_batch(
@@ -47,9 +53,7 @@ def run_coded_batch(
     results = apply_batch_fn(transform, decoded.items) if decoded.items else []
     enriched = enrichment is not None and any(e is not None for e in enrichment)
     if transform.passthrough and same_bytes and not enriched:
-        for index, result in zip(good_index, results, strict=True):
-            if isinstance(result, BadRecord):
-                errors.append((index, result.reason, bounded(result.message)))
+        bad_results(errors, good_index, results)
         errors.sort()
         return BatchOutcome(None, errors)
     outputs: list[bytes | None] = [None] * len(values)
@@ -66,12 +70,6 @@ def run_coded_batch(
         if isinstance(encoded, BadRecord):
             errors.append((index, encoded.reason, bounded(encoded.message)))
             continue
-        if len(encoded) > max_record_bytes:
-            message = (
-                f"the output is {len(encoded)} bytes, more than the limit of {max_record_bytes}"
-            )
-            errors.append((index, Reason.OUTPUT_TOO_LARGE, message))
-            continue
-        outputs[index] = encoded
+        keep_output(outputs, errors, index, encoded, max_record_bytes)
     errors.sort()
     return BatchOutcome(outputs, errors)

@@ -239,6 +239,7 @@ class Pool(Protocol):
         field: str = "meta",
     ) -> BatchResult: ...
     async def close(self) -> None: ...
+    def pids(self) -> list[int]: ...
     @property
     def alive(self) -> int: ...
     @property
@@ -258,10 +259,10 @@ class WorkerPool:
         start_method: str = "forkserver",
         restart: bool = True,
         max_array_length: int = 100_000,
-        formats: FormatSpec = JSON,
+        formats: FormatSpec | None = None,
     ) -> None:
         self.transform = transform
-        self.formats = formats
+        self.formats = formats or JSON  # how workers decode and encode; None: JSON both ways
         self.max_array_length = max_array_length
         self.workers = workers
         self.max_record_bytes = max_record_bytes
@@ -312,6 +313,7 @@ class WorkerPool:
         )
 
     def pids(self) -> list[int]:
+        """Process ids of the workers now alive."""
         return [w.process.pid for w in self._workers if w.alive]
 
     def note_restart(self) -> None:

@@ -321,6 +321,9 @@ class FakePool:
     async def close(self) -> None:
         self.closed = True
 
+    def pids(self) -> list[int]:
+        return []
+
     @property
     def alive(self) -> int:
         return 0 if self.closed else 1

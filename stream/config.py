@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self, get_args
 
-from stream.enrich.template import TemplateError, UrlTemplate
 from stream.options import (
     ConfigError,
     boolean,
@@ -41,6 +40,7 @@ from stream.options import (
     size,
     text,
 )
+from stream.url_template import TemplateError, UrlTemplate
 
 __all__ = [
     "BenchSettings",
@@ -397,7 +397,7 @@ _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{
 
 
 def _enrich_url(text: str) -> str:
-    """An http(s) URL template whose placeholders are well formed (stream.enrich.template)."""
+    """An http(s) URL template whose placeholders are well formed (stream.url_template)."""
     try:
         return UrlTemplate.parse(text.strip()).text
     except TemplateError as exc:

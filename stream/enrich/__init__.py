@@ -4,7 +4,6 @@ Modelled on Flink's Async I/O: a capacity (lookups in flight over all batches), 
 timeout per attempt, retries with backoff, and results in input order (a batch in,
 the batch's results out). The pieces, each with one job:
 
-- ``template``: the ``--enrich-url`` template (placeholders, quoting), pure.
 - ``cache``: a TTL- and size-bounded cache and single-flight of lookups, pure.
 - ``retry``: the backoff policy and Retry-After parsing, pure.
 - ``outcome``: what one attempt and one batch produce (value types).
@@ -14,6 +13,6 @@ the batch's results out). The pieces, each with one job:
   batch in place of ``pool.run`` when enrichment is on.
 - ``bench``: the I/O baselines of ``stream bench`` (threads, processes, asyncio).
 
-This package's ``__init__`` imports nothing, so ``stream.config`` can use the template
-parser without loading aiohttp.
+The ``--enrich-url`` template (placeholders, quoting) is :mod:`stream.url_template`,
+outside this package: the options parse it too, and this package imports the options.
 """

@@ -34,9 +34,9 @@ from stream.config import ProduceSettings
 from stream.enrich.outcome import Found
 from stream.enrich.retry import RetryPolicy
 from stream.enrich.stage import Enricher
-from stream.enrich.template import UrlTemplate
 from stream.metrics import EnrichMetrics
 from stream.produce import demo_events
+from stream.url_template import UrlTemplate
 from stream.worker import process_batch
 
 

@@ -35,9 +35,9 @@ from stream.enrich.http import HttpLookup
 from stream.enrich.lookups import Lookup, Lookups
 from stream.enrich.outcome import ENRICH_FAILED, EnrichResult, Failed, Found, Missing, Outcome
 from stream.enrich.retry import RetryPolicy
-from stream.enrich.template import TemplateError, UrlTemplate
 from stream.enrich.user import UserLookup, load_function
 from stream.metrics import EnrichMetrics
+from stream.url_template import TemplateError, UrlTemplate
 from stream.worker import BatchResult
 
 _SKIP = object()  # a record the worker will reject: not looked up

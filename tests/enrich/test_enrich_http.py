@@ -17,10 +17,10 @@ from stream.config import RunSettings, load
 from stream.enrich.outcome import ENRICH_FAILED, EnrichResult
 from stream.enrich.retry import RetryPolicy
 from stream.enrich.stage import Enricher, enrich_then_process
-from stream.enrich.template import UrlTemplate
 from stream.enrich.user import LookupLoadError, UserLookup, load_function
 from stream.metrics import EnrichMetrics
 from stream.pool import WorkerPool
+from stream.url_template import UrlTemplate
 from tests.enrich import lookups
 from tests.enrich.server import MetaServer, answer, delayed
 

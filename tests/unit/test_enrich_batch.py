@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from stream.enrich.outcome import Found, Outcome
 from stream.enrich.stage import Enricher, enrich_then_process
-from stream.enrich.template import UrlTemplate
 from stream.metrics import EnrichMetrics
+from stream.url_template import UrlTemplate
 from stream.worker import BatchResult, Job
 
 URL = "http://meta/sensors/{sensor_id}"

@@ -16,7 +16,7 @@ from stream.config import ConfigError, RunSettings, load
 from stream.enrich.cache import SingleFlight, TtlCache
 from stream.enrich.outcome import ENRICH_FAILED, EnrichResult, Found
 from stream.enrich.retry import RetryPolicy, Verdict, classify_status, parse_retry_after
-from stream.enrich.template import TemplateError, UrlTemplate
+from stream.url_template import TemplateError, UrlTemplate
 from stream.worker import BatchResult, process_batch
 
 

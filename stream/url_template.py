@@ -2,7 +2,8 @@
 
 Placeholders name top-level fields of the JSON record, or ``{key}`` for the Kafka key
 (decoded as UTF-8). Values are URL-quoted whole (a ``/`` in a sensor id stays inside
-its path segment). Pure: no I/O.
+its path segment). Pure: no I/O. The options (``--enrich-url``) and the enrichment
+stage both use it.
 """
 
 from __future__ import annotations

@@ -154,10 +154,6 @@ class RegistryClient:
         self._cache.setdefault(schema_id, RegisteredSchema(schema_id, schema_type, text))
         return schema_id
 
-    def set_compatibility(self, subject: str, level: str) -> None:
-        quoted = urllib.parse.quote(subject, safe="")
-        self._request("PUT", f"/config/{quoted}", {"compatibility": level}, what=subject)
-
     def _request(
         self, method: str, path: str, body: dict[str, Any] | None = None, *, what: str
     ) -> dict[str, Any]:

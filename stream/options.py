@@ -151,19 +151,22 @@ def choice(*choices: str) -> Callable[[str], str]:
 
 # --- declaring options ----------------------------------------------------------------------
 
+T = TypeVar("T")
+
 
 def opt(
-    default: Any,
+    default: T,
     help: str,
-    parse: Callable[[str], Any] = text,
+    parse: Callable[[str], object] = text,
     metavar: str | None = None,
     *,
     secret: bool = False,
     group: str = "",
     shared: bool = False,
-) -> Any:
-    """Declare one option: its default, help text and parser. A secret's value is never
-    shown: not in --help, not in errors from ``load``, not in the settings' repr.
+) -> T:
+    """Declare one option: its default, help text and parser; returns the dataclass field
+    (typed as its default, so the field keeps its type). A secret's value is never shown:
+    not in --help, not in errors from ``load``, not in the settings' repr.
     ``group`` heads the option's section in --help (empty: the command's own options);
     ``shared`` keeps ``STREAM_<OPTION>`` for an option that means the same in every
     command that has it."""

@@ -1,0 +1,222 @@
+"""The settings of the commands other than ``stream run`` and ``stream db``: produce,
+topics, lag, bench and try."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Self, get_args
+
+from stream.config.kafka import KafkaSettings
+from stream.config.registry import (
+    RecordFormat,
+    check_registry,
+    registry_cafile_opt,
+    registry_password_file_opt,
+    registry_password_opt,
+    registry_url,
+    registry_url_opt,
+    registry_username_opt,
+    resolve_registry,
+)
+from stream.options import (
+    ConfigError,
+    boolean,
+    choice,
+    non_negative_float,
+    non_negative_int,
+    opt,
+    parse_float,
+    parse_int,
+    positive_float,
+    positive_int,
+    secret,
+    size,
+)
+
+TryFormat = Literal["json", "avro"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceSettings(KafkaSettings):
+    """Options of ``stream produce``."""
+
+    COMMAND: ClassVar[str] = "produce"
+    HIDDEN: ClassVar[frozenset[str]] = frozenset({"output_topic", "dlq_topic"})
+
+    kind: str = opt("sensor", "demo event kind", choice("sensor", "matrix"))
+    count: int = opt(1000, "events to send", non_negative_int, "N")
+    rate: float = opt(0.0, "events per second (0: as fast as possible)", non_negative_float)
+    keys: int = opt(16, "distinct keys (sensor ids)", positive_int, "N")
+    seed: int = opt(0, "random seed; the same seed sends the same events", parse_int, "N")
+    values: int = opt(64, "sensor readings per event", positive_int, "N")
+    matrix_size: int = opt(8, "matrix size n for --kind matrix (n x n)", positive_int, "N")
+    file: str = opt(
+        "", "send JSON lines from this file ('-' for stdin) instead of demo events", metavar="PATH"
+    )
+    topic: str = opt("", "topic to send to (default: the input topic)", metavar="TOPIC")
+    quiet: bool = opt(False, "no progress line", boolean)
+    format: RecordFormat = opt(
+        "json",
+        "format of the demo events: json, or avro/protobuf with a schema registered under "
+        "<topic>-value at --schema-registry-url",
+        choice(*get_args(RecordFormat)),
+    )
+    schema_registry_url: str = registry_url_opt()
+    schema_registry_username: str = registry_username_opt()
+    schema_registry_password: str = registry_password_opt()
+    schema_registry_password_file: str = registry_password_file_opt()
+    schema_registry_cafile: str = registry_cafile_opt()
+
+    def __post_init__(self) -> None:
+        KafkaSettings.__post_init__(self)
+        check_registry(self, (self.format,))
+        if self.format != "json" and (self.file or self.kind != "sensor"):
+            raise ConfigError("--format avro and protobuf send sensor demo events only")
+
+    def resolve(self) -> Self:
+        KafkaSettings.resolve(self)
+        resolve_registry(self)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class TopicsSettings(KafkaSettings):
+    """Options of ``stream topics``."""
+
+    COMMAND: ClassVar[str] = "topics"
+
+    partitions: int = opt(4, "partitions for created topics", positive_int, "N")
+    replication_factor: int = opt(1, "replication factor for created topics", positive_int, "N")
+
+
+@dataclass(frozen=True, slots=True)
+class LagSettings(KafkaSettings):
+    """Options of ``stream lag``."""
+
+    COMMAND: ClassVar[str] = "lag"
+    HIDDEN: ClassVar[frozenset[str]] = frozenset({"output_topic", "dlq_topic"})
+
+    group_id: str = opt("stream", "consumer group id", shared=True)
+    json: bool = opt(False, "print JSON instead of a table", boolean)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchSettings(KafkaSettings):
+    """Options of ``stream bench`` (it makes and deletes topics of its own)."""
+
+    COMMAND: ClassVar[str] = "bench"
+    HIDDEN: ClassVar[frozenset[str]] = frozenset({"input_topic", "output_topic", "dlq_topic"})
+
+    count: int = opt(200_000, "records per case (pre-filled once per payload kind)", positive_int)
+    partitions: int = opt(4, "partitions of the benchmark's topics", positive_int, "N")
+    payload: int = opt(1300, "approximate bytes per sensor event", positive_int, "BYTES")
+    values: int = opt(
+        256,
+        "readings per event of the larger sensor events (~5.1 kB of JSON at 256), on which "
+        "the guarantees group runs both guarantees again",
+        positive_int,
+        "N",
+    )
+    matrix_size: int = opt(
+        0, "matrix size for matrix-inverse (0: the size that costs ~1 ms a record)", parse_int, "N"
+    )
+    case_seconds: float = opt(30.0, "longest throughput run of one case", positive_float, "SECONDS")
+    latency_seconds: float = opt(
+        10.0, "length of each latency run at the offered rate", positive_float, "SECONDS"
+    )
+    load: float = opt(
+        0.5, "offered rate of the latency run, as a share of the case's throughput", parse_float
+    )
+    rate: float = opt(0.0, "offered rate in records/s (overrides --load)", non_negative_float)
+    seed: int = opt(0, "random seed of the events", parse_int, "N")
+    cases: str = opt("", "only these cases or groups, comma-separated (default: all)")
+    output: str = opt("", "write the raw results as JSON here", metavar="PATH")
+    chart: str = opt("", "draw a PNG chart here (needs the 'plot' extra)", metavar="PATH")
+    quick: bool = opt(
+        False, "a short smoke run: few records and cases (for CI; ratios are rough)", boolean
+    )
+    compare: str = opt(
+        "",
+        "after the run, compare each case with the same case in this earlier results file "
+        "(--output of a previous run); exit 1 if one regressed. Cases are judged on "
+        "within-run ratios (each figure over its reference case's in the same run: the "
+        "ceiling, or the matrix or sink baseline), as absolute rates move with machine load",
+        metavar="PATH",
+    )
+    compare_threshold: float = opt(
+        0.2,
+        "--compare: a case regressed when, within its run, its records/s fell or its CPU per "
+        "record rose by more than this share",
+        non_negative_float,
+        "SHARE",
+    )
+    compare_latency_threshold: float = opt(
+        0.5,
+        "--compare: a case regressed when, within its run, its p99 latency rose by more than "
+        "this share (p99 is the noisiest figure)",
+        non_negative_float,
+        "SHARE",
+    )
+    results: str = opt(
+        "",
+        "run no cases: print (and --compare, --chart) this results file instead",
+        metavar="PATH",
+    )
+    postgres_dsn: str = opt(
+        "",
+        "PostgreSQL for the sink cases (postgresql://user:password@host:port/database; prefer "
+        "the environment variable); without it the sink cases are skipped",
+        secret,
+        "DSN",
+        secret=True,
+    )
+    schema_registry_url: str = opt(
+        "",
+        "Confluent-compatible Schema Registry base URL for the formats cases (avro, "
+        "protobuf); without it they are skipped",
+        registry_url,
+        "URL",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TrySettings:
+    """Options of ``stream try``: records from a file through a transform, no broker."""
+
+    COMMAND: ClassVar[str] = "try"
+
+    transform: str = opt(
+        "sensor-features",
+        "transform: a built-in name (see `stream transforms`) or package.module:function",
+        metavar="NAME",
+        shared=True,
+    )
+    file: str = opt(
+        "-",
+        "the records to run through the transform, as --input-format says ('-': stdin)",
+        metavar="PATH",
+    )
+    input_format: TryFormat = opt(
+        "json",
+        "what --file holds: json (JSON lines) or avro (an Avro object container file, its "
+        "writer schema in its header); outputs print as JSON either way. Protobuf has no "
+        "standard container file, so try does not read it",
+        choice(*get_args(TryFormat)),
+    )
+    max_record_bytes: int = opt(
+        1 << 20, "larger input records are dead letters", size, "SIZE", shared=True
+    )
+    max_array_length: int = opt(
+        100_000,
+        "longest array a built-in transform accepts (sensor values, matrix rows)",
+        positive_int,
+        "N",
+        shared=True,
+    )
+    batch_max_records: int = opt(
+        500, "records per batch given to the transform", positive_int, "N", shared=True
+    )
+    allow_dead_letters: bool = opt(
+        False, "exit 0 even when records were dead-lettered (default: exit 1)", boolean
+    )
+    quiet: bool = opt(False, "print the dead letters and the summary, not each output", boolean)

@@ -1,0 +1,125 @@
+"""The PostgreSQL sink's options, shared by ``stream run`` and ``stream db init`` (each
+declares the fields from these factories), their checks, and ``stream db``'s settings."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, Protocol, Self, get_args
+
+from stream.config.groups import SINKS
+from stream.options import ConfigError, opt, positive_float, read_secret_file, secret
+
+Sink = Literal["kafka", "postgres"]
+SINK_NAMES: tuple[str, ...] = get_args(Sink)
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+
+
+class DsnOptions(Protocol):
+    """The DSN options a command declares (``stream run``, ``stream db``)."""
+
+    @property
+    def postgres_dsn(self) -> str: ...
+    @property
+    def postgres_dsn_file(self) -> str: ...
+
+
+def parse_sinks(text: str) -> str:
+    """kafka, postgres or both, comma-separated; kept in a fixed order."""
+    given = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [g for g in given if g not in SINK_NAMES]
+    if not given or unknown:
+        raise ValueError("expected kafka, postgres or kafka,postgres")
+    return ",".join(s for s in SINK_NAMES if s in given)
+
+
+def _table_name(text: str) -> str:
+    """Empty (the transform's default table), a table or schema.table name."""
+    name = text.strip()
+    if name and not _TABLE_NAME.match(name):
+        raise ValueError("expected a table name of letters, digits and _ (optionally schema.table)")
+    return name
+
+
+def postgres_dsn_opt() -> str:
+    return opt(
+        "",
+        "PostgreSQL connection URL, postgresql://user:password@host:port/database; prefer the "
+        "environment variable or --postgres-dsn-file, as other local users can see a flag's "
+        "value (default: none)",
+        secret,
+        "DSN",
+        secret=True,
+        group=SINKS,
+    )
+
+
+def postgres_dsn_file_opt() -> str:
+    return opt(
+        "",
+        "file holding the PostgreSQL DSN, instead of --postgres-dsn (default: none)",
+        metavar="PATH",
+        group=SINKS,
+    )
+
+
+def postgres_table_opt() -> str:
+    return opt(
+        "",
+        "table for the results (default: sensor_features for the sensor-features transform, "
+        "stream_results for any other)",
+        _table_name,
+        "NAME",
+        group=SINKS,
+    )
+
+
+def postgres_command_timeout_opt() -> float:
+    return opt(
+        30.0, "seconds one database statement may take", positive_float, "SECONDS", group=SINKS
+    )
+
+
+def postgres_dsn_value(settings: DsnOptions) -> str:
+    """The DSN, read from --postgres-dsn-file when that is given."""
+    if settings.postgres_dsn_file:
+        return read_secret_file("postgres_dsn_file", settings.postgres_dsn_file)
+    return settings.postgres_dsn
+
+
+def check_postgres(settings: DsnOptions, needed: bool) -> None:
+    """The DSN options fit together (no I/O: ``resolve`` reads the file); errors never
+    show the DSN."""
+    if settings.postgres_dsn and settings.postgres_dsn_file:
+        raise ConfigError("give --postgres-dsn or --postgres-dsn-file, not both")
+    if needed and not (settings.postgres_dsn or settings.postgres_dsn_file):
+        raise ConfigError("--sink postgres needs --postgres-dsn or --postgres-dsn-file")
+
+
+@dataclass(frozen=True, slots=True)
+class DbSettings:
+    """Options of ``stream db``."""
+
+    postgres_dsn: str = postgres_dsn_opt()
+    postgres_dsn_file: str = postgres_dsn_file_opt()
+    postgres_table: str = postgres_table_opt()
+    transform: str = opt(
+        "sensor-features",
+        "the transform whose results the table holds (sensor-features: typed columns; any "
+        "other: key and value jsonb)",
+        metavar="NAME",
+    )
+    postgres_command_timeout: float = postgres_command_timeout_opt()
+    connect_timeout: float = opt(
+        15.0, "seconds to wait for the database before giving up", positive_float, "SECONDS"
+    )
+
+    def __post_init__(self) -> None:
+        if not (self.postgres_dsn or self.postgres_dsn_file):
+            raise ConfigError("stream db needs --postgres-dsn or --postgres-dsn-file")
+        check_postgres(self, needed=True)
+
+    def resolve(self) -> Self:
+        """Read the DSN file now, so a bad one stops the command before it starts."""
+        postgres_dsn_value(self)
+        return self

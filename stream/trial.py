@@ -1,9 +1,8 @@
 """``stream try``: records from a file through a transform, in this process, by the code
-a worker runs (decode, size limit, transform, encode): :func:`transforms.batch.run_batch`
-for JSON lines; for an Avro container file, the worker's Avro decoder on each record
-framed as Kafka would carry it, then :func:`stream.formats.batch.run_coded_batch`, with
-JSON out. No broker, no pool, no registry. Plain logic: the CLI opens the file and
-prints the lines.
+a worker runs (decode, size limit, transform, encode): :func:`transforms.batch.run_batch`,
+with JSON's codec for JSON lines, or for an Avro container file the worker's Avro decoder
+on each record framed as Kafka would carry it, with JSON out. No broker, no pool, no
+registry. Plain logic: the CLI opens the file and prints the lines.
 """
 
 from __future__ import annotations
@@ -14,11 +13,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from stream.formats.batch import run_coded_batch
-from stream.formats.json import JsonEncoder
 from stream.formats.spec import Codecs
 from transforms import LIMITS, Transform, set_limits
 from transforms.batch import BatchOutcome, run_batch
+from transforms.codec import JSON_ENCODER
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +84,7 @@ def read_avro(handle: BinaryIO) -> tuple[Iterator[Line], Codecs]:
     from stream.formats.registry import StaticSchemas  # noqa: PLC0415
 
     container = open_container(handle)
-    codecs = Codecs(avro.decoder(StaticSchemas(container.schema)), JsonEncoder(), None)
+    codecs = Codecs(avro.decoder(StaticSchemas(container.schema)), JSON_ENCODER, None)
     lines = (Line(number, value) for number, value in enumerate(container.values, start=1))
     return lines, codecs
 
@@ -144,7 +142,14 @@ def run_trial(
     def process(values: list[bytes | None]) -> BatchOutcome:
         if codecs is None:
             return run_batch(transform, values, max_record_bytes)
-        return run_coded_batch(transform, codecs, values, max_record_bytes, same_bytes=False)
+        return run_batch(
+            transform,
+            values,
+            max_record_bytes,
+            decoder=codecs.decoder,
+            encoder=codecs.encoder,
+            same_bytes=False,
+        )
 
     trial = Trial(transform.name)
     previous = LIMITS.max_array_length

@@ -1,7 +1,6 @@
-"""What runs inside a worker process: decode, transform, encode one batch (the core of
-that is :func:`transforms.batch.run_batch` for JSON, which ``stream try`` and the testing
-helper share, and :func:`stream.formats.batch.run_coded_batch` for the registry formats,
-which ``stream try`` shares for Avro files).
+"""What runs inside a worker process: decode, transform, encode one batch through the
+run's codecs (JSON, Avro or Protobuf), by :func:`transforms.batch.run_batch`, the core
+``stream try`` and the testing helper share.
 
 Plain module-level functions (they are pickled by reference). A batch crosses the
 process boundary once each way: raw record values in, encoded outputs and
@@ -19,7 +18,6 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from stream.formats.batch import run_coded_batch
 from stream.formats.registry import RegistryError
 from stream.formats.spec import JSON, Codecs, FormatSpec
 from stream.formats.spec import build as build_codecs
@@ -114,7 +112,7 @@ def serve(
     init_worker()
     try:
         set_limits(max_array_length)
-        _transform(spec)
+        load_transform(spec)
         _codecs(formats)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops
         conn.send_bytes(f"{type(exc).__name__}: {exc}".encode())
@@ -157,21 +155,12 @@ def serve(
         conn.send_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def _transform(spec: str) -> Transform:
+def load_transform(spec: str) -> Transform:
+    """The transform of ``spec``, resolved once per worker process."""
     transform = _transforms.get(spec)
     if transform is None:
         transform = _transforms[spec] = resolve(spec)
     return transform
-
-
-def warm_up(spec: str, until: float = 0.0) -> int:
-    """Load the transform (and numpy) before the first batch, stay busy until ``until``
-    (unix time); returns the worker's pid."""
-    _transform(spec)
-    delay = until - time.time()
-    if delay > 0:
-        time.sleep(delay)
-    return os.getpid()
 
 
 def _codecs(formats: FormatSpec) -> Codecs:
@@ -198,22 +187,18 @@ def process_batch(
     record's fault (``unknown_schema``).
     """
     started = time.perf_counter()
-    transform = _transform(spec)
-    if formats == JSON:  # the path transforms.testing and `stream try` on JSON lines share
-        outcome = run_batch(transform, values, max_record_bytes, enrichment, field)
-        return BatchResult(
-            outcome.outputs, outcome.errors, time.perf_counter() - started, os.getpid()
-        )
+    transform = load_transform(spec)
     codecs = _codecs(formats)
     try:
-        outcome = run_coded_batch(
+        outcome = run_batch(
             transform,
-            codecs,
             values,
             max_record_bytes,
+            enrichment,
+            field,
+            decoder=codecs.decoder,
+            encoder=codecs.encoder,
             same_bytes=formats.same_bytes,
-            enrichment=enrichment,
-            field=field,
         )
     except RegistryError as exc:  # SchemaNotFound never gets here: it is per record
         log.warning("%s; the batch will be retried", exc)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from transforms.messages import MAX_MESSAGE_CHARS, bounded
 from transforms.schema import RecordSchema
 
 __all__ = [
@@ -34,18 +35,8 @@ __all__ = [
 BatchFn = Callable[[Sequence[Any]], list[Any]]
 """A batch of decoded JSON values in, a list of the same length out (outputs or BadRecords)."""
 
-MAX_MESSAGE_CHARS: Final = 500
-"""Upper bound on the length of :attr:`BadRecord.message`."""
-
 _PER_RECORD_ATTR: Final = "__stream_per_record__"
 _OUTPUT_SCHEMA_ATTR: Final = "__stream_output_schema__"
-
-
-def _bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """Return ``text`` cut to at most ``limit`` characters, marking the cut with an ellipsis."""
-    if len(text) <= limit:
-        return text
-    return text[: limit - 3] + "..."
 
 
 class BadRecord(Exception):
@@ -61,10 +52,10 @@ class BadRecord(Exception):
     message: str
 
     def __init__(self, reason: str, message: str) -> None:
-        bounded = _bounded(message)
-        super().__init__(reason, bounded)
+        message = bounded(message)
+        super().__init__(reason, message)
         self.reason = reason
-        self.message = bounded
+        self.message = message
 
     def __reduce__(self) -> tuple[type[BadRecord], tuple[str, str]]:
         return (type(self), (self.reason, self.message))
@@ -198,7 +189,7 @@ def _first_line(text: str | None) -> str:
 
 
 def _one_line(text: str) -> str:
-    return _bounded(" ".join(text.split()), 300)
+    return bounded(" ".join(text.split()), 300)
 
 
 def _known_names() -> str:

@@ -1,9 +1,11 @@
 """The core of a worker's job, shared by the service, ``stream try`` and the testing helper:
-decode a batch of raw record values, enforce the size limit, run the transform over the
-whole batch and encode each output. One output or one error per record; errors for single
-records are returned, never raised.
+decode a batch of raw record values with the input's codec (JSON unless told), merge the
+enrichment stage's answers, run the transform over the whole batch and encode each output
+with the output's codec. One output or one error per record; errors for single records are
+returned, never raised (only what a codec raises for the whole batch, such as a schema
+registry outage, escapes).
 
-Pure: no I/O, no processes, no clock (the caller times it).
+Pure: no I/O of its own, no processes, no clock (the caller times it).
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from transforms.base import MAX_MESSAGE_CHARS, BadRecord, Transform
+from transforms.base import BadRecord, Transform
+from transforms.checks import load_json
+from transforms.codec import JSON_DECODER, JSON_ENCODER, Decoder, Encoder
+from transforms.messages import bounded
 from transforms.reasons import Reason
 
-__all__ = ["BatchOutcome", "apply_batch_fn", "bounded", "run_batch"]
+__all__ = ["BatchOutcome", "apply_batch_fn", "run_batch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,27 +33,6 @@ class BatchOutcome:
 
     outputs: list[bytes | None] | None
     errors: list[tuple[int, str, str]]  # (index in batch, reason, message), sorted
-
-
-def bounded(text: str) -> str:
-    """A message cut to the length a dead letter's reason message may have."""
-    if len(text) <= MAX_MESSAGE_CHARS:
-        return text
-    return text[: MAX_MESSAGE_CHARS - 3] + "..."
-
-
-def _decode(value: bytes | None, max_bytes: int) -> Any:
-    if not value:
-        raise BadRecord(Reason.EMPTY, "the record has no value")
-    if len(value) > max_bytes:
-        raise BadRecord(
-            Reason.TOO_LARGE, f"{len(value)} bytes is more than the limit of {max_bytes}"
-        )
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        reason = Reason.INVALID_UTF8 if "UTF-8" in str(exc) else Reason.INVALID_JSON
-        raise BadRecord(reason, bounded(str(exc))) from None
 
 
 def apply_batch_fn(transform: Transform, items: list[Any]) -> list[Any]:
@@ -74,36 +56,12 @@ def merge(item: Any, extra: bytes, field: str) -> Any:
             Reason.ENRICH_FAILED, f"the record is not a JSON object, so it cannot take {field!r}"
         )
     try:
-        item[field] = orjson.loads(extra)
-    except orjson.JSONDecodeError as exc:
+        item[field] = load_json(extra)
+    except BadRecord as bad:
         raise BadRecord(
-            Reason.ENRICH_FAILED, bounded(f"the enrichment is not JSON: {exc}")
+            Reason.ENRICH_FAILED, f"the enrichment is not JSON: {bad.message}"
         ) from None
     return item
-
-
-def bad_results(
-    errors: list[tuple[int, str, str]], index: Sequence[int], results: Sequence[Any]
-) -> None:
-    """The transform's per-record errors (``BadRecord`` results), added to ``errors``."""
-    for at, result in zip(index, results, strict=True):
-        if isinstance(result, BadRecord):
-            errors.append((at, result.reason, bounded(result.message)))
-
-
-def keep_output(
-    outputs: list[bytes | None],
-    errors: list[tuple[int, str, str]],
-    index: int,
-    encoded: bytes,
-    max_record_bytes: int,
-) -> None:
-    """One encoded output in its place, or ``output_too_large`` past the limit."""
-    if len(encoded) > max_record_bytes:
-        message = f"the output is {len(encoded)} bytes, more than the limit of {max_record_bytes}"
-        errors.append((index, Reason.OUTPUT_TOO_LARGE, message))
-    else:
-        outputs[index] = encoded
 
 
 def run_batch(
@@ -112,38 +70,56 @@ def run_batch(
     max_record_bytes: int,
     enrichment: Sequence[bytes | None] | None = None,
     field: str = "meta",
+    *,
+    decoder: Decoder = JSON_DECODER,
+    encoder: Encoder = JSON_ENCODER,
+    same_bytes: bool = True,
 ) -> BatchOutcome:
     """Decode, (merge the enrichment stage's answers,) transform and encode one batch;
-    one result or one error per record."""
-    errors: list[tuple[int, str, str]] = []
-    outputs: list[bytes | None] = [None] * len(values)
-    good_index: list[int] = []
-    good_items: list[Any] = []
+    one result or one error per record. ``same_bytes``: input and output formats are one,
+    so a passthrough transform's outputs are its inputs (``outputs`` is None) unless a
+    record was enriched."""
+    decoded = decoder.decode_batch(values, max_record_bytes)
+    errors = decoded.errors
+    good_index, good_items = decoded.index, decoded.items
     merged = False
-    for index, value in enumerate(values):
-        try:
-            item = _decode(value, max_record_bytes)
-            if enrichment is not None and (extra := enrichment[index]) is not None:
-                item = merge(item, extra, field)
-                merged = True
-            good_items.append(item)
+    if enrichment is not None:
+        good_index, good_items = [], []
+        for index, item in zip(decoded.index, decoded.items, strict=True):
+            extra = enrichment[index]
+            try:
+                good_items.append(item if extra is None else merge(item, extra, field))
+            except BadRecord as bad:
+                errors.append((index, bad.reason, bad.message))
+                continue
             good_index.append(index)
-        except BadRecord as bad:
-            errors.append((index, bad.reason, bad.message))
+            merged = merged or extra is not None
     results = apply_batch_fn(transform, good_items) if good_items else []
-    if transform.passthrough and not merged:  # an enriched record is not its input
-        bad_results(errors, good_index, results)
+    if transform.passthrough and same_bytes and not merged:  # an enriched record is not its input
+        for index, result in zip(good_index, results, strict=True):
+            if isinstance(result, BadRecord):
+                errors.append((index, result.reason, bounded(result.message)))
         errors.sort()
         return BatchOutcome(None, errors)
+    ok_index: list[int] = []
+    ok_items: list[Any] = []
     for index, result in zip(good_index, results, strict=True):
         if isinstance(result, BadRecord):
             errors.append((index, result.reason, bounded(result.message)))
-            continue
-        try:
-            encoded = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
-        except TypeError as exc:
-            errors.append((index, Reason.ENCODE_ERROR, bounded(str(exc))))
-            continue
-        keep_output(outputs, errors, index, encoded, max_record_bytes)
+        else:
+            ok_index.append(index)
+            ok_items.append(result)
+    outputs: list[bytes | None] = [None] * len(values)
+    encoded_all = encoder.encode_batch(ok_items) if ok_items else []
+    for index, encoded in zip(ok_index, encoded_all, strict=True):
+        if isinstance(encoded, BadRecord):
+            errors.append((index, encoded.reason, bounded(encoded.message)))
+        elif len(encoded) > max_record_bytes:
+            message = (
+                f"the output is {len(encoded)} bytes, more than the limit of {max_record_bytes}"
+            )
+            errors.append((index, Reason.OUTPUT_TOO_LARGE, message))
+        else:
+            outputs[index] = encoded
     errors.sort()
     return BatchOutcome(outputs, errors)

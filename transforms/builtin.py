@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from transforms.base import LIMITS, BadRecord, register
+from transforms.messages import bounded
 from transforms.schema import RecordSchema, fields
 
 __all__ = [
@@ -85,10 +86,7 @@ def _describe(value: Any) -> str:
     kind = _json_type(value)
     if value is None:
         return kind
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{kind} {text}"
+    return f"{kind} {bounded(repr(value), 40)}"
 
 
 def _walk(item: Any, depth: int, path: str = "") -> Iterator[tuple[str, Any]]:

@@ -27,8 +27,6 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Protocol
 
-import orjson
-
 from stream.config import RunSettings
 from stream.enrich.cache import TtlCache
 from stream.enrich.http import HttpLookup
@@ -39,6 +37,8 @@ from stream.enrich.user import UserLookup, load_function
 from stream.metrics import EnrichMetrics
 from stream.url_template import TemplateError, UrlTemplate
 from stream.worker import BatchResult
+from transforms import BadRecord
+from transforms.checks import decode_json
 
 _SKIP = object()  # a record the worker will reject: not looked up
 
@@ -218,11 +218,9 @@ class Enricher:
         none."""
         record: Any = None
         if self._decode:
-            if not value or len(value) > self.max_record_bytes:
-                return _SKIP
             try:
-                record = orjson.loads(value)
-            except orjson.JSONDecodeError:
+                record = decode_json(value, self.max_record_bytes)
+            except BadRecord:
                 return _SKIP
         if self.user is not None:
             user = self.user

@@ -27,10 +27,11 @@ import orjson
 
 from stream.config import ConfigError
 from stream.enrich.outcome import Attempt, Failed, Found, Missing, Retry
+from transforms.messages import bounded
 
 LookupFunction = Callable[[Any, bytes | None], Awaitable[Any]]
 
-_MAX_MESSAGE = 300
+_MAX_MESSAGE = 300  # characters of a failed lookup's message
 
 
 class RetryLater(Exception):
@@ -67,18 +68,16 @@ class UserLookup:
         try:
             value = await self.fn(record, key)
         except RetryLater as exc:
-            return Retry(_short(f"RetryLater: {exc}"), "error")
+            return Retry(bounded(f"RetryLater: {exc}", _MAX_MESSAGE), "error")
         except TimeoutError as exc:  # the function's own timeout (ours cancels it instead)
-            return Retry(_short(f"TimeoutError: {exc}"), "timeout")
+            return Retry(bounded(f"TimeoutError: {exc}", _MAX_MESSAGE), "timeout")
         except Exception as exc:  # noqa: BLE001 - a failing lookup fails its record only
-            return Failed(_short(f"{type(exc).__name__}: {exc}"))
+            return Failed(bounded(f"{type(exc).__name__}: {exc}", _MAX_MESSAGE))
         if value is None:
             return Missing("the lookup returned None")
         try:
             return Found(orjson.dumps(value))
         except TypeError as exc:
-            return Failed(_short(f"the lookup's answer is not JSON-serialisable: {exc}"))
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+            return Failed(
+                bounded(f"the lookup's answer is not JSON-serialisable: {exc}", _MAX_MESSAGE)
+            )

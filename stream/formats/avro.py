@@ -9,9 +9,11 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from stream.formats import framing
-from stream.formats.codec import Reader, RegistryDecoder, SchemaSource, short
+from stream.formats.codec import Reader, RegistryDecoder, SchemaSource
 from stream.formats.registry import RegisteredSchema
 from transforms import BadRecord, RecordSchema
+from transforms.messages import bounded
+from transforms.reasons import Reason
 
 _TYPES: dict[str, Any] = {
     "string": "string",
@@ -75,7 +77,7 @@ class AvroEncoder:
             try:
                 schemaless_writer(buffer, self._schema, item)
             except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
-                out.append(BadRecord("encode_error", short(f"{type(exc).__name__}: {exc}")))
+                out.append(BadRecord(Reason.ENCODE_ERROR, bounded(f"{type(exc).__name__}: {exc}")))
                 continue
             out.append(buffer.getvalue())
         return out

@@ -22,8 +22,8 @@ from fastavro import block_reader, parse_schema, schemaless_reader
 
 from stream.errors import UsageError
 from stream.formats import framing
-from stream.formats.codec import short
 from stream.formats.registry import RegisteredSchema
+from transforms.messages import bounded
 
 MAGIC = b"Obj\x01"
 SCHEMA_ID = 1  # stands for the file's writer schema; no registry is asked
@@ -96,7 +96,7 @@ def _values(blocks: Iterator[Any], schema: Any) -> Iterator[bytes]:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, EOFError):
         return "the file is cut short"
-    return short(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    return bounded(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
 class _Source:

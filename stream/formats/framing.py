@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 
 from transforms import BadRecord
+from transforms.reasons import Reason
 
 MAGIC = 0
 HEADER = 5  # magic byte + schema id
@@ -22,9 +23,9 @@ def parse(value: bytes | None) -> tuple[int, int]:
     """``(schema id, offset of what follows the id)``; BadRecord ``bad_framing`` when the
     value is not in the wire format."""
     if not value:
-        raise BadRecord("bad_framing", "the record has no value")
+        raise BadRecord(Reason.BAD_FRAMING, "the record has no value")
     if len(value) < HEADER:
-        raise BadRecord("bad_framing", f"{len(value)} bytes is shorter than the 5-byte header")
+        raise BadRecord(Reason.BAD_FRAMING, f"{len(value)} bytes is shorter than the 5-byte header")
     if value[0] != MAGIC:
         raise BadRecord(
             "bad_framing", f"the first byte is {value[0]:#04x}, not the magic byte 0x00"
@@ -71,7 +72,7 @@ def _read_varint(value: bytes, offset: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if offset >= len(value):
-            raise BadRecord("bad_framing", "the message-index list is cut short")
+            raise BadRecord(Reason.BAD_FRAMING, "the message-index list is cut short")
         byte = value[offset]
         offset += 1
         result |= (byte & 0x7F) << shift
@@ -79,7 +80,7 @@ def _read_varint(value: bytes, offset: int) -> tuple[int, int]:
             break
         shift += 7
         if shift > 63:
-            raise BadRecord("bad_framing", "a message index is longer than 10 bytes")
+            raise BadRecord(Reason.BAD_FRAMING, "a message index is longer than 10 bytes")
     return (result >> 1) ^ -(result & 1), offset
 
 
@@ -89,11 +90,11 @@ def parse_indexes(value: bytes, offset: int) -> tuple[tuple[int, ...], int]:
     if count == 0:
         return (0,), offset
     if count < 0 or count > _MAX_INDEXES:
-        raise BadRecord("bad_framing", f"a message-index list of {count} entries")
+        raise BadRecord(Reason.BAD_FRAMING, f"a message-index list of {count} entries")
     indexes = []
     for _ in range(count):
         index, offset = _read_varint(value, offset)
         if index < 0:
-            raise BadRecord("bad_framing", f"a negative message index ({index})")
+            raise BadRecord(Reason.BAD_FRAMING, f"a negative message index ({index})")
         indexes.append(index)
     return tuple(indexes), offset

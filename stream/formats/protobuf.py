@@ -19,9 +19,11 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from stream.formats import framing
-from stream.formats.codec import Reader, RegistryDecoder, SchemaSource, short
+from stream.formats.codec import Reader, RegistryDecoder, SchemaSource
 from stream.formats.registry import RegisteredSchema
 from transforms import BadRecord, RecordSchema
+from transforms.messages import bounded
+from transforms.reasons import Reason
 
 _TYPES = {
     "string": "string",
@@ -95,7 +97,9 @@ class ProtoSchema:
             names, types = [], list(self._main.message_type)
             for index in indexes:
                 if index >= len(types):
-                    raise BadRecord("decode_error", f"no message at index path {list(indexes)}")
+                    raise BadRecord(
+                        Reason.DECODE_ERROR, f"no message at index path {list(indexes)}"
+                    )
                 names.append(types[index].name)
                 types = list(types[index].nested_type)
             full = ".".join([self._main.package, *names] if self._main.package else names)
@@ -140,7 +144,9 @@ def _reader(registered: RegisteredSchema) -> Reader:
         try:
             message = cls.FromString(value[start:])
         except DecodeError as exc:
-            raise BadRecord("decode_error", short(f"not a valid {cls.__name__}: {exc}")) from None
+            raise BadRecord(
+                Reason.DECODE_ERROR, bounded(f"not a valid {cls.__name__}: {exc}")
+            ) from None
         return convert(message)
 
     return read
@@ -167,5 +173,5 @@ class ProtobufEncoder:
                 message = cls(**{k: v for k, v in item.items() if v is not None})
                 out.append(header + message.SerializeToString())
             except (TypeError, ValueError, AttributeError) as exc:
-                out.append(BadRecord("encode_error", short(f"{type(exc).__name__}: {exc}")))
+                out.append(BadRecord(Reason.ENCODE_ERROR, bounded(f"{type(exc).__name__}: {exc}")))
         return out

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from stream.formats.codec import Decoder, Encoder
-from stream.formats.json import JsonDecoder, JsonEncoder
 from stream.formats.registry import RegistryClient, RegistryConfig
 from transforms import BadRecord
+from transforms.codec import JSON_DECODER, JSON_ENCODER, Decoder, Encoder
+from transforms.reasons import Reason
 
 Format = Literal["json", "avro", "protobuf"]
 FORMATS: tuple[Format, ...] = ("json", "avro", "protobuf")
@@ -56,8 +56,8 @@ class Codecs:
 def build(spec: FormatSpec) -> Codecs:
     """The decoder and encoder of a spec (a worker calls it once per spec)."""
     client = RegistryClient(spec.registry) if spec.registry is not None else None
-    decoder: Decoder = JsonDecoder()
-    encoder: Encoder = JsonEncoder()
+    decoder: Decoder = JSON_DECODER
+    encoder: Encoder = JSON_ENCODER
     if spec.input != "json":
         assert client is not None
         if spec.input == "avro":
@@ -89,5 +89,5 @@ class _NoSchema:
         self.fmt = fmt
 
     def encode_batch(self, items: list[Any]) -> list[bytes | BadRecord]:
-        problem = BadRecord("encode_error", f"no registered {self.fmt} output schema")
+        problem = BadRecord(Reason.ENCODE_ERROR, f"no registered {self.fmt} output schema")
         return [problem for _ in items]

@@ -9,12 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stream.bench.formats import measure
 from stream.config import ConfigError, ProduceSettings, RunSettings
 from stream.formats import framing
 from stream.formats.avro import AvroEncoder, avro_schema, schema_text
 from stream.formats.avro import decoder as avro_decoder
-from stream.formats.bench import measure
-from stream.formats.json import JsonDecoder, JsonEncoder
 from stream.formats.protobuf import ProtobufEncoder, ProtoSchema, proto_text
 from stream.formats.protobuf import decoder as proto_decoder
 from stream.formats.registry import Backoff, RegisteredSchema, RegistryConfig, StaticSchemas
@@ -22,6 +21,7 @@ from stream.formats.spec import FormatSpec
 from stream.worker import process_batch
 from transforms import BadRecord, RecordField, RecordSchema, fields, output_schema, resolve
 from transforms.builtin import SENSOR_FEATURES_SCHEMA, SENSOR_READING_SCHEMA
+from transforms.codec import JsonDecoder, JsonEncoder
 
 LIMIT = 1 << 20
 

@@ -33,6 +33,9 @@ from transforms.builtin import (
     matrix_inverse,
     sensor_features,
 )
+from transforms.checks import check_size, decode_json, load_json
+from transforms.messages import MAX_MESSAGE_CHARS, bounded
+from transforms.reasons import Reason
 
 EPS = float(np.finfo(np.float64).eps)
 HYPOTHESIS = settings(
@@ -857,3 +860,31 @@ def test_bad_record_bounds_the_message_and_is_an_exception() -> None:
         raise bad
     assert caught.value.reason == "schema"
     assert BadRecord("schema", "short").message == "short"
+
+
+# --- the record checks and the message bound, decided once ------------------------------------
+
+
+def test_record_checks_name_each_reason() -> None:
+    assert check_size(b"{}", 2) == b"{}"
+    cases: list[tuple[bytes | None, Reason]] = [
+        (None, Reason.EMPTY),
+        (b"", Reason.EMPTY),
+        (b"123", Reason.TOO_LARGE),
+        (b"{", Reason.INVALID_JSON),
+        (b"\xff", Reason.INVALID_UTF8),
+    ]
+    for value, reason in cases:
+        with pytest.raises(BadRecord) as caught:
+            decode_json(value, 2)
+        assert caught.value.reason == reason
+    assert load_json(b'{"a": 1}') == {"a": 1}
+
+
+def test_one_bound_for_every_message() -> None:
+    assert bounded("short") == "short"
+    cut = bounded("x" * (MAX_MESSAGE_CHARS + 1))
+    assert len(cut) == MAX_MESSAGE_CHARS
+    assert cut.endswith("...")
+    assert bounded("abcdef", 5) == "ab..."
+    assert BadRecord("schema", "y" * 1000).message == bounded("y" * 1000)

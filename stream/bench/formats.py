@@ -3,7 +3,7 @@ batch of demo sensor events, in microseconds per record, for json, avro and prot
 
 In process and without a registry (schemas held in memory, as a worker's cache holds
 them after the first lookup), so the numbers are the formats' CPU cost alone.
-``stream bench`` can call :func:`measure`; ``python -m stream.formats.bench`` prints it.
+``python -m stream.bench.formats`` prints it.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import numpy as np
 
 from stream.formats.avro import AvroEncoder, schema_text
 from stream.formats.avro import decoder as avro_decoder
-from stream.formats.codec import Decoder, Encoder
-from stream.formats.json import JsonDecoder, JsonEncoder
 from stream.formats.protobuf import ProtobufEncoder, proto_text
 from stream.formats.protobuf import decoder as proto_decoder
 from stream.formats.registry import RegisteredSchema, StaticSchemas
 from transforms import resolve
 from transforms.builtin import SENSOR_FEATURES_SCHEMA, SENSOR_READING_SCHEMA
+from transforms.codec import JSON_DECODER, JSON_ENCODER, Decoder, Encoder
 
 FORMATS = ("json", "avro", "protobuf")
 
@@ -52,7 +51,7 @@ def _events(count: int, values: int, seed: int) -> list[dict[str, Any]]:
 def _codecs(fmt: str) -> tuple[Encoder, Decoder, Encoder]:
     """(input encoder, as a producer would; the worker's decoder; the worker's encoder)."""
     if fmt == "json":
-        return JsonEncoder(), JsonDecoder(), JsonEncoder()
+        return JSON_ENCODER, JSON_DECODER, JSON_ENCODER
     if fmt == "avro":
         reading, features = schema_text(SENSOR_READING_SCHEMA), schema_text(SENSOR_FEATURES_SCHEMA)
         source = StaticSchemas(RegisteredSchema(1, "AVRO", reading))
@@ -108,7 +107,7 @@ def measure_one(
 def measure(
     count: int = 20_000, batch: int = 500, values: int = 64, repeats: int = 5
 ) -> list[FormatCost]:
-    """The cost of each format; for ``stream bench`` (one row per format). The formats
+    """The cost of each format (one row per format). The formats
     take turns, best of ``repeats`` each, so a neighbour's load hits them alike."""
     best: dict[str, FormatCost] = {}
     for _ in range(repeats):

@@ -35,6 +35,13 @@ from stream.kafka import KafkaClients, Sent, make_producer, start_client
 _MAX_BYTES = 1 << 20
 
 
+def warm_up(spec: str) -> int:
+    """Load the transform (and numpy) in an executor's process before the clock starts;
+    returns that process's pid."""
+    worker.load_transform(spec)
+    return os.getpid()
+
+
 def _one(spec: str, value: bytes | None) -> bytes | None:
     """The naive design's unit of work: one record, decoded, transformed and encoded."""
     return _batch(spec, [value])[0]
@@ -83,7 +90,7 @@ async def run(args: argparse.Namespace) -> None:
     consumer.subscribe(settings.input_topic, on_assigned, on_revoked)
     if executor is not None:  # start the workers before the clock starts
         await asyncio.gather(
-            *(loop.run_in_executor(executor, worker.warm_up, args.transform) for _ in range(8))
+            *(loop.run_in_executor(executor, warm_up, args.transform) for _ in range(8))
         )
     step = _STEPS[args.engine if args.engine != "batched" else f"batched-{args.executor}"]
     previous: tuple[list[asyncio.Future[Any]], dict[Any, int]] | None = None

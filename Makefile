@@ -101,7 +101,7 @@ test-enrich: $(STAMP) ## the enrichment stage: its pure logic, and lookups again
 	$(BIN)/pytest tests/unit/test_enrich_logic.py tests/enrich
 
 bench-io: $(STAMP) ## I/O baselines: 1,000 lookups of 50 ms through threads, processes and asyncio
-	$(BIN)/python -m stream.enrich.bench
+	$(BIN)/python -m stream.bench.enrich_io
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff check .

@@ -22,7 +22,7 @@ latency run.
 
 The ``io`` group measures I/O-bound work: ``IO_REQUESTS`` GETs that a local server
 answers after ``LOOKUP_DELAY`` seconds, through threads, processes and asyncio
-(:mod:`stream.enrich.bench`, in a process of its own), then the service with
+(:mod:`stream.bench.enrich_io`, in a process of its own), then the service with
 enrichment against that server, with a cold cache (every record its own URL) and with
 99% cache hits (a URL per sensor, one sensor per 100 records), beside the same service
 without enrichment on the same input.
@@ -95,7 +95,7 @@ class Bench:
                 self.say(f"io: {IO_REQUESTS:,} requests through threads, processes, asyncio")
                 io, io_error = await io_baselines()
                 if any(c.enrich for c in cases):
-                    from stream.enrich.bench import SlowServer  # noqa: PLC0415 - aiohttp
+                    from stream.bench.slow_server import SlowServer  # noqa: PLC0415
 
                     lookup_base = stack.enter_context(SlowServer(LOOKUP_DELAY))
             report = await self.measure(cases, lookup_base)
@@ -154,7 +154,7 @@ async def io_baselines() -> tuple[list[dict[str, Any]], str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "stream.enrich.bench",
+        "stream.bench.enrich_io",
         "--requests",
         str(IO_REQUESTS),
         "--delay",

@@ -11,7 +11,6 @@ the batch's results out). The pieces, each with one job:
 - ``user``: a user's own lookup coroutine, ``package.module:function``.
 - ``stage``: the ``Enricher``, and ``enrich_then_process``, which the engine awaits per
   batch in place of ``pool.run`` when enrichment is on.
-- ``bench``: the I/O baselines of ``stream bench`` (threads, processes, asyncio).
 
 The ``--enrich-url`` template (placeholders, quoting) is :mod:`stream.url_template`,
 outside this package: the options parse it too, and this package imports the options.

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from stream.enrich.bench import io_bench, loop_cost, main
+from stream.bench.enrich_io import io_bench, loop_cost, main
 
 
 def test_io_bench_runs_every_client_against_a_real_server() -> None:

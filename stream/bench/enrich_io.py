@@ -1,15 +1,15 @@
 """I/O baselines for ``stream bench`` (group ``io``), and the event loop's cost of the
 enrichment stage per record.
 
-``io_bench()`` starts a local aiohttp server (in a process of its own, so the clients
-measured here do not share its interpreter) whose every answer takes ``delay``
-seconds, and sends it ``requests`` GETs of distinct URLs four ways: a thread pool of
-10 and of 100 threads (stdlib urllib, one blocking request per thread at a time), a
-process pool (urllib in each process), and asyncio (one aiohttp session, 100 in
-flight), raw and through the ``Enricher``. ``loop_cost()`` times what the stage does
+``io_bench()`` starts a :class:`~stream.bench.slow_server.SlowServer` (a local aiohttp
+server in a process of its own) whose every answer takes ``delay`` seconds, and sends it
+``requests`` GETs of distinct URLs four ways: a thread pool of 10 and of 100 threads
+(stdlib urllib, one blocking request per thread at a time), a process pool (urllib in
+each process), and asyncio (one aiohttp session, 100 in flight), raw and through the
+``Enricher``. ``loop_cost()`` times what the stage does
 on the event loop per record (read the URL's fields, render it, answer from the
 cache) and what the merge adds in the worker. Both return numbers; ``python -m
-stream.enrich.bench`` prints them.
+stream.bench.enrich_io`` (``make bench-io``) prints them.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import argparse
 import asyncio
 import multiprocessing
 import resource
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -30,6 +28,7 @@ import aiohttp
 import orjson
 from prometheus_client import CollectorRegistry
 
+from stream.bench.slow_server import SlowServer
 from stream.config import ProduceSettings
 from stream.enrich.outcome import Found
 from stream.enrich.retry import RetryPolicy
@@ -52,68 +51,6 @@ class IoResult:
     @property
     def per_second(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
-
-
-# ---- the server: a process of its own --------------------------------------------------------
-
-
-def serve(delay: float) -> None:
-    """The server's process: print the port, answer until stdin closes."""
-    from aiohttp import web  # noqa: PLC0415 - in the server process only
-
-    async def handle(request: web.Request) -> web.Response:
-        await asyncio.sleep(delay)
-        return web.json_response({"id": request.match_info["id"], "site": "north"})
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/sensors/{id}", handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0, backlog=2048).start()
-        print(runner.addresses[0][1], flush=True)  # noqa: T201 - the port, to the parent
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        await runner.cleanup()
-
-    asyncio.run(main())
-
-
-class SlowServer:
-    """``with SlowServer(0.05) as base:`` GET ``base + "/sensors/<id>"`` answers in 50 ms,
-    from a process of its own (started with the same interpreter, stopped on exit)."""
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        self._process: subprocess.Popen[str] | None = None
-
-    def __enter__(self) -> str:
-        self._process = process = subprocess.Popen(  # noqa: S603 - our own module
-            [sys.executable, "-m", "stream.enrich.bench", "--serve", str(self.delay)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert process.stdout is not None
-        port = process.stdout.readline().strip()
-        if not port.isdigit():
-            self.__exit__()
-            raise RuntimeError("the benchmark's HTTP server did not start")
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        process = self._process
-        if process is None:
-            return
-        assert process.stdin is not None
-        process.stdin.close()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-        self._process = None
 
 
 # ---- the clients -----------------------------------------------------------------------------
@@ -322,11 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-loop-cost", action="store_true", help="the clients only (as `stream bench` runs it)"
     )
-    parser.add_argument("--serve", type=float, metavar="DELAY", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve is not None:
-        serve(args.serve)
-        return
     results = io_bench(args.requests, args.delay, args.process_workers)
     cost = None if args.no_loop_cost else loop_cost()
     if args.json:

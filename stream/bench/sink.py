@@ -1,4 +1,4 @@
-"""Micro-benchmark of the PostgreSQL sink's write path (for ``stream bench``).
+"""Micro-benchmark of the PostgreSQL sink's write path.
 
 Rows/s of the sink's batched write (COPY into a temporary table, INSERT ... ON CONFLICT DO
 NOTHING, several partitions at once over the pool) against alternatives on the same
@@ -8,7 +8,7 @@ server, in one run: one awaited INSERT per row on one connection (the naive way)
 (the ceiling: no conflict handling, so no replay safety). Each case writes the same
 sensor-feature rows into an empty table of its own, dropped at the end.
 
-    python -m stream.sink.bench --dsn-file PATH [--rows 20000]
+    python -m stream.bench.sink --dsn-file PATH [--rows 20000]
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stream.sink.bench")
+    parser = argparse.ArgumentParser(prog="python -m stream.bench.sink")
     parser.add_argument("--dsn-file", help="file holding the DSN (else $STREAM_POSTGRES_DSN)")
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=500)

@@ -23,11 +23,8 @@ import sys
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
-
 from stream.config import KafkaSettings
-from stream.kafka import client_options, start_client
+from stream.kafka import CommittedReader
 
 Seen = dict[bytes | None, list[float]]
 
@@ -44,34 +41,19 @@ async def follow(
     """Each key's arrival times until ``count`` records came or ``seconds`` passed. The
     partitions are those the topic was created with: just after its creation, metadata
     may list none."""
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    consumer = AIOKafkaConsumer(
-        **client_options(settings),
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=5,
-    )
-    await start_client(consumer, settings)
     seen: Seen = {}
     got = 0
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        for tp in tps:
-            await consumer.position(tp)
+    async with CommittedReader(settings, topic, range(partitions), fetch_max_wait_ms=5) as reader:
         if ready is not None:
             ready()
         deadline = time.monotonic() + seconds
         while got < count and time.monotonic() < deadline:
-            fetched = await consumer.getmany(timeout_ms=100)
+            fetched = await reader.fetch(timeout_ms=100)
             now = time.time() * 1000
             for part in fetched.values():
                 for record in part:
                     seen.setdefault(record.key, []).append(now)
                 got += len(part)
-    finally:
-        await consumer.stop()
     return seen
 
 

@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import NewTopic
-from aiokafka.structs import TopicPartition
 
 from stream.config import BenchSettings, KafkaSettings, ProduceSettings
-from stream.kafka import admin_client, client_options, start_client
+from stream.kafka import (
+    CommittedReader,
+    add_topics,
+    delete_topics,
+    end_offsets,
+    partition_ids,
+)
+from stream.kafka.protocols import ConsumedRecord
 from stream.produce import demo_events, produce
 
 if TYPE_CHECKING:
@@ -38,17 +42,13 @@ class BenchTopics:
     async def create(self, *names: str, log_append_time: bool = False) -> None:
         configs = {"message.timestamp.type": "LogAppendTime"} if log_append_time else {}
         self.names += [name for name in names if name not in self.names]
-        async with admin_client(self.s) as admin:
-            await admin.create_topics(
-                [new_topic(name, self.s.partitions, 1, configs) for name in names]
-            )
+        await add_topics(self.s, names, self.s.partitions, 1, configs)
 
     async def cleanup(self) -> None:
         if not self.names:
             return
-        async with admin_client(self.s) as admin:
-            with contextlib.suppress(Exception):
-                await admin.delete_topics(self.names)
+        with contextlib.suppress(Exception):
+            await delete_topics(self.s, self.names)
 
     async def fill(self, topic: str, payload: Payload, count: int, rate: float = 0.0) -> int:
         """``count`` demo events of a payload into ``topic``; in a schema format, their
@@ -87,66 +87,32 @@ class BenchTopics:
     async def mean_size(self, topic: str) -> float:
         """Mean bytes of a value, over the topic's first 2,000 records."""
         records = await read_all(self.s, topic, limit=2000)
-        return float(np.mean([len(r.value) for r in records])) if records else 0.0
-
-
-def new_topic(name: str, partitions: int, replication: int, configs: dict[str, str]) -> NewTopic:
-    return NewTopic(
-        name, num_partitions=partitions, replication_factor=replication, topic_configs=configs
-    )
-
-
-async def partitions_of(settings: KafkaSettings, topic: str) -> list[TopicPartition]:
-    async with admin_client(settings) as admin:
-        described = await admin.describe_topics([topic])
-    parts = described[0].get("partitions", []) if described else []
-    return [TopicPartition(topic, p["partition"]) for p in sorted(parts, key=_partition_id)]
-
-
-def _partition_id(entry: dict[str, Any]) -> int:
-    number: int = entry["partition"]
-    return number
+        return float(np.mean([len(r.value or b"") for r in records])) if records else 0.0
 
 
 async def topic_end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:
-    tps = await partitions_of(settings, topic)
-    consumer = AIOKafkaConsumer(**client_options(settings))
-    await start_client(consumer, settings)
-    try:
-        ends = await consumer.end_offsets(tps) if tps else {}
-    finally:
-        await consumer.stop()
-    return {tp.partition: offset for tp, offset in ends.items()}
+    return await end_offsets(settings, topic, await partition_ids(settings, topic))
 
 
-async def read_all(settings: KafkaSettings, topic: str, limit: int | None = None) -> list[Any]:
+async def read_all(
+    settings: KafkaSettings, topic: str, limit: int | None = None
+) -> list[ConsumedRecord]:
     """Every committed record of a topic, up to its current end (or ``limit`` records)."""
-    tps = await partitions_of(settings, topic)
-    consumer = AIOKafkaConsumer(
-        **client_options(settings),
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await start_client(consumer, settings)
-    records: list[Any] = []
-    try:
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        remaining = {tp for tp in tps if ends[tp] > 0}
+    partitions = await partition_ids(settings, topic)
+    records: list[ConsumedRecord] = []
+    async with CommittedReader(settings, topic, partitions) as reader:
+        ends = await reader.end_offsets()
+        remaining = {p for p in partitions if ends[p] > 0}
         while remaining and (limit is None or len(records) < limit):
-            fetched = await consumer.getmany(*remaining, timeout_ms=1000)
+            fetched = await reader.fetch(remaining, timeout_ms=1000)
             if not fetched:
                 # Only transaction markers or aborted records may be left.
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
+                for p in list(remaining):
+                    if await reader.position(p) >= ends[p]:
+                        remaining.discard(p)
                 continue
-            for tp, part in fetched.items():
+            for p, part in fetched.items():
                 records.extend(part)
-                if part[-1].offset + 1 >= ends[tp]:
-                    remaining.discard(tp)
-    finally:
-        await consumer.stop()
+                if part[-1].offset + 1 >= ends[p]:
+                    remaining.discard(p)
     return records if limit is None else records[:limit]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -188,3 +188,39 @@ async def ensure_topic(
         if any(code == TopicAlreadyExistsError.errno for _n, code, *_ in answer.topic_errors):
             return False
     return True
+
+
+async def add_topics(
+    settings: KafkaSettings,
+    names: Sequence[str],
+    partitions: int,
+    replication_factor: int = 1,
+    configs: Mapping[str, str] | None = None,
+) -> None:
+    """Create topics of ``partitions`` partitions each, with ``configs`` (topic settings)."""
+    async with admin_client(settings) as admin:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    name,
+                    num_partitions=partitions,
+                    replication_factor=replication_factor,
+                    topic_configs=dict(configs or {}),
+                )
+                for name in names
+            ]
+        )
+
+
+async def delete_topics(settings: KafkaSettings, names: Sequence[str]) -> None:
+    """Delete topics (an error, such as one already gone, is the broker's answer)."""
+    async with admin_client(settings) as admin:
+        await admin.delete_topics(list(names))
+
+
+async def partition_ids(settings: KafkaSettings, topic: str) -> list[int]:
+    """The topic's partition numbers, sorted (empty when the broker lists none)."""
+    async with admin_client(settings) as admin:
+        described = await admin.describe_topics([topic])
+    entries = described[0].get("partitions", []) if described else []
+    return sorted(int(entry["partition"]) for entry in entries)

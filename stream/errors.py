@@ -9,17 +9,20 @@ refused record) have their own branch and never reach the CLI.
 
 from __future__ import annotations
 
+EXIT_RUNTIME = 1  # the environment did not let the command run
+EXIT_USAGE = 2  # bad options or configuration: nothing was started
+
 
 class StreamError(Exception):
     """The root: printed as one line by the CLI, which exits with ``exit_code``."""
 
-    exit_code = 1
+    exit_code = EXIT_RUNTIME
 
 
 class UsageError(StreamError):
     """A bad option value or combination: nothing was started."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class EnvironmentFailure(StreamError):

@@ -300,17 +300,17 @@ def test_console_script_no_broker_is_one_line() -> None:
 
 
 def test_a_no_flag_undoes_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stream.cli import _settings, build_parser
+    from stream.cli_args import build_parser, settings_from
     from stream.config import RunSettings
 
     monkeypatch.setenv("STREAM_REQUIRE_KEY", "true")
     args = build_parser().parse_args(["run", "--no-require-key"])
-    assert _settings(RunSettings, args).require_key is False
+    assert settings_from(RunSettings, args).require_key is False
     args = build_parser().parse_args(["run"])
-    assert _settings(RunSettings, args).require_key is True
+    assert settings_from(RunSettings, args).require_key is True
     monkeypatch.setenv("STREAM_REQUIRE_KEY", "false")
     args = build_parser().parse_args(["run", "--require-key"])
-    assert _settings(RunSettings, args).require_key is True
+    assert settings_from(RunSettings, args).require_key is True
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--require-key", "--no-require-key"])
 
@@ -320,7 +320,7 @@ def test_a_starting_group_coordinator_is_not_an_error() -> None:
     normal start-up, so the line is INFO, not ERROR; other aiokafka errors stay errors."""
     import logging
 
-    from stream.cli import RepeatFilter
+    from stream.logs import RepeatFilter
 
     keep = RepeatFilter(prefix="aiokafka")
     starting = logging.LogRecord(

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Protocol, Self, get_args
+from typing import Protocol, Self
 
 from stream.config.groups import SINKS
 from stream.options import ConfigError, opt, positive_float, read_secret_file, secret
 
-Sink = Literal["kafka", "postgres"]
-SINK_NAMES: tuple[str, ...] = get_args(Sink)
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
 
@@ -24,15 +22,6 @@ class DsnOptions(Protocol):
     def postgres_dsn_file(self) -> str: ...
 
 
-def parse_sinks(text: str) -> str:
-    """kafka, postgres or both, comma-separated; kept in a fixed order."""
-    given = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [g for g in given if g not in SINK_NAMES]
-    if not given or unknown:
-        raise ValueError("expected kafka, postgres or kafka,postgres")
-    return ",".join(s for s in SINK_NAMES if s in given)
-
-
 def _table_name(text: str) -> str:
     """Empty (the transform's default table), a table or schema.table name."""
     name = text.strip()
@@ -42,6 +31,7 @@ def _table_name(text: str) -> str:
 
 
 def postgres_dsn_opt() -> str:
+    """The --postgres-dsn (a secret) option, for a command to declare."""
     return opt(
         "",
         "PostgreSQL connection URL, postgresql://user:password@host:port/database; prefer the "
@@ -55,6 +45,7 @@ def postgres_dsn_opt() -> str:
 
 
 def postgres_dsn_file_opt() -> str:
+    """The --postgres-dsn-file option, for a command to declare."""
     return opt(
         "",
         "file holding the PostgreSQL DSN, instead of --postgres-dsn (default: none)",
@@ -64,6 +55,7 @@ def postgres_dsn_file_opt() -> str:
 
 
 def postgres_table_opt() -> str:
+    """The --postgres-table option, for a command to declare."""
     return opt(
         "",
         "table for the results (default: sensor_features for the sensor-features transform, "
@@ -75,6 +67,7 @@ def postgres_table_opt() -> str:
 
 
 def postgres_command_timeout_opt() -> float:
+    """The --postgres-command-timeout option, for a command to declare."""
     return opt(
         30.0, "seconds one database statement may take", positive_float, "SECONDS", group=SINKS
     )

@@ -38,6 +38,7 @@ def registry_url(value: str) -> str:
 
 
 def format_opt(what: str) -> RecordFormat:
+    """The --input-format or --output-format option (``what``: input or output)."""
     return opt(
         "json",
         f"{what} record format: json, or avro/protobuf in the Confluent wire format through "
@@ -48,6 +49,7 @@ def format_opt(what: str) -> RecordFormat:
 
 
 def registry_url_opt() -> str:
+    """The --schema-registry-url option, for a command to declare."""
     return opt(
         "",
         "Confluent-compatible Schema Registry base URL, for avro and protobuf (default: none)",
@@ -58,12 +60,14 @@ def registry_url_opt() -> str:
 
 
 def registry_username_opt() -> str:
+    """The --schema-registry-username option, for a command to declare."""
     return opt(
         "", "Schema Registry basic-auth user name (default: none)", metavar="NAME", group=CONNECTION
     )
 
 
 def registry_password_opt() -> str:
+    """The --schema-registry-password (a secret) option, for a command to declare."""
     return opt(
         "",
         "Schema Registry basic-auth password; prefer the environment variable or "
@@ -76,6 +80,7 @@ def registry_password_opt() -> str:
 
 
 def registry_password_file_opt() -> str:
+    """The --schema-registry-password-file option, for a command to declare."""
     return opt(
         "",
         "file holding the Schema Registry password, instead of --schema-registry-password "
@@ -86,6 +91,7 @@ def registry_password_file_opt() -> str:
 
 
 def registry_cafile_opt() -> str:
+    """The --schema-registry-cafile option, for a command to declare."""
     return opt(
         "",
         "PEM file of the CAs that sign the Schema Registry's certificate, for an https URL "

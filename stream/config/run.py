@@ -11,7 +11,6 @@ from stream.config.groups import CONNECTION, ENRICHMENT, SINKS
 from stream.config.kafka import KafkaSettings
 from stream.config.postgres import (
     check_postgres,
-    parse_sinks,
     postgres_command_timeout_opt,
     postgres_dsn_file_opt,
     postgres_dsn_opt,
@@ -42,6 +41,17 @@ from stream.options import (
 from stream.url_template import TemplateError, UrlTemplate
 
 EnrichMissing = Literal["fail", "pass"]
+Sink = Literal["kafka", "postgres"]
+SINK_NAMES: tuple[str, ...] = get_args(Sink)
+
+
+def parse_sinks(text: str) -> str:
+    """kafka, postgres or both, comma-separated; kept in a fixed order."""
+    given = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [g for g in given if g not in SINK_NAMES]
+    if not given or unknown:
+        raise ValueError("expected kafka, postgres or kafka,postgres")
+    return ",".join(s for s in SINK_NAMES if s in given)
 
 
 def _enrich_url(text: str) -> str:

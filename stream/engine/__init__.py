@@ -1,15 +1,16 @@
 """The engine: small parts with one job each, wired together by ``runner``.
 
-- ``runner``: lifecycle and task supervision; ``signals``: ``serve()``, signals, watchdog;
-- ``stages``: the parts the settings choose (guarantee, formats, enrichment, sink);
+- ``runner``: builds the parts and runs them; ``signals``: ``serve()``, signals, watchdog;
+- ``state``: stopping and the fatal error, group membership; ``tasks``: owned tasks;
+- ``stages``: the parts the settings choose (formats, enrichment, sink, guarantee);
 - ``fetcher``: the fetch loop, backpressure, seek-back, cutting batches;
-- ``assignment``: per-partition state and in-flight accounting;
-- ``rebalance``: assign, revoke, drain, release, and rewinds;
-- ``emitter``: one per partition, finished batches to delivery in input order;
-- ``delivery``: the ``Delivery`` protocol and at-least-once; ``sending``: a batch to Kafka;
-- ``transactions``: exactly-once, a transactional producer per partition;
+- ``assignment``: per-partition state and in-flight accounting; ``batch``: a batch;
+- ``rebalance``: assign and revoke, one ``lifecycle`` per owned partition;
+- ``lifecycle``: open (fence, restore, offsets), ordered emit loop, commit, rewind, close;
+- ``policy``: when to commit, pure; ``delivery``: what differs between the guarantees,
+  ``at_least_once`` and ``exactly_once``; ``sending``: batches to Kafka, refusals;
 - ``routing``: pure, a batch's outputs and dead letters; ``sinking``: the database stage;
-- ``monitor``: lag, loop lag, the stats line, liveness and readiness.
+- ``progress``: counts and metrics of work done; ``monitor``: lag, stats, health.
 """
 
 from stream.engine.runner import Engine

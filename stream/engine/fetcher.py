@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
 
 from stream.config import RunSettings
-from stream.engine.assignment import Assignment, Batch, Partition
+from stream.engine.assignment import Assignment, Partition
+from stream.engine.batch import Batch
 from stream.errors import FatalError, KafkaFailure
 from stream.flow import split_batches, wait_event
 from stream.kafka.protocols import ConsumedRecord, Consumer
-from stream.pool import Pool
 from stream.worker import BatchResult
 
-if TYPE_CHECKING:
-    from stream.enrich.stage import Enricher
+# A batch's keys and values in, its result out: the pool, behind enrichment if on.
+Process = Callable[[list[bytes | None], list[bytes | None]], Awaitable[BatchResult]]
 
 FETCH_TIMEOUT_MS = 200
 ROOM_WAIT = 1.0
@@ -36,25 +35,15 @@ class Fetcher:
         settings: RunSettings,
         consumer: Consumer,
         assignment: Assignment,
-        pool: Pool,
+        process: Process,
         on_fetched: Callable[[Partition, int, list[int]], None],
     ) -> None:
         self.settings = settings
         self.consumer = consumer
         self.assignment = assignment
-        self.pool = pool
+        self.process = process
         self.on_fetched = on_fetched  # (partition, records, batch sizes): for metrics
         self.stopping = asyncio.Event()
-        self.enricher: Enricher | None = None  # the I/O stage before the workers, if on
-
-    def _process(
-        self, keys: list[bytes | None], values: list[bytes | None]
-    ) -> Coroutine[Any, Any, BatchResult]:
-        if self.enricher is None:
-            return self.pool.run(values)
-        from stream.enrich.stage import enrich_then_process  # noqa: PLC0415 - aiohttp if on
-
-        return enrich_then_process(self.enricher, self.pool.run, keys, values)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -164,7 +153,7 @@ class Fetcher:
                 offsets=[r.offset for r in chunk],
                 timestamps_ms=[r.timestamp for r in chunk],
                 nbytes=nbytes,
-                result=asyncio.ensure_future(self._process(batch_keys, values)),
+                result=asyncio.ensure_future(self.process(batch_keys, values)),
             )
             self.assignment.track(part, batch)
             sizes.append(len(chunk))

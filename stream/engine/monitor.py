@@ -1,5 +1,6 @@
 """What the engine tells people: lag, event-loop lag, the stats line, and whether it
-is alive and ready. Decisions take an injected clock, so a test can move time."""
+is alive and ready. It reads the engine's state; decisions take an injected clock, so
+a test can move time."""
 
 from __future__ import annotations
 
@@ -7,32 +8,27 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import Any, Protocol
 
 from stream.config import RunSettings
-from stream.engine.assignment import Assignment, Batch, Partition
+from stream.engine.assignment import Assignment, Partition
+from stream.engine.progress import Progress
+from stream.engine.state import EngineState, Membership
 from stream.errors import KafkaFailure
 from stream.flow import wait_event
 from stream.http import Check
 from stream.kafka.protocols import Consumer, TopicPartition
 from stream.metrics import Metrics
-from transforms.reasons import label
+from stream.pool import Pool
 
 log = logging.getLogger("stream")
 
 LOOP_LAG_INTERVAL = 0.25
 
 
-@dataclass(slots=True)
-class Counts:
-    """Totals for the summary lines."""
-
-    read: int = 0
-    written: int = 0
-    dead_lettered: int = 0
+class Database(Protocol):
+    def pool_connections(self) -> tuple[int, int]:
+        """Connections in use, and idle."""
 
 
 class Monitor:
@@ -41,62 +37,27 @@ class Monitor:
         settings: RunSettings,
         metrics: Metrics,
         assignment: Assignment,
-        workers_alive: Callable[[], int],
-        workers_serving: Callable[[], int],
+        progress: Progress,
         *,
+        state: EngineState,
+        membership: Membership,
+        pool: Pool,
+        database: Database | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.assignment = assignment
-        self.workers_alive = workers_alive
-        self.workers_serving = workers_serving
+        self.progress = progress
+        self.state = state
+        self.membership = membership
+        self.pool = pool
+        self.database = database
         self.clock = clock
         self.wall = wall
-        self.counts = Counts()
         self.lag: dict[TopicPartition, int] = {}
-        self.lag_refresh = asyncio.Event()
-        self.last_progress = clock()
         self.broker_seen: float | None = None  # clock time of the last broker answer
-        self.fatal: BaseException | None = None
-        self.stopping = False
-        self.rebalancing: Callable[[], bool] = lambda: False
-        self.sink_ready: Callable[[], bool] = lambda: True  # the database pool is up
-        self._consumed = metrics.consumed.labels(settings.input_topic)
-        self._written = metrics.produced.labels(settings.output_topic)
-        self._dead = metrics.produced.labels(settings.dead_letter_topic)
-
-    # ---- events ------------------------------------------------------------------------
-
-    def fetched(self, _part: Partition, count: int, batch_sizes: list[int]) -> None:
-        self._consumed.inc(count)
-        self.counts.read += count
-        for size in batch_sizes:
-            self.metrics.batch_size.observe(size)
-        self.inflight_changed()
-
-    def finished(self, _part: Partition, batch: Batch) -> None:
-        count, failed = len(batch), len(batch.errors)
-        m = self.metrics
-        self._written.inc(count - failed)
-        self.counts.written += count - failed
-        if failed:
-            self._dead.inc(failed)
-            self.counts.dead_lettered += failed
-            for _, reason, _message in batch.errors:
-                m.failed.labels(label(reason)).inc()
-                m.dead_lettered.labels(label(reason)).inc()
-        now = self.wall()
-        stamps = np.fromiter(batch.timestamps_ms, dtype=np.float64, count=count)
-        m.latency.observe_many(np.maximum(0.0, now - stamps / 1000))
-        m.last_processed.set(now)
-        self.last_progress = self.clock()
-
-    def inflight_changed(self) -> None:
-        inflight = self.assignment.inflight
-        self.metrics.inflight_messages.set(inflight.records)
-        self.metrics.inflight_bytes.set(inflight.bytes)
 
     # ---- loops -------------------------------------------------------------------------
 
@@ -107,14 +68,15 @@ class Monitor:
             started = loop.time()
             await asyncio.sleep(LOOP_LAG_INTERVAL)
             self.metrics.event_loop_lag.set(max(0.0, loop.time() - started - LOOP_LAG_INTERVAL))
-            self.metrics.pool_workers.set(self.workers_alive())
+            self.metrics.pool_workers.set(self.pool.alive)
 
     async def lag_loop(self, consumer: Consumer) -> None:
         """Read our partitions' end offsets every lag interval; set the lag gauges. A
         failed read (a rebalance, a broker away) is logged and tried again."""
         while True:
-            await wait_event(self.lag_refresh, self.settings.lag_interval)
-            self.lag_refresh.clear()
+            changed = self.membership.changed
+            await wait_event(changed, self.settings.lag_interval)
+            changed.clear()
             parts = list(self.assignment.parts.values())
             if not parts:
                 continue
@@ -165,7 +127,7 @@ class Monitor:
         interval = self.settings.stats_interval
         if interval <= 0:
             return
-        c = self.counts
+        c = self.progress.counts
         last = (self.clock(), c.read, c.written)
         while True:
             await asyncio.sleep(interval)
@@ -187,14 +149,14 @@ class Monitor:
     def liveness(self) -> Check:
         """Alive: the loop answers (this runs on it), workers are up (or being replaced after
         a crash or a hang), no stall while lagging."""
-        alive = self.workers_alive()
+        alive = self.pool.alive
         details: dict[str, Any] = {"workers_alive": alive, "workers": self.settings.workers}
-        if self.fatal is not None:
-            return Check(False, f"stopping after a fatal error: {self.fatal}", details)
-        if self.workers_serving() == 0:
+        if self.state.fatal is not None:
+            return Check(False, f"stopping after a fatal error: {self.state.fatal}", details)
+        if self.pool.serving == 0:
             return Check(False, "no worker process is alive", details)
         lag = sum(self.lag.values())
-        idle = self.clock() - self.last_progress
+        idle = self.clock() - self.progress.last_progress
         details |= {"lag": lag, "seconds_since_progress": round(idle, 3)}
         if lag > 0 and idle > self.settings.stall_timeout:
             return Check(False, f"no progress for {idle:.0f}s while lagging", details)
@@ -203,13 +165,13 @@ class Monitor:
     def readiness(self) -> Check:
         """Ready: partitions assigned, the broker answered recently, not mid-rebalance."""
         details: dict[str, Any] = {"partitions": len(self.assignment.parts)}
-        if self.stopping:
+        if self.state.stopping:
             return Check(False, "shutting down", details)
-        if self.rebalancing():
+        if self.membership.rebalancing:
             return Check(False, "rebalancing: waiting for a partition assignment", details)
         if not self.assignment.parts:
             return Check(False, "no partitions assigned", details)
-        if not self.sink_ready():
+        if self.database is not None and not any(self.database.pool_connections()):
             return Check(False, "the database pool has no connection", details)
         seen = self.broker_seen
         stale = max(30.0, 3 * self.settings.lag_interval)

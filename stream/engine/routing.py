@@ -8,11 +8,11 @@ headers).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from stream.engine.assignment import Batch, Error
+from stream.engine.batch import Batch, Routed
 from stream.kafka.protocols import OutRecord, TopicPartition
-from stream.worker import BatchResult
+from transforms.messages import bounded
 from transforms.reasons import Reason
 
 
@@ -47,30 +47,6 @@ HEADER_OVERHEAD = 16
 MESSAGE_LIMIT = 1000  # characters of an error message kept in a header
 
 
-@dataclass(slots=True)
-class Plan:
-    """How to send a batch this time, learnt from what the broker refused before."""
-
-    refused: dict[int, tuple[str, str]] = field(default_factory=dict)  # index -> (reason, message)
-    alone: set[int] = field(default_factory=set)  # indices sent in a produce batch of their own
-    minimal: set[int] = field(default_factory=set)  # indices whose dead letter is headers only
-
-    def __bool__(self) -> bool:
-        return bool(self.refused or self.alone or self.minimal)
-
-
-@dataclass(frozen=True, slots=True)
-class Routed:
-    """One batch, routed: ``outputs[i]`` is for record ``output_index[i]`` of the batch,
-    ``letters[j]`` for record ``letter_index[j]``."""
-
-    outputs: list[OutRecord] = field(default_factory=list)
-    output_index: list[int] = field(default_factory=list)
-    letters: list[OutRecord] = field(default_factory=list)
-    letter_index: list[int] = field(default_factory=list)
-    errors: list[Error] = field(default_factory=list)
-
-
 @dataclass(frozen=True, slots=True)
 class Router:
     require_key: bool
@@ -78,13 +54,18 @@ class Router:
     dead_letter_limit: int  # the dead-letter topic's max.message.bytes
     output_limit: int = 1 << 62  # the output topic's max.message.bytes
 
-    def route(
-        self, tp: TopicPartition, batch: Batch, result: BatchResult, plan: Plan | None = None
-    ) -> Routed:
+    def of(self, tp: TopicPartition, batch: Batch) -> Routed:
+        """The batch routed by its current plan (routed once per plan, then kept)."""
+        if batch.routed is None:
+            batch.routed = self.route(tp, batch)
+        return batch.routed
+
+    def route(self, tp: TopicPartition, batch: Batch) -> Routed:
         routed = Routed()
-        keys, values = batch.keys, batch.values
+        keys, values, plan = batch.keys, batch.values, batch.plan
+        result = batch.result.result()
         errors = {index: (reason, message) for index, reason, message in result.errors}
-        refused = plan.refused if plan else {}
+        refused = plan.refused
         for index, output in enumerate(result.materialize(values)):
             key = keys[index]
             if index in refused:
@@ -113,7 +94,7 @@ class Router:
             )
             routed.errors.append((index, reason, message))
             offset, value = batch.offsets[index], values[index]
-            if plan and index in plan.minimal:
+            if index in plan.minimal:
                 size = len(value or b"") + len(key or b"")
                 letter = self.minimal(tp, offset, reason, size)
             else:
@@ -142,7 +123,7 @@ class Router:
         the whole record fits the dead-letter topic's limit."""
         headers = [
             (HEADER_REASON, reason.encode()),
-            (HEADER_MESSAGE, message[:MESSAGE_LIMIT].encode("utf-8", "replace")),
+            (HEADER_MESSAGE, bounded(message, MESSAGE_LIMIT).encode("utf-8", "replace")),
             (HEADER_TOPIC, tp.topic.encode()),
             (HEADER_PARTITION, str(tp.partition).encode()),
             (HEADER_OFFSET, str(offset).encode()),

@@ -1,30 +1,37 @@
 """The engine's lifecycle: build the parts, start, run until stopped, drain, close.
 
-``Engine(settings).run()`` reads top to bottom: ``startup()``, the fetch loop,
-``shutdown()`` (bounded drain, final commit), ``close()``. Every background task is
-owned here: if one dies, the engine stops with its error. ``serve()`` adds signals:
-the first SIGTERM/SIGINT drains and stops, a second exits at once.
+``Engine(settings).run()`` reads top to bottom: ``startup()`` (every part built with
+what it needs, in dependency order), the fetch loop, ``shutdown()`` (each partition
+drains within the drain timeout and commits), ``close()``. Every background task is
+owned by ``Tasks``: if one fails, its error is the engine's fatal error and the engine
+stops. ``serve()`` adds signals.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from stream import __version__
 from stream.config import RunSettings
 from stream.engine import stages
-from stream.engine.assignment import Assignment, Batch, Partition
-from stream.engine.delivery import Delivery
+from stream.engine.assignment import Assignment
+from stream.engine.delivery import Guarantee
 from stream.engine.fetcher import Fetcher
+from stream.engine.lifecycle import PartitionLifecycle, Parts
 from stream.engine.monitor import Monitor
+from stream.engine.policy import CommitPolicy
+from stream.engine.progress import Progress
 from stream.engine.rebalance import Rebalancer
 from stream.engine.routing import Router
 from stream.engine.sending import Sender
-from stream.errors import FatalError, PortUnavailable, StreamError
+from stream.engine.state import EngineState, Membership
+from stream.engine.tasks import Tasks
+from stream.errors import PortUnavailable
 from stream.flow import InFlight
 from stream.http import HttpServer
 from stream.kafka.protocols import Clients, Consumer, TopicPartition
@@ -45,7 +52,6 @@ class Engine:
     ) -> None:
         self.settings = s = settings.resolve()  # the files the options name, read now
         self.transform = resolve(s.transform)  # unknown: a usage error, before anything starts
-        self.enricher: Any = None  # the enrichment stage, with --enrich-url or --enrich
         if clients is None:
             from stream.kafka.clients import KafkaClients  # noqa: PLC0415
 
@@ -55,128 +61,128 @@ class Engine:
         self.metrics = Metrics(
             s.transform, s.input_topic, s.output_topic, s.dead_letter_topic, sinks=sinks
         )
-        self.sink: Any = None  # the database sink, with --sink postgres
+        self.state = EngineState()
+        self.membership = Membership()
+        self.tasks = Tasks(self.state)
+        self.progress = Progress(self.metrics, s.input_topic, s.output_topic, s.dead_letter_topic)
+        self.assignment = Assignment(
+            InFlight(s.max_inflight_records, s.max_inflight_bytes), self.progress
+        )
         # Made now: a --enrich function that cannot be loaded is a usage error.
         self.enricher = stages.make_enricher(s, self.metrics)
-        self.pool = pool or WorkerPool(
-            s.transform,
-            s.workers,
-            s.max_record_bytes,
-            batch_timeout=s.batch_timeout,
-            on_restart=self.metrics.worker_restarts.inc,
-            max_array_length=s.max_array_length,
-        )
-        self.assignment = Assignment(
-            InFlight(s.max_inflight_records, s.max_inflight_bytes),
-            self._finished,
-            self._inflight_changed,
-        )
-        self.monitor = Monitor(
-            s, self.metrics, self.assignment, lambda: self.pool.alive, lambda: self.pool.serving
-        )
+        self.sink = stages.make_sink(s, self.metrics)
+        self.pool = pool  # made at start, once the formats are known
+        self.monitor: Monitor | None = None
         self.metrics_port: int | None = None
         self._http: HttpServer | None = None
-        self._tasks: list[asyncio.Task[None]] = []
         self._consumer: Consumer | None = None
-        self._delivery: Delivery | None = None
+        self._guarantee: Guarantee | None = None
         self._fetcher: Fetcher | None = None
         self._rebalancer: Rebalancer | None = None
-        self._stop = asyncio.Event()
-        self.assigned = asyncio.Event()
 
-    # ---- control -----------------------------------------------------------------------
+    @property
+    def assigned(self) -> asyncio.Event:
+        """Set once partitions were assigned."""
+        return self.membership.assigned
 
     def stop(self) -> None:
         """Ask for a graceful stop: no more fetching, drain, commit, exit."""
-        self._stop.set()
-        self.monitor.stopping = True
+        self.state.stop()
         if self._fetcher is not None:
             self._fetcher.stop()
-
-    def fail(self, exc: BaseException) -> None:
-        if self.monitor.fatal is None:
-            self.monitor.fatal = exc
-            log.error("stopping: %s", exc)
-        self.stop()
-
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Start a task the engine owns: if it fails, the engine stops with its error."""
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
-
-        def check(t: asyncio.Task[None]) -> None:
-            if t.cancelled() or (error := t.exception()) is None:
-                return
-            self.fail(error if isinstance(error, StreamError) else FatalError(f"{name}: {error!r}"))
-
-        task.add_done_callback(check)
-        self._tasks.append(task)
-        return task
 
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> None:
         try:
             await self.startup()
-            if not self._stop.is_set():
+            if not self.state.stopping:
                 assert self._fetcher is not None
-                fetch = self.spawn(self._fetcher.run(), "fetcher")
-                await self._stop.wait()
+                fetch = self.tasks.spawn(self._fetcher.run(), "fetcher")
+                await self.state.stopped.wait()
                 fetch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await fetch
             await self.shutdown()
         finally:
             await self.close()
-        if self.monitor.fatal is not None:
-            error = self.monitor.fatal
-            raise error if isinstance(error, StreamError) else FatalError(str(error)) from error
+        if self.state.fatal is not None:
+            raise self.state.fatal
 
     async def startup(self) -> None:
         s = self.settings
-        self._start_http()
-        await stages.prepare_formats(s, self.transform, self.pool)
-        pids = await self.pool.start()
-        self.metrics.pool_workers.set(self.pool.alive)
+        formats = await stages.prepare_formats(s, self.transform)
+        pool = self.pool = self.pool or WorkerPool(
+            s.transform,
+            s.workers,
+            s.max_record_bytes,
+            batch_timeout=s.batch_timeout,
+            on_restart=self.metrics.worker_restarts.inc,
+            max_array_length=s.max_array_length,
+            formats=formats,
+        )
+        monitor = self.monitor = Monitor(
+            s,
+            self.metrics,
+            self.assignment,
+            self.progress,
+            state=self.state,
+            membership=self.membership,
+            pool=pool,
+            database=self.sink,
+        )
+        self._start_http(monitor)
+        pids = await pool.start()
+        self.metrics.pool_workers.set(pool.alive)
         consumer = self._consumer = await self.clients.consumer()
         await stages.check_topics(s, self.clients, consumer)
         dlq_limit = await self.clients.record_limit(s.dead_letter_topic)
         out_limit = await self.clients.record_limit(s.output_topic)
         self.clients.fit_batches(min(out_limit, dlq_limit))
         router = Router(s.require_key, s.max_record_bytes, dlq_limit, out_limit)
-        self.sink, stage = await stages.start_sink(s, self.metrics, router)
-        if self.sink is not None:
-            sink = self.sink
-            self.monitor.sink_ready = lambda: sum(sink.pool_connections()) > 0
+        stage = None if self.sink is None else await stages.start_sink(s, self.sink, router)
         sender = Sender(router, s.output_topic, s.dead_letter_topic, stage)
-        delivery = await stages.make_delivery(
+        guarantee = self._guarantee = await stages.make_guarantee(
             s,
             clients=self.clients,
             consumer=consumer,
             assignment=self.assignment,
             sender=sender,
             metrics=self.metrics,
-            fail=self.fail,
-            spawn=self.spawn,
         )
-        self._delivery = delivery
-        rebalancer = self._rebalancer = Rebalancer(
-            consumer,
-            self.assignment,
-            delivery,
-            self.metrics,
-            self.spawn,
+        exactly_once = s.guarantee == "exactly-once"
+        parts = Parts(
+            consumer=consumer,
+            assignment=self.assignment,
+            guarantee=guarantee,
+            policy=CommitPolicy(
+                interval=s.transaction_interval if exactly_once else s.commit_interval,
+                idle_interval=s.commit_interval,
+                max_records=s.max_inflight_records,
+                max_bytes=s.max_inflight_bytes,
+            ),
+            metrics=self.metrics,
             transform=s.transform,
             drain_timeout=s.drain_timeout,
             delivery_timeout=s.delivery_timeout,
-            stopping=lambda: self._stop.is_set() or self.monitor.fatal is not None,
             stage=stage,
         )
-        rebalancer.on_assigned_hook = self._on_assigned
-        self.monitor.rebalancing = lambda: rebalancer.rebalancing
-        self._fetcher = Fetcher(s, consumer, self.assignment, self.pool, self.monitor.fetched)
+        rebalancer = self._rebalancer = Rebalancer(
+            functools.partial(PartitionLifecycle, parts=parts),
+            self.tasks,
+            self.membership,
+            self.metrics,
+            s.drain_timeout,
+        )
         if self.enricher is not None:
             await self.enricher.start()
-            self._fetcher.enricher = self.enricher
+        self._fetcher = Fetcher(
+            s,
+            consumer,
+            self.assignment,
+            stages.make_process(pool, self.enricher),
+            self.progress.fetched,
+        )
         consumer.subscribe(
             s.input_topic, self._guard(rebalancer.on_assigned), self._guard(rebalancer.on_revoked)
         )
@@ -195,37 +201,25 @@ class Engine:
             s.metrics_host,
             self.metrics_port,
         )
-        self.spawn(delivery.run(), "committer")
-        self.spawn(self.monitor.stats_loop(), "stats")
-        self.spawn(self.monitor.loop_lag_loop(), "loop-lag")
-        self.spawn(self.monitor.lag_loop(consumer), "lag")
+        self.tasks.spawn(monitor.stats_loop(), "stats")
+        self.tasks.spawn(monitor.loop_lag_loop(), "loop-lag")
+        self.tasks.spawn(monitor.lag_loop(consumer), "lag")
 
-    def _guard(self, callback: Any) -> Any:
+    def _guard(
+        self, callback: Callable[[set[TopicPartition]], Awaitable[None]]
+    ) -> Callable[[set[TopicPartition]], Coroutine[Any, Any, None]]:
         """aiokafka logs and swallows an error in a rebalance callback, which would leave
-        partitions without an emitter: stop the engine with it instead."""
+        partitions without a lifecycle: stop the engine with it instead."""
 
         async def guarded(tps: set[TopicPartition]) -> None:
             try:
                 await callback(tps)
             except Exception as exc:  # noqa: BLE001 - becomes the engine's fatal error
-                self.fail(exc if isinstance(exc, StreamError) else FatalError(repr(exc)))
+                self.state.fail(exc)
 
         return guarded
 
-    def _on_assigned(self) -> None:
-        if self.assignment.parts:
-            self.assigned.set()
-        self.monitor.lag_refresh.set()
-
-    def _inflight_changed(self) -> None:
-        self.monitor.inflight_changed()
-
-    def _finished(self, part: Partition, batch: Batch) -> None:
-        self.monitor.finished(part, batch)
-        if self._rebalancer is not None:
-            self._rebalancer.progressed(part.tp)
-
-    def _start_http(self) -> None:
+    def _start_http(self, monitor: Monitor) -> None:
         s = self.settings
         try:
             self._http = HttpServer(
@@ -233,8 +227,8 @@ class Engine:
                 s.metrics_port,
                 self.metrics.registry,
                 loop=asyncio.get_running_loop(),
-                liveness=self.monitor.liveness,
-                readiness=self.monitor.readiness,
+                liveness=monitor.liveness,
+                readiness=monitor.readiness,
             )
         except OSError as exc:
             raise PortUnavailable(
@@ -244,37 +238,27 @@ class Engine:
         self.metrics_port = self._http.port
 
     async def shutdown(self) -> None:
-        """Drain what is in flight (bounded), then commit it."""
-        parts = list(self.assignment.parts.values())
-        busy = sum(p.records for p in parts)
-        if busy:
+        """Each partition drains what is in flight (bounded) and commits it; after a
+        fatal error nothing more is committed."""
+        if self._rebalancer is None:
+            return
+        if self.state.fatal is not None:
+            await self._rebalancer.abandon()
+            return
+        if busy := self.assignment.inflight.records:
             log.info("draining %d in-flight records", busy)
-        if self._delivery is not None:
-            self._delivery.flush()
-        drained = await self.assignment.drain(
-            parts, self.settings.drain_timeout, lambda: self.monitor.fatal is not None
-        )
-        if not drained:
-            log.warning(
-                "drain timeout (%gs): abandoning %d records; they will be read again",
-                self.settings.drain_timeout,
-                self.assignment.inflight.records,
-            )
-        if self._delivery is not None and self.monitor.fatal is None:
-            await bounded(self._delivery.commit(), "the final commit")
+        await self._rebalancer.close()
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        if self._rebalancer is not None:
+            await self._rebalancer.abandon()
+        await self.tasks.close()
         for part in list(self.assignment.parts.values()):
             self.assignment.drop(part)
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
         # Each step is bounded: a broker that is down must not keep the process alive.
-        closing = [self.pool.close()]
-        if self._delivery is not None:
-            closing.append(bounded(self._delivery.close(), "closing the producers"))
+        closing = [] if self.pool is None else [self.pool.close()]
+        if self._guarantee is not None:
+            closing.append(bounded(self._guarantee.close(), "closing the producers"))
         await asyncio.gather(*closing)
         if self._consumer is not None:
             await bounded(self._consumer.stop(), "leaving the group")
@@ -285,7 +269,7 @@ class Engine:
         if self._http is not None:
             self._http.close()
         if self._fetcher is not None:  # it ran (a start that failed says why elsewhere)
-            c = self.monitor.counts
+            c = self.progress.counts
             log.info(
                 "stopped: %d read, %d written, %d dead-lettered", c.read, c.written, c.dead_lettered
             )

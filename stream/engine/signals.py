@@ -16,7 +16,6 @@ import threading
 
 from stream.config import RunSettings
 from stream.engine.runner import Engine
-from stream.pool import WorkerPool
 
 log = logging.getLogger("stream")
 
@@ -26,8 +25,7 @@ SHUTDOWN_GRACE = 14.0  # seconds past the drain timeout before the process exits
 def _force_exit(engine: Engine, after: float) -> None:
     """The last resort, from a thread (the event loop may be what is stuck)."""
     log.error("shutdown took longer than %gs; exiting now", after)
-    pool = engine.pool
-    for pid in pool.pids() if isinstance(pool, WorkerPool) else []:
+    for pid in engine.pool.pids() if engine.pool is not None else []:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     os._exit(1)

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from stream.engine.assignment import Batch, Partition
-from stream.engine.routing import Plan, Router
+from stream.engine.assignment import Partition
+from stream.engine.batch import Batch
+from stream.engine.routing import Router
 from stream.kafka.protocols import TopicPartition
 from transforms.reasons import Reason
 
@@ -63,34 +64,30 @@ class SinkStage:
         self.group = group
         self.to_kafka = to_kafka  # outputs go to the output topic as well
 
-    async def write(
-        self, part: Partition, batches: list[Batch], next_offset: int | None
-    ) -> list[Plan]:
-        """Write the batches' outputs as rows (with the next offset, exactly-once); one
-        plan per batch naming the records that became dead letters instead."""
+    async def write(self, part: Partition, batches: list[Batch], next_offset: int | None) -> None:
+        """Write the batches' outputs as rows (with the next offset, exactly-once); a
+        record whose row is refused becomes a dead letter (in its batch's plan)."""
         tp = part.tp
-        plans = [Plan() for _ in batches]
         rows: list[Row] = []
-        where: list[tuple[int, int]] = []  # (batch, record) of each row
-        for number, batch in enumerate(batches):
-            routed = self.router.route(tp, batch, batch.result.result())
+        where: list[tuple[Batch, int]] = []  # (batch, record) of each row
+        for batch in batches:
+            routed = self.router.of(tp, batch)
             for output, index in zip(routed.outputs, routed.output_index, strict=True):
                 try:
                     offset = batch.offsets[index]
                     row = self.rows(output[0], output[1], tp.topic, tp.partition, offset)
                 except self.row_error as exc:
-                    plans[number].refused[index] = (Reason.SINK_REFUSED.value, str(exc))
+                    batch.refuse(index, Reason.SINK_REFUSED.value, str(exc))
                     continue
                 rows.append(row)
-                where.append((number, index))
+                where.append((batch, index))
         group = self.group if next_offset is not None else None
         refused = await self.sink.write(
             tp.topic, tp.partition, rows, next_offset=next_offset, group=group
         )
         for item in refused:
-            number, index = where[item.index]
-            plans[number].refused[index] = (Reason.SINK_REFUSED.value, item.message)
-        return plans
+            batch, index = where[item.index]
+            batch.refuse(index, Reason.SINK_REFUSED.value, item.message)
 
     async def stored(self, tp: TopicPartition) -> int | None:
         return await self.sink.stored_offset(self.group, tp.topic, tp.partition)

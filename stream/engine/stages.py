@@ -1,30 +1,38 @@
-"""The parts the settings choose, made once at start: the delivery guarantee, the
-optional stages (formats, enrichment, the database sink) and the topics they need.
-Nothing else in the engine asks which guarantee or which stages are on."""
+"""The parts the settings choose, each made once at start: the formats the workers
+use, the enrichment stage in front of them, the database sink, the delivery
+guarantee, and the topics they need. The engine's runner wires what these return."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from stream.config import RunSettings
 from stream.engine.assignment import Assignment
-from stream.engine.delivery import AtLeastOnce, Delivery, Spawn
+from stream.engine.at_least_once import AtLeastOnce
+from stream.engine.delivery import Guarantee
+from stream.engine.exactly_once import ExactlyOnce
+from stream.engine.fetcher import Process
 from stream.engine.routing import Router
 from stream.engine.sending import Sender
 from stream.engine.sinking import SinkStage
-from stream.engine.transactions import ExactlyOnce
+from stream.formats.spec import JSON, FormatSpec
 from stream.kafka.protocols import Clients, Consumer
 from stream.metrics import Metrics
-from stream.pool import Pool, WorkerPool
+from stream.pool import Pool
+from stream.worker import BatchResult
 from transforms import Transform
+
+if TYPE_CHECKING:
+    from stream.enrich.stage import Enricher
+    from stream.sink.postgres import PostgresSink
 
 log = logging.getLogger("stream")
 
 
-async def make_delivery(
+async def make_guarantee(
     settings: RunSettings,
     *,
     clients: Clients,
@@ -32,44 +40,36 @@ async def make_delivery(
     assignment: Assignment,
     sender: Sender,
     metrics: Metrics,
-    fail: Callable[[BaseException], None],
-    spawn: Spawn,
-) -> Delivery:
+) -> Guarantee:
     if settings.guarantee == "exactly-once":
         return ExactlyOnce(
-            settings,
+            settings.group_id,
             clients=clients,
-            consumer=consumer,
             assignment=assignment,
             sender=sender,
             metrics=metrics,
         )
     return AtLeastOnce(
-        settings,
-        producer=await clients.producer(),
+        await clients.producer(),
+        clients=clients,
         consumer=consumer,
         assignment=assignment,
         sender=sender,
         metrics=metrics,
-        fail=fail,
-        spawn=spawn,
-        clients=clients,
     )
 
 
-async def prepare_formats(settings: RunSettings, transform: Transform, pool: Pool) -> None:
-    """Avro or Protobuf: register the output schema (one line and exit 1 if the registry
-    refuses it) and tell the workers how to decode and encode."""
+async def prepare_formats(settings: RunSettings, transform: Transform) -> FormatSpec:
+    """How workers decode and encode. Avro or Protobuf: the output schema registered (one
+    line and exit 1 if the registry refuses it)."""
     if settings.input_format == "json" and settings.output_format == "json":
-        return
+        return JSON
     from stream.formats.setup import prepare  # noqa: PLC0415 - formats only when used
 
-    formats = await asyncio.to_thread(prepare, settings, transform)
-    if isinstance(pool, WorkerPool):
-        pool.formats = formats
+    return await asyncio.to_thread(prepare, settings, transform)
 
 
-def make_enricher(settings: RunSettings, metrics: Metrics) -> Any:
+def make_enricher(settings: RunSettings, metrics: Metrics) -> Enricher | None:
     """The enrichment stage, or None; a --enrich function that cannot be loaded fails here."""
     if not (settings.enrich_url or settings.enrich):
         return None
@@ -78,23 +78,39 @@ def make_enricher(settings: RunSettings, metrics: Metrics) -> Any:
     return Enricher.from_settings(settings, metrics.enrich)
 
 
-async def start_sink(
-    settings: RunSettings, metrics: Metrics, router: Router
-) -> tuple[Any, SinkStage | None]:
-    """With --sink postgres: the pool started and the tables checked (one line if one is
-    missing); the sink and its stage."""
+def make_process(pool: Pool, enricher: Enricher | None) -> Process:
+    """What the fetcher awaits for each batch: the pool, behind enrichment if it is on."""
+    if enricher is None:
+
+        async def run(_keys: list[bytes | None], values: list[bytes | None]) -> BatchResult:
+            return await pool.run(values)
+
+        return run
+    from stream.enrich.stage import enrich_then_process  # noqa: PLC0415 - aiohttp if on
+
+    return functools.partial(enrich_then_process, enricher, pool.run)
+
+
+def make_sink(settings: RunSettings, metrics: Metrics) -> PostgresSink | None:
+    """With --sink postgres: the database sink, not started yet."""
     if "postgres" not in settings.sinks:
-        return None, None
+        return None
     from stream.metrics import SinkMetrics  # noqa: PLC0415 - asyncpg only when used
     from stream.sink.admin import sink_config  # noqa: PLC0415
     from stream.sink.postgres import PostgresSink  # noqa: PLC0415
-    from stream.sink.rows import RowError, row_builder  # noqa: PLC0415
 
     observer = SinkMetrics(metrics, "postgres")
     sink = PostgresSink(sink_config(settings), observer)
-    await sink.start()
     observer.watch_pool(sink.pool_connections)
-    stage = SinkStage(
+    return sink
+
+
+async def start_sink(settings: RunSettings, sink: PostgresSink, router: Router) -> SinkStage:
+    """The pool started and the tables checked (one line if one is missing); its stage."""
+    from stream.sink.rows import RowError, row_builder  # noqa: PLC0415
+
+    await sink.start()
+    return SinkStage(
         sink,
         row_builder(settings.transform),
         RowError,
@@ -102,7 +118,6 @@ async def start_sink(
         settings.group_id,
         to_kafka="kafka" in settings.sinks,
     )
-    return sink, stage
 
 
 async def check_topics(settings: RunSettings, clients: Clients, consumer: Consumer) -> None:

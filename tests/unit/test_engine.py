@@ -15,7 +15,7 @@ import pytest
 
 from stream.config import RunSettings
 from stream.engine import Engine
-from stream.engine.assignment import Batch
+from stream.engine.batch import Batch
 from stream.engine.routing import HEADER_REASON
 from stream.errors import FatalError, KafkaFailure, NotAuthorized
 from stream.kafka.protocols import OutRecord, TopicPartition
@@ -456,7 +456,7 @@ async def test_a_transform_s_own_reasons_are_bounded_as_metric_labels() -> None:
         )
         for i in range(50):
             batch.errors = [(0, f"made_up_reason_{i}", "x")]
-            run.engine.monitor.finished(part, batch)
+            run.engine.progress.finished(part, batch)
         exposition = generate_latest(run.engine.metrics.registry).decode()
         assert "made_up_reason" not in exposition
         assert 'reason="other"' in exposition

@@ -1,0 +1,274 @@
+"""One owned input partition, from the moment it is assigned until it is closed.
+
+``open()``: register the partition (records fetched for it meanwhile are sought back),
+open its delivery (exactly-once: start its transactional producer, which fences the
+previous owner and settles its open transaction), restore its state (the place for
+per-partition state such as windows), read its committed offset, seek there, and only
+then accept records. ``run()``: hand finished batches to the delivery in input order
+and commit on the commit policy, until ``close()``: then finish what is queued (within
+the drain timeout), commit it, and release the partition.
+
+A Kafka failure (a failed transaction, a fenced producer) rewinds the partition here:
+its in-flight work is dropped and it is opened again the same way, backing off while it
+keeps failing; no progress for ``--delivery-timeout`` ends ``run()`` with a
+``FatalError``. Nothing calls back up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from stream.engine.assignment import Assignment, Partition
+from stream.engine.batch import Batch
+from stream.engine.delivery import Delivery, Guarantee
+from stream.engine.policy import CommitPolicy
+from stream.engine.sinking import SinkStage, start_from
+from stream.errors import FatalError, KafkaFailure, OwnershipLost
+from stream.flow import wait_event
+from stream.kafka.protocols import Consumer, TopicPartition
+from stream.metrics import Metrics
+
+log = logging.getLogger("stream")
+
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
+MAX_BATCHES = 32  # most finished batches shipped at once
+CLOSE_STEP = 3.0  # seconds the final commit may take past the drain deadline
+
+
+class Restorer(Protocol):
+    """Per-partition state, restored after fencing and before records are accepted."""
+
+    async def restore(self, part: Partition) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What every partition's lifecycle shares."""
+
+    consumer: Consumer
+    assignment: Assignment
+    guarantee: Guarantee
+    policy: CommitPolicy
+    metrics: Metrics
+    transform: str
+    drain_timeout: float
+    delivery_timeout: float
+    stage: SinkStage | None = None
+    restorer: Restorer | None = None
+    clock: Callable[[], float] = time.monotonic
+
+
+class PartitionLifecycle:
+    def __init__(self, tp: TopicPartition, parts: Parts) -> None:
+        self.tp = tp
+        self.parts = parts
+        self.closing = False
+        self._closed = asyncio.Event()
+        self._deadline = 0.0  # clock time the drain ends, once closing
+        self._current: tuple[Partition, Delivery] | None = None
+        self._failing_since: float | None = None  # first failure of the current episode
+        self._failures = 0
+        self._duration = parts.metrics.transform_duration.labels(parts.transform)
+
+    # ---- control -----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """The first opening; its errors are the caller's."""
+        self._current = await self._open()
+
+    def close(self) -> None:
+        """Take nothing more; finish what is queued within the drain timeout, commit it,
+        release. ``run()`` returns when that is done."""
+        if self.closing:
+            return
+        self.closing = True
+        self._deadline = self.parts.clock() + self.parts.drain_timeout
+        self._closed.set()
+        if self._current is not None:
+            part = self._current[0]
+            part.closing = True
+            part.wakeup.set()
+
+    async def run(self) -> None:
+        try:
+            while self._current is not None:
+                part, delivery = self._current
+                try:
+                    await self._emit(part, delivery)
+                except KafkaFailure as exc:
+                    self._current = None
+                    await self._rewound(part, delivery, exc)
+                    self._current = await self._reopen(exc)
+                else:
+                    self._current = None
+                    await self._release(part, delivery, lost=False)
+        except asyncio.CancelledError:
+            # Abandoned (a drain past its bound, a fatal stop): nothing more is committed.
+            if self._current is not None:
+                part, delivery = self._current
+                self._current = None
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_STEP):
+                        await self._release(part, delivery, lost=False)
+            raise
+
+    # ---- opening and releasing ---------------------------------------------------------
+
+    async def _open(self) -> tuple[Partition, Delivery]:
+        p = self.parts
+        part = p.assignment.add(self.tp)
+        try:
+            delivery = await p.guarantee.open(part)
+        except BaseException:
+            p.assignment.drop(part)
+            raise
+        try:
+            if p.restorer is not None:
+                await p.restorer.restore(part)
+            committed = await p.consumer.committed(self.tp)
+            if p.stage is not None:  # the database's position may be behind Kafka's
+                committed = start_from(committed, await p.stage.stored(self.tp))
+        except BaseException as exc:
+            await self._release(part, delivery, lost=isinstance(exc, OwnershipLost))
+            raise
+        if self.closing:  # revoked meanwhile: run() releases it
+            part.closing = True
+            return part, delivery
+        part.offsets.mark_committed(committed)
+        if committed is not None:
+            p.consumer.seek(self.tp, committed)
+        else:
+            await p.consumer.seek_to_reset(self.tp)
+        labels = (self.tp.topic, str(self.tp.partition))
+        p.metrics.consumer_lag.labels(*labels).set(0)
+        p.metrics.consumer_lag_seconds.labels(*labels).set(0)
+        p.consumer.resume(self.tp)  # a previous assignment of it may have paused it
+        part.accepting = True
+        return part, delivery
+
+    async def _release(self, part: Partition, delivery: Delivery, *, lost: bool) -> None:
+        p = self.parts
+        p.assignment.drop(part)
+        labels = (self.tp.topic, str(self.tp.partition))
+        for gauge in (p.metrics.consumer_lag, p.metrics.consumer_lag_seconds):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+        await delivery.close(lost=lost)
+        if p.stage is not None:
+            p.stage.released(self.tp)
+
+    async def _rewound(self, part: Partition, delivery: Delivery, error: KafkaFailure) -> None:
+        lost = isinstance(error, OwnershipLost)
+        log.warning(
+            "%s: %s (%s); rewinding to the committed offset",
+            part.label,
+            "the producer lost its transactional id" if lost else "the transaction failed",
+            error,
+        )
+        self.parts.metrics.commit_failures.inc()
+        await self._release(part, delivery, lost=lost)
+
+    async def _reopen(self, error: KafkaFailure) -> tuple[Partition, Delivery] | None:
+        """Open the partition again (new producer, committed offset re-read from the
+        broker), backing off while it fails; None once closed."""
+        p = self.parts
+        while not self.closing:
+            now = p.clock()
+            if self._failing_since is None:
+                self._failing_since = now
+            if now - self._failing_since > p.delivery_timeout:
+                raise FatalError(
+                    f"{self.tp.topic}[{self.tp.partition}]: no progress for "
+                    f"{p.delivery_timeout:g}s (--delivery-timeout); last error: {error}"
+                )
+            self._failures += 1
+            backoff = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._failures - 1))
+            if await wait_event(self._closed, backoff):
+                return None
+            try:
+                return await self._open()
+            except KafkaFailure as exc:
+                error = exc
+        return None
+
+    def _progressed(self) -> None:
+        """Work committed (or the partition idled without failing): an episode of
+        failures is over."""
+        self._failing_since = None
+        self._failures = 0
+
+    # ---- the ordered emit loop ---------------------------------------------------------
+
+    async def _emit(self, part: Partition, delivery: Delivery) -> None:
+        """Ship finished batches in input order; commit when the policy says so; return
+        once closing and drained (or past the drain deadline)."""
+        p = self.parts
+        while True:
+            part.wakeup.clear()
+            batches = self._finished(part)
+            if batches:
+                await delivery.ship(batches)
+            now = p.clock()
+            if part.closing and (not part.queue or now >= self._deadline):
+                await self._finish(part, delivery)
+                return
+            pending = delivery.pending()
+            if p.policy.due(now, pending):
+                await delivery.commit(final=False)
+                self._progressed()
+                continue
+            if batches:
+                continue
+            wait = p.policy.wait(now, pending)
+            if part.closing:
+                wait = min(wait, max(0.0, self._deadline - now))
+            if not await wait_event(part.wakeup, wait) and pending.since is None:
+                await self._idle(part, delivery)
+
+    async def _finish(self, part: Partition, delivery: Delivery) -> None:
+        """Closing: abandon what did not finish within the drain timeout (the next owner
+        reads it again), commit the rest."""
+        p = self.parts
+        if part.queue:
+            log.warning(
+                "%s: drain timeout (%gs): abandoning %d records; they will be read again",
+                part.label,
+                p.drain_timeout,
+                part.records,
+            )
+            p.assignment.drop(part)  # cancels what is queued; what was shipped still commits
+        try:
+            async with asyncio.timeout(max(0.0, self._deadline - p.clock()) + CLOSE_STEP):
+                await delivery.commit(final=True)
+        except TimeoutError:
+            log.warning("%s: the final commit did not finish in time; skipped", part.label)
+
+    def _finished(self, part: Partition) -> list[Batch]:
+        """The finished batches at the head of the queue, taken off it."""
+        queue = part.queue
+        batches: list[Batch] = []
+        while queue and queue[0].result.done() and len(batches) < MAX_BATCHES:
+            batch = queue.popleft()
+            if batch.result.cancelled():
+                continue
+            self._duration.observe(batch.result.result().seconds)
+            batches.append(batch)
+        return batches
+
+    async def _idle(self, part: Partition, delivery: Delivery) -> None:
+        """Nothing finished for a while: move an idle partition to the consumer's
+        position (past transaction markers) and commit it if it moved."""
+        if part.busy or part.closing:
+            return
+        with contextlib.suppress(KafkaFailure):
+            part.offsets.advance_idle(await self.parts.consumer.position(self.tp))
+        if part.offsets.committable() is not None:
+            await delivery.commit(final=False)
+        self._progressed()

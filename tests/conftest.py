@@ -1,35 +1,17 @@
-"""Shared fixtures: a real Kafka broker for the session, fresh topics per test,
-and helpers to feed, read and run the service as users do (the `stream` command)."""
+"""Shared fixtures: the real servers for the session (Kafka, PostgreSQL, a Schema
+Registry), fresh topics per test, and the services a test starts, stopped at its end.
+The helpers they use live in :mod:`tests.helpers`."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from stream.config import TopicsSettings
-from stream.kafka import create_topics
 from tests.broker import kafka_broker
+from tests.helpers import Service, Topics, drop_topics, make_topics
 from tests.postgres import Server, postgres_server
-from tests.registry import schema_registry
-
-ROOT = Path(__file__).resolve().parent.parent
-STREAM = str(Path(sys.executable).with_name("stream"))
+from tests.registry import LocalRegistry, Registry, restartable_registry, schema_registry
 
 
 @pytest.fixture(scope="session")
@@ -51,60 +33,27 @@ def postgres_dsn(postgres: Server) -> str:
 
 
 @pytest.fixture(scope="session")
-def schema_registry_url() -> Iterator[str]:
-    """A real Schema Registry's Confluent-compatible base URL, for the session."""
-    with schema_registry() as url:
-        yield url
+def registry() -> Iterator[Registry]:
+    """A real Schema Registry for the session (see tests/registry.py)."""
+    with schema_registry() as found:
+        yield found
 
 
-@dataclass(frozen=True)
-class Topics:
-    bootstrap: str
-    input: str
-    output: str
-    dlq: str
-    group: str
-    partitions: int
-
-    def input_options(self) -> list[str]:
-        """For commands that read only the input topic (produce, lag)."""
-        return ["--bootstrap-servers", self.bootstrap, "--input-topic", self.input]
-
-    def options(self) -> list[str]:
-        return [
-            "--bootstrap-servers",
-            self.bootstrap,
-            "--input-topic",
-            self.input,
-            "--output-topic",
-            self.output,
-            "--dlq-topic",
-            self.dlq,
-        ]
+@pytest.fixture(scope="session")
+def schema_registry_url(registry: Registry) -> str:
+    """The session registry's Confluent-compatible base URL."""
+    return registry.url
 
 
-async def make_topics(bootstrap: str, partitions: int = 4) -> Topics:
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    topics = Topics(
-        bootstrap, f"{name}-in", f"{name}-out", f"{name}-in.dlq", f"g-{name}", partitions
-    )
-    settings = TopicsSettings(
-        bootstrap_servers=bootstrap,
-        input_topic=topics.input,
-        output_topic=topics.output,
-        dlq_topic=topics.dlq,
-    )
-    await create_topics(settings, partitions, 1)
-    return topics
-
-
-async def drop_topics(made: Topics) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=made.bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([made.input, made.output, made.dlq])
-    finally:
-        await admin.close()
+@pytest.fixture(scope="session")
+def stoppable_registry(registry: Registry) -> Iterator[LocalRegistry]:
+    """A registry a test may stop and start (an outage): the session's own when the
+    script runs it, else one of its own. A test that stops it starts it again."""
+    if registry.local is not None:
+        yield registry.local
+    else:
+        with restartable_registry() as own:
+            yield own
 
 
 @pytest.fixture
@@ -112,176 +61,6 @@ async def topics(bootstrap: str) -> AsyncIterator[Topics]:
     made = await make_topics(bootstrap)
     yield made
     await drop_topics(made)
-
-
-async def send(
-    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]
-) -> None:
-    """Produce (key, value) records and wait for every acknowledgement."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, value, key=key) for key, value in records]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
-async def read_topic(
-    bootstrap: str, topic: str, expect: int, wait: float = 60.0, settle: float = 1.0
-) -> list[Any]:
-    """Every record of a topic (read_committed) once ``expect`` arrived (or ``wait``
-    seconds passed), plus anything else that arrives within ``settle`` seconds after."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        deadline = time.monotonic() + wait
-        quiet_until: float | None = None
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for part in batch.values():
-                records.extend(part)
-            if len(records) >= expect:
-                if quiet_until is None:
-                    quiet_until = time.monotonic() + settle
-                if time.monotonic() >= quiet_until:
-                    break
-    finally:
-        await consumer.stop()
-    return records
-
-
-async def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items()}
-
-
-async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-    return {tp.partition: offset for tp, offset in ends.items()}
-
-
-async def wait_caught_up(topics: Topics, wait: float = 120.0) -> bool:
-    """Wait until the group has committed every input offset (the run is done)."""
-    deadline = time.monotonic() + wait
-    ends = await end_offsets(topics.bootstrap, topics.input, topics.partitions)
-    want = {p: o for p, o in ends.items() if o}
-    while time.monotonic() < deadline:
-        committed = await committed_offsets(topics.bootstrap, topics.group)
-        if all(committed.get(p, -1) >= o for p, o in want.items()):
-            return True
-        await asyncio.sleep(0.25)
-    return False
-
-
-@dataclass
-class Service:
-    """A `stream run` process, as a user or a supervisor starts it."""
-
-    process: subprocess.Popen[str]
-    lines: list[str] = field(default_factory=list)
-    pump: threading.Thread | None = None
-
-    def _pump(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, text: str, timeout: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if text in line:
-                    return line
-            if self.process.poll() is not None and not any(text in x for x in self.lines):
-                time.sleep(0.2)  # let the pump finish reading
-                if not any(text in x for x in self.lines):
-                    break
-            time.sleep(0.05)
-        raise AssertionError(f"no {text!r} in the service's log:\n" + "\n".join(self.lines))
-
-    def terminate(self, timeout: float = 60.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout)
-        self.close()
-        return code
-
-    def kill(self) -> None:
-        """SIGKILL the service and its workers (its whole process group)."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-        self.close()
-
-    def close(self) -> None:
-        if self.pump is not None:
-            self.pump.join(10)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
-
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-
-def get(url: str) -> tuple[int, bytes]:
-    """HTTP GET: (status, body), for 4xx/5xx answers too."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def metrics_url(service: Service) -> str:
-    """The /metrics address a service printed in its start line."""
-    line = service.wait_for("metrics=http://")
-    return line.split("metrics=", 1)[1].strip()
-
-
-def start_service(topics: Topics, *extra: str, env: dict[str, str] | None = None) -> Service:
-    process = subprocess.Popen(
-        [
-            STREAM,
-            "run",
-            *topics.options(),
-            "--group-id",
-            topics.group,
-            "--metrics-port",
-            "0",
-            "--stats-interval",
-            "0",
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        start_new_session=True,  # so a test can signal its whole process group
-    )
-    service = Service(process)
-    service.pump = threading.Thread(target=service._pump, daemon=True)
-    service.pump.start()
-    return service
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.conftest import STREAM
+from tests.helpers import STREAM
 
 pytestmark = pytest.mark.broker
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from tests.conftest import Topics, read_topic, wait_caught_up
+from tests.helpers import Topics, read_topic, wait_caught_up
 
 Ident = tuple[str, int]  # (key, seq)
 
@@ -74,8 +74,8 @@ async def read_run(
     (``count`` outputs expected unless ``outputs_expected`` says fewer: dead letters)."""
     assert await wait_caught_up(topics), "the run did not finish in time"
     expected = count if outputs_expected is None else outputs_expected
-    inputs = await read_topic(topics.bootstrap, topics.input, count, wait=60, settle=1.0)
-    outputs = await read_topic(topics.bootstrap, topics.output, expected, wait=60, settle=1.0)
+    inputs = await read_topic(topics.bootstrap, topics.input, count, wait=60)
+    outputs = await read_topic(topics.bootstrap, topics.output, expected, wait=60)
     return inputs, outputs
 
 

@@ -10,11 +10,9 @@ import asyncio
 import contextlib
 import os
 import random
-import re
 import signal
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import orjson
 import pytest
@@ -23,24 +21,25 @@ from stream.config import TopicsSettings
 from stream.kafka import create_topics
 from tests.broker import script
 from tests.chaos.checker import check, compare, ident, read_run
-from tests.conftest import (
+from tests.helpers import (
+    FAST_REJOIN,
+    MISBEHAVE,
+    SLOW,
     Service,
     Topics,
     committed_offsets,
     end_offsets,
+    feed_demo,
     get,
     metrics_url,
     read_topic,
+    rss_of_group,
     send,
     start_service,
+    worker_pids,
 )
-from tests.integration.test_pipeline import feed_demo
 
 pytestmark = pytest.mark.broker
-
-FAST_REJOIN = ("--session-timeout-ms", "6000")  # a killed member leaves the group in ~6 s
-MISBEHAVE = "tests.chaos.chaos_transforms:misbehave"
-SLOW = "tests.chaos.chaos_transforms:slow"
 
 
 async def output_progress(topics: Topics) -> int:
@@ -55,16 +54,6 @@ async def wait_progress(topics: Topics, at_least: int, service: Service, wait: f
         if time.monotonic() > deadline:
             raise AssertionError(f"no progress to {at_least}:\n{service.log()}")
         await asyncio.sleep(0.1)
-
-
-def worker_pids(service: Service) -> list[int]:
-    """The service's worker pids still alive: from its start line and its restarts."""
-    line = service.wait_for("started:")
-    found = re.search(r"\(pids ([\d,]+)\)", line)
-    assert found, line
-    pids = [int(p) for p in found.group(1).split(",")]
-    pids += [int(p) for p in re.findall(r"restarted as pid (\d+)", service.log())]
-    return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
 
 
 async def kill_and_restart(
@@ -175,7 +164,7 @@ async def test_worker_kill_poison_record_and_hang_lose_nothing(
     else:
         raise AssertionError("no live worker to kill:\n" + service.log())
 
-    dead = await read_topic(topics.bootstrap, topics.dlq, 2, wait=120, settle=1)
+    dead = await read_topic(topics.bootstrap, topics.dlq, 2, wait=120)
     reasons = {r.key: dict(r.headers)["stream.error.reason"].decode() for r in dead}
     assert reasons == {b"poison": "worker_crash", b"hang": "worker_timeout"}, service.log()
     report = await check(topics, count)
@@ -265,7 +254,7 @@ async def test_slow_consumer_stays_bounded_and_in_the_group(
     lags: list[float] = []
     for round_ in range(5):  # ~10,000 events/s offered against ~1,000/s processed
         await feed_demo(topics, 10_000, seed=100 + round_, first_seq_from=round_ * 10_000)
-        rss.append(_rss_of_group(service.process.pid))
+        rss.append(rss_of_group(service.process.pid))
         lags.append(await _metric_sum(url, "stream_consumer_lag"))
         await asyncio.sleep(0.5)
     assert lags[-1] > 20_000, lags  # the lag grows and is reported
@@ -274,25 +263,6 @@ async def test_slow_consumer_stays_bounded_and_in_the_group(
     assert max(rss[2:]) < min(rss[:2]) * 1.5, rss  # it does not grow with the backlog
     assert service.log().count("assigned partitions") == 1, service.log()
     assert service.terminate() == 0, service.log()
-
-
-def _rss_of_group(pgid: int) -> int:
-    """Resident memory of every process in a process group, in bytes."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) != pgid:  # field 5 of /proc/pid/stat: the process group
-                continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except (OSError, ValueError):
-            continue
-    return total
 
 
 async def _metric_sum(url: str, name: str) -> float:

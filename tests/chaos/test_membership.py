@@ -10,9 +10,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.chaos.checker import check
-from tests.chaos.test_chaos import FAST_REJOIN
-from tests.conftest import Service, Topics, drop_topics, make_topics, start_service
-from tests.integration.test_pipeline import feed_demo
+from tests.helpers import (
+    FAST_REJOIN,
+    Service,
+    Topics,
+    drop_topics,
+    feed_demo,
+    make_topics,
+    start_service,
+)
 
 pytestmark = pytest.mark.broker
 

@@ -17,18 +17,18 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chaos.checker import compare, read_run
-from tests.conftest import (
+from tests.enrich.server import MetaServer, answer
+from tests.helpers import (
     Service,
     Topics,
     end_offsets,
+    feed_demo,
     get,
     metrics_url,
     read_topic,
     start_service,
 )
-from tests.enrich.server import MetaServer, answer
 from tests.integration.enrich_functions import NO_OWNER
-from tests.integration.test_pipeline import feed_demo
 
 pytestmark = pytest.mark.broker
 
@@ -126,7 +126,7 @@ async def test_every_output_carries_its_sensors_answer_in_key_order(
         metric, service, "stream_enrich_records_total", result="enriched"
     )
     assert enriched == count
-    assert await read_topic(topics.bootstrap, topics.dlq, 0, wait=2, settle=0.5) == []
+    assert await read_topic(topics.bootstrap, topics.dlq, 0, wait=2) == []
     assert await asyncio.to_thread(service.terminate) == 0, service.log()
 
 
@@ -266,7 +266,7 @@ async def test_a_stalled_server_holds_records_in_flight_within_the_cap_then_all_
     assert report.duplicates == 0, report.summary()
     assert report.out_of_order == {}, report.summary()
     assert all(v["meta"]["id"] == v["sensor_id"] for v in values(outputs))
-    assert await read_topic(topics.bootstrap, topics.dlq, 0, wait=2, settle=0.5) == []
+    assert await read_topic(topics.bootstrap, topics.dlq, 0, wait=2) == []
     assert await asyncio.to_thread(service.terminate) == 0, service.log()
 
 

@@ -16,19 +16,20 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from tests.chaos.checker import check
-from tests.chaos.test_chaos import MISBEHAVE, worker_pids
-from tests.conftest import (
+from tests.helpers import (
+    MISBEHAVE,
     Service,
     Topics,
     committed_offsets,
+    feed_demo,
     get,
     metrics_url,
     read_topic,
     send,
     start_service,
     wait_caught_up,
+    worker_pids,
 )
-from tests.integration.test_pipeline import feed_demo
 
 pytestmark = pytest.mark.broker
 
@@ -131,7 +132,7 @@ async def test_a_hanging_record_is_dead_lettered_within_three_batch_timeouts(
     try:
         service.wait_for("assigned partitions")
         started = time.monotonic()
-        (letter,) = await read_topic(topics.bootstrap, topics.dlq, 1, wait=30, settle=0)
+        (letter,) = await read_topic(topics.bootstrap, topics.dlq, 1, wait=30)
         elapsed = time.monotonic() - started
         outputs = await read_topic(topics.bootstrap, topics.output, count, wait=30)
     finally:
@@ -169,7 +170,7 @@ async def test_sigterm_ends_the_process_while_a_worker_hangs(
     )
     services.append(service)
     service.wait_for("assigned partitions")
-    await read_topic(topics.bootstrap, topics.output, 5, wait=30, settle=0)
+    await read_topic(topics.bootstrap, topics.output, 5, wait=30)
     pids = worker_pids(service)
     await asyncio.sleep(1.0)
     started = time.monotonic()

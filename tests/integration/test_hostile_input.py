@@ -9,8 +9,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.chaos.test_chaos import _rss_of_group
-from tests.conftest import Service, Topics, read_topic, send, start_service
+from tests.helpers import Service, Topics, read_topic, rss_of_group, send, start_service
 
 pytestmark = pytest.mark.broker
 
@@ -117,5 +116,5 @@ async def test_huge_records_are_dead_lettered_truncated_with_bounded_memory(
         size += sum(len(name) + len(data) for name, data in record.headers)
         assert size <= 1_048_588
         assert len(record.value) > 1_040_000
-    assert _rss_of_group(service.process.pid) < 700 * 1024 * 1024
+    assert rss_of_group(service.process.pid) < 700 * 1024 * 1024
     assert service.terminate(timeout=30) == 0, service.log()

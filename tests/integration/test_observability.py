@@ -18,10 +18,11 @@ import pytest
 from stream.config import RunSettings
 from stream.engine import Engine as InProcessService
 from stream.pool import WorkerPool
-from tests.conftest import (
+from tests.helpers import (
     STREAM,
     Service,
     Topics,
+    feed_demo,
     get,
     make_topics,
     metrics_url,
@@ -29,7 +30,6 @@ from tests.conftest import (
     send,
     start_service,
 )
-from tests.integration.test_pipeline import feed_demo
 from tests.prometheus import binary, free_port, running_prometheus
 
 pytestmark = pytest.mark.broker
@@ -79,7 +79,7 @@ async def test_exposition_passes_promtool_and_has_every_series(
     service = start_service(topics, "--workers", "1", "--lag-interval", "1")
     services.append(service)
     url = metrics_url(service)
-    await read_topic(topics.bootstrap, topics.dlq, 1, wait=30, settle=0)
+    await read_topic(topics.bootstrap, topics.dlq, 1, wait=30)
     await asyncio.sleep(1.5)  # one lag refresh and one commit
     status, body = await asyncio.to_thread(get, url)
     assert status == 200
@@ -254,7 +254,7 @@ async def test_stream_lag_shows_a_known_backlog(topics: Topics, services: list[S
 
     service = start_service(topics, "--workers", "1")
     services.append(service)
-    await read_topic(topics.bootstrap, topics.output, 1_000, wait=60, settle=0)
+    await read_topic(topics.bootstrap, topics.output, 1_000, wait=60)
     assert service.terminate() == 0
     await feed_demo(topics, 250, seed=4)  # a backlog of exactly 250 behind the group
 

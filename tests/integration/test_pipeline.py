@@ -11,14 +11,13 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.config import ProduceSettings
-from stream.produce import demo_events, produce
-from tests.conftest import (
+from tests.helpers import (
     STREAM,
     Service,
     Topics,
     committed_offsets,
     end_offsets,
+    feed_demo,
     read_topic,
     send,
     start_service,
@@ -26,22 +25,6 @@ from tests.conftest import (
 from transforms import resolve
 
 pytestmark = pytest.mark.broker
-
-
-async def feed_demo(
-    topics: Topics, count: int, seed: int = 1, keys: int = 32, first_seq_from: int = 0
-) -> list[Any]:
-    settings = ProduceSettings(
-        bootstrap_servers=topics.bootstrap,
-        input_topic=topics.input,
-        count=count,
-        seed=seed,
-        keys=keys,
-        quiet=True,
-    )
-    sent, _ = await produce(settings, demo_events(settings, first_seq_from))
-    assert sent == count
-    return [orjson.loads(e.value) for e in demo_events(settings, first_seq_from)]
 
 
 def by_key(records: list[Any]) -> dict[str, list[dict[str, Any]]]:
@@ -88,7 +71,7 @@ async def test_10k_events_in_10k_out_keys_order_and_values(
     # Everything read was committed: a restart would replay nothing.
     ends = await end_offsets(topics.bootstrap, topics.input, topics.partitions)
     assert await committed_offsets(topics.bootstrap, topics.group) == ends
-    dead = await read_topic(topics.bootstrap, topics.dlq, 0, wait=2, settle=0.5)
+    dead = await read_topic(topics.bootstrap, topics.dlq, 0, wait=2)
     assert dead == []
 
 
@@ -141,7 +124,7 @@ async def test_sigterm_mid_stream_then_restart_loses_nothing(
     first = start_service(topics, *options)
     services.append(first)
     # Stop it while it is busy: once some output exists, but well before the end.
-    partial = await read_topic(topics.bootstrap, topics.output, 2_000, wait=60, settle=0)
+    partial = await read_topic(topics.bootstrap, topics.output, 2_000, wait=60)
     assert len(partial) >= 2_000
     assert first.terminate(timeout=30) == 0, first.log()
     assert "stopped:" in first.log()
@@ -229,7 +212,7 @@ async def test_transactional_input_commits_past_the_markers(
         topics, "--workers", "1", "--commit-interval", "0.2", "--guarantee", guarantee
     )
     services.append(service)
-    await read_topic(topics.bootstrap, topics.output, 60, wait=60, settle=0)
+    await read_topic(topics.bootstrap, topics.output, 60, wait=60)
     all_ends = await end_offsets(topics.bootstrap, topics.input, topics.partitions)
     ends = {p: o for p, o in all_ends.items() if o}  # empty partitions have nothing to commit
     assert sum(ends.values()) > 60, "markers occupy offsets"

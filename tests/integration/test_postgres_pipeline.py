@@ -23,11 +23,13 @@ import pytest
 
 from stream.config import ProduceSettings
 from stream.produce import demo_events, produce
-from tests.conftest import (
+from tests.helpers import (
+    FAST_REJOIN,
     STREAM,
     Service,
     Topics,
     end_offsets,
+    feed_demo,
     get,
     metrics_url,
     read_topic,
@@ -35,14 +37,11 @@ from tests.conftest import (
     start_service,
     wait_caught_up,
 )
-from tests.integration.test_pipeline import feed_demo
-from tests.integration.test_scale_out import dashboard_metric_names, samples
 from tests.postgres import Server
+from tests.prometheus import dashboard_metric_names, samples
 from transforms import resolve
 
 pytestmark = pytest.mark.broker
-
-FAST_REJOIN = ("--session-timeout-ms", "6000")  # a killed member leaves the group in ~6 s
 
 
 def table_of(topics: Topics) -> str:

@@ -19,12 +19,13 @@ import asyncpg
 import orjson
 import pytest
 
+from stream.bench.sink import sensor_row
 from stream.metrics import Metrics, SinkMetrics
 from stream.sink.errors import SchemaError, SinkAuthError, SinkUnavailable
 from stream.sink.postgres import PostgresSink, SinkConfig
-from stream.sink.rows import Row, generic_row, sensor_row
+from stream.sink.rows import Row, generic_row
 from stream.sink.schema import Table, check_tables, init_tables, offsets_table, result_table
-from tests.conftest import STREAM
+from tests.helpers import STREAM
 from tests.postgres import Server
 from transforms.builtin import sensor_features
 

@@ -21,24 +21,23 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import (
+from tests.helpers import (
     Service,
     Topics,
     end_offsets,
+    feed_demo,
     get,
     metrics_url,
     read_topic,
     start_service,
     wait_caught_up,
 )
-from tests.integration.test_pipeline import feed_demo
+from tests.prometheus import dashboard_metric_names, samples
 
 pytestmark = pytest.mark.broker
 
 ROOT = Path(__file__).resolve().parents[2]
-DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "stream.json"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
-METRIC_NAME = re.compile(r"\bstream_[a-z_]+")
 SECOND_ROUND_SEQ = 1_000_000  # second-round events number their keys from here
 
 
@@ -70,15 +69,6 @@ async def settle(
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {seconds:g}s: {describe()}")
         await asyncio.sleep(0.2)
-
-
-def samples(exposition: str) -> dict[str, float]:
-    """Sample name (with _total, _bucket, ... suffixes) -> sum over its label sets."""
-    totals: dict[str, float] = defaultdict(float)
-    for family in text_string_to_metric_families(exposition):
-        for sample in family.samples:
-            totals[sample.name] += sample.value
-    return dict(totals)
 
 
 def consumed(service: Service, topic: str) -> float:
@@ -175,24 +165,6 @@ async def test_two_instances_share_the_partitions_and_one_takes_over(
 # ---- the deploy kit against a live service --------------------------------------------------
 
 
-def dashboard_metric_names() -> set[str]:
-    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    exprs: list[str] = []
-
-    def walk(panels: list[dict[str, Any]]) -> None:
-        for panel in panels:
-            exprs.extend(t["expr"] for t in panel.get("targets", []) if "expr" in t)
-            walk(panel.get("panels", []))  # rows hold their collapsed panels
-
-    walk(dashboard["panels"])
-    for variable in dashboard.get("templating", {}).get("list", []):
-        query = variable.get("query")
-        text = query.get("query", "") if isinstance(query, dict) else str(query or "")
-        exprs.append(text)
-    assert len(exprs) >= 10
-    return {name for expr in exprs for name in METRIC_NAME.findall(expr)}
-
-
 def healthcheck_code() -> str:
     """The Python snippet the image's HEALTHCHECK runs (CMD ["python", "-c", CODE])."""
     text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
@@ -223,7 +195,7 @@ async def test_dashboard_metrics_exist_and_the_image_healthcheck_works(
     url = metrics_url(service)
     service.wait_for("assigned partitions")
     events = await feed_demo(topics, 200)
-    await read_topic(topics.bootstrap, topics.output, len(events), wait=60, settle=0)
+    await read_topic(topics.bootstrap, topics.output, len(events), wait=60)
     await asyncio.sleep(2)  # a lag refresh and a commit after the last record
 
     status, body = await asyncio.to_thread(get, url)

@@ -9,18 +9,12 @@ independent reader of the outputs (HTTP + fastavro / protoc). The registry is re
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import os
 import struct
-import tempfile
-import urllib.request
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from stream.config import ProduceSettings, RunSettings
 from stream.formats.avro import schema_text
@@ -29,84 +23,22 @@ from stream.formats.registry import RegistryError
 from stream.formats.setup import demo_encoder, prepare
 from stream.pool import WorkerPool
 from stream.worker import process_batch
-from tests.registry import LocalRegistry, local_registry
+from tests.registry import (
+    LocalRegistry,
+    avro_frame,
+    avro_read,
+    fetch,
+    http,
+    proto_class,
+    proto_read,
+    register,
+    unframe,
+)
 from transforms import resolve
 from transforms.builtin import SENSOR_READING_SCHEMA
 
 LIMIT = 1 << 20
 CT = "application/vnd.schemaregistry.v1+json"
-
-
-# --- an independent client: plain HTTP, fastavro, protoc ---------------------------------------
-
-
-def http(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": CT}
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
-    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-        return json.loads(answer.read())
-
-
-def register(url: str, subject: str, text: str, schema_type: str) -> int:
-    body: dict[str, Any] = {"schema": text}
-    if schema_type != "AVRO":
-        body["schemaType"] = schema_type
-    return int(http("POST", f"{url}/subjects/{subject}/versions", body)["id"])
-
-
-def fetch(url: str, schema_id: int) -> dict[str, Any]:
-    found: dict[str, Any] = http("GET", f"{url}/schemas/ids/{schema_id}")
-    return found
-
-
-def unframe(value: bytes) -> tuple[int, bytes]:
-    assert value[0] == 0
-    (schema_id,) = struct.unpack(">I", value[1:5])
-    return schema_id, value[5:]
-
-
-def avro_read(url: str, value: bytes) -> Any:
-    schema_id, body = unframe(value)
-    schema = parse_schema(json.loads(fetch(url, schema_id)["schema"]))
-    return schemaless_reader(io.BytesIO(body), schema, None)
-
-
-def avro_frame(schema_id: int, text: str, record: dict[str, Any]) -> bytes:
-    buffer = io.BytesIO()
-    buffer.write(b"\x00" + struct.pack(">I", schema_id))
-    schemaless_writer(buffer, parse_schema(json.loads(text)), record)
-    return buffer.getvalue()
-
-
-def proto_class(text: str) -> Any:
-    import grpc_tools
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-    from grpc_tools import protoc
-
-    include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    with tempfile.TemporaryDirectory() as folder:
-        with open(os.path.join(folder, "t.proto"), "w") as handle:
-            handle.write(text)
-        out = os.path.join(folder, "t.pb")
-        args = ["protoc", f"-I{folder}", f"-I{include}", f"--descriptor_set_out={out}"]
-        assert protoc.main([*args, os.path.join(folder, "t.proto")]) == 0
-        with open(out, "rb") as handle:
-            files = descriptor_pb2.FileDescriptorSet.FromString(handle.read())
-    pool = descriptor_pool.DescriptorPool()
-    for file in files.file:
-        pool.Add(file)
-    main = files.file[-1]
-    name = f"{main.package}.{main.message_type[0].name}" if main.package else ""
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
-
-
-def proto_read(url: str, value: bytes) -> Any:
-    schema_id, rest = unframe(value)
-    assert rest[0] == 0  # message-index list [0]: the file's first message
-    schema = fetch(url, schema_id)
-    assert schema["schemaType"] == "PROTOBUF"
-    return proto_class(schema["schema"]).FromString(rest[1:])
 
 
 def reading(i: int) -> dict[str, Any]:
@@ -259,20 +191,10 @@ def test_produce_format_avro_encodes_registered_demo_events(schema_registry_url:
 # --- a registry outage mid-run -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def own_registry() -> Iterator[LocalRegistry]:
-    """A registry of this module's own, which the outage test stops and starts. Apicurio
-    keeps schemas in memory by default; this one keeps them in a database file, so a
-    restart is an outage, not a registry that has forgotten every id."""
-    with (
-        tempfile.TemporaryDirectory(prefix="stream-registry-") as data,
-        local_registry(data_dir=data) as registry,
-    ):
-        yield registry
-
-
-async def test_registry_down_mid_run_no_dead_letter(own_registry: LocalRegistry) -> None:
-    url = own_registry.url
+async def test_registry_down_mid_run_no_dead_letter(stoppable_registry: LocalRegistry) -> None:
+    """The registry stops mid-run and starts again (its schemas in a database file, so a
+    restart is an outage, not a registry that has forgotten every id)."""
+    url = stoppable_registry.url
     text = schema_text(SENSOR_READING_SCHEMA)
     first_id = register(url, f"{topic()}-value", text, "AVRO")
     # A second input schema (another namespace: another id) the workers have not seen.
@@ -287,13 +209,15 @@ async def test_registry_down_mid_run_no_dead_letter(own_registry: LocalRegistry)
         first = [avro_frame(first_id, text, reading(i)) for i in range(20)]
         warm = await pool.run(list(first))
         assert warm.errors == []
-        own_registry.stop()
-        # The worker knows first_id (cached) but must fetch second_id: the registry is down.
-        batch: list[bytes | None] = [*first, avro_frame(second_id, other_text, reading(99))]
-        pending = asyncio.ensure_future(pool.run(batch))
-        await asyncio.sleep(6.0)  # longer than the worker's own retries (2 s)
-        assert not pending.done()
-        await asyncio.to_thread(own_registry.start)
+        stoppable_registry.stop()
+        try:
+            # The worker knows first_id (cached) but must fetch second_id: the registry is down.
+            batch: list[bytes | None] = [*first, avro_frame(second_id, other_text, reading(99))]
+            pending = asyncio.ensure_future(pool.run(batch))
+            await asyncio.sleep(6.0)  # longer than the worker's own retries (2 s)
+            assert not pending.done()
+        finally:
+            await asyncio.to_thread(stoppable_registry.start)
         result = await asyncio.wait_for(pending, 60)
         # The schemas outlived the restart (a file, not memory): nothing re-registered.
         assert fetch(url, second_id)["schema"] == other_text

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer
 from stream.config import TopicsSettings
 from stream.kafka import client_options, start_client
 from tests.broker import script
-from tests.conftest import ROOT, STREAM, Service, Topics, start_service
+from tests.helpers import ROOT, STREAM, Service, Topics, start_service
 from tests.unit.test_security_config import Pki, make_pki
 
 pytestmark = pytest.mark.broker

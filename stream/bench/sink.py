@@ -19,14 +19,17 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from stream.sink.postgres import PostgresSink, SinkConfig, connect
-from stream.sink.rows import Row, sensor_row
+from stream.sink.rows import Row, rows_for
 from stream.sink.schema import Table, init_tables, quote, result_table
-from transforms.builtin import sensor_features
+from transforms.builtin import SENSOR_FEATURES_SCHEMA, sensor_features
+
+sensor_row: Final = rows_for(SENSOR_FEATURES_SCHEMA)
+"""A row of sensor-features' typed table from one of its outputs."""
 
 
 def bench_rows(count: int, partitions: int) -> list[Row]:

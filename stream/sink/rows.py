@@ -1,19 +1,21 @@
 """A transform's output record (JSON bytes) and its source position -> one table row.
 
-Pure: no I/O. The built-in ``sensor-features`` transform gets typed columns; every other
-transform gets the generic ``(key, value jsonb)`` columns. Every row starts with the
-record's source topic, partition and offset (the table's primary key).
+Pure: no I/O. A transform that declares its output (``Transform.output``) gets a typed
+row, one value per declared field, each checked against the field's type; any other
+gets the generic ``(key, value jsonb)`` row. Every row starts with the record's source
+topic, partition and offset (the table's primary key). JSON holds finite numbers only
+(orjson refuses the rest), so a number column's finite check is the table's alone.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
 
-TYPED_TRANSFORM: Final = "sensor-features"
+from transforms import RecordField, RecordSchema, resolve
+from transforms.schema import FieldType
 
 Row = tuple[Any, ...]
 RowBuilder = Callable[[bytes | None, bytes, str, int, int], Row]
@@ -25,22 +27,48 @@ class RowError(ValueError):
     with reason ``sink_refused``, as a row the database refuses."""
 
 
-def _field(record: dict[str, Any], name: str, kinds: tuple[type, ...], what: str) -> Any:
-    if name not in record:
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# Per scalar type: the test a JSON value passes, and the words of the refusal.
+_SCALARS: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
+    "string": (lambda v: isinstance(v, str), "a string"),
+    "long": (_is_integer, "an integer"),
+    "int": (_is_integer, "an integer"),
+    "double": (_is_number, "a number"),
+    "boolean": (lambda v: isinstance(v, bool), "true or false"),
+}
+_ARRAY_WORDS: Final = {"string": "strings", "long": "integers", "int": "integers"}
+
+
+def _value(record: dict[str, Any], field: RecordField) -> Any:
+    """The column's value of one declared field, or RowError."""
+    name, kind = field.name, field.type
+    value = record.get(name)
+    if value is None:
+        if field.optional:
+            return None
         raise RowError(f"missing field {name}")
-    value = record[name]
-    if not isinstance(value, kinds) or isinstance(value, bool) != (bool in kinds):
-        raise RowError(f"{name} must be {what}, got {type(value).__name__}")
-    return value
+    if kind.endswith("[]"):
+        return _array(name, kind, value)
+    test, words = _SCALARS[kind]
+    if not test(value):
+        raise RowError(f"{name} must be {words}, got {type(value).__name__}")
+    return float(value) if kind == "double" else value
 
 
-def _float(record: dict[str, Any], name: str) -> float:
-    return float(_field(record, name, (int, float), "a number"))
-
-
-def _int(record: dict[str, Any], name: str) -> int:
-    value: int = _field(record, name, (int,), "an integer")
-    return value
+def _array(name: str, kind: FieldType, value: Any) -> list[Any]:
+    element = kind[:-2]
+    test, _ = _SCALARS[element]
+    words = f"an array of {_ARRAY_WORDS.get(element, 'numbers')}"
+    if not isinstance(value, list) or not all(test(v) for v in value):
+        raise RowError(f"{name} must be {words}")
+    return [float(v) for v in value] if element == "double" else value
 
 
 def _object(value: bytes) -> dict[str, Any]:
@@ -53,37 +81,19 @@ def _object(value: bytes) -> dict[str, Any]:
     return record
 
 
-def sensor_row(key: bytes | None, value: bytes, topic: str, partition: int, offset: int) -> Row:
-    """A row of the typed table: source topic, partition, offset, sensor_id, ts, seq, n,
-    mean, std, min, max, peak_bins, zscore, anomaly (the columns of
-    ``schema.SENSOR_COLUMNS``)."""
-    del key  # the sensor id is the key, and it is in the record
-    record = _object(value)
-    seq = record.get("seq")
-    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
-        raise RowError(f"seq must be an integer, got {type(seq).__name__}")
-    peaks = _field(record, "peak_bins", (list,), "an array of integers")
-    if not all(isinstance(p, int) and not isinstance(p, bool) for p in peaks):
-        raise RowError("peak_bins must be an array of integers")
-    ts = _float(record, "ts")
-    if not math.isfinite(ts):
-        raise RowError("ts must be a finite number")
-    return (
-        topic,
-        partition,
-        offset,
-        _field(record, "sensor_id", (str,), "a string"),
-        ts,
-        seq,
-        _int(record, "n"),
-        _float(record, "mean"),
-        _float(record, "std"),
-        _float(record, "min"),
-        _float(record, "max"),
-        peaks,
-        _float(record, "zscore"),
-        _field(record, "anomaly", (bool,), "true or false"),
-    )
+def typed_rows(output: RecordSchema) -> RowBuilder:
+    """Rows of the typed table of ``output``: source topic, partition, offset, then one
+    value per declared field, in the declaration's order (the columns of
+    ``schema.table_for(output)``). Fields the output has beyond the declaration are left
+    out; a declared one missing (unless optional) or of another type is a RowError."""
+    fields = output.fields
+
+    def build(key: bytes | None, value: bytes, topic: str, partition: int, offset: int) -> Row:
+        del key  # the key is not a column of a typed table
+        record = _object(value)
+        return (topic, partition, offset, *(_value(record, f) for f in fields))
+
+    return build
 
 
 def generic_row(key: bytes | None, value: bytes, topic: str, partition: int, offset: int) -> Row:
@@ -100,6 +110,12 @@ def generic_row(key: bytes | None, value: bytes, topic: str, partition: int, off
     return (topic, partition, offset, key, text)
 
 
+def rows_for(output: RecordSchema | None) -> RowBuilder:
+    """The row builder of a declared output (typed), or of none (generic)."""
+    return generic_row if output is None else typed_rows(output)
+
+
 def row_builder(transform: str) -> RowBuilder:
-    """The row builder for a transform's table (typed for ``sensor-features``)."""
-    return sensor_row if transform == TYPED_TRANSFORM else generic_row
+    """The row builder of the transform ``transform`` (a name or an import path) names:
+    :func:`rows_for` its declared output."""
+    return rows_for(resolve(transform).output)

@@ -1,5 +1,6 @@
-"""The sink's tables: the typed ``sensor-features`` table, the generic ``(key, value
-jsonb)`` table and the offsets table; creating them (idempotent) and checking they exist.
+"""The sink's tables: a typed table for a transform that declares its output (one column
+per declared field), the generic ``(key, value jsonb)`` table for any other, and the
+offsets table; creating them (idempotent) and checking they exist.
 
 Every result table's primary key is (source_topic, source_partition, source_offset): a
 replayed record is a conflict, ignored, never a second row.
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from stream.sink.errors import SchemaError
-from stream.sink.rows import TYPED_TRANSFORM
+from transforms import RecordSchema, resolve
+from transforms.schema import FieldType
 
-DEFAULT_TYPED_TABLE: Final = "sensor_features"
 DEFAULT_GENERIC_TABLE: Final = "stream_results"
 OFFSETS_TABLE: Final = "stream_offsets"
 
@@ -24,28 +25,16 @@ _SOURCE: Final = (
     ("source_partition", "integer NOT NULL"),
     ("source_offset", "bigint NOT NULL"),
 )
-SENSOR_COLUMNS: Final = (
-    *_SOURCE,
-    ("sensor_id", "text NOT NULL"),
-    ("ts", "double precision NOT NULL"),
-    ("seq", "bigint"),
-    ("n", "integer NOT NULL"),
-    ("mean", "double precision NOT NULL"),
-    ("std", "double precision NOT NULL"),
-    ("min", "double precision NOT NULL"),
-    ("max", "double precision NOT NULL"),
-    ("peak_bins", "integer[] NOT NULL"),
-    ("zscore", "double precision NOT NULL"),
-    ("anomaly", "boolean NOT NULL"),
-)
-# Statistics are finite, and a standard deviation is not negative (PostgreSQL sorts NaN
-# above every number, so `std >= 0` alone would let NaN in).
-_SENSOR_CHECKS: Final = (
-    "CHECK (std >= 0 AND std < 'Infinity')",
-    "CHECK (mean > '-Infinity' AND mean < 'Infinity')",
-    "CHECK (zscore > '-Infinity' AND zscore < 'Infinity')",
-    "CHECK (n > 0)",
-)
+_SQL_TYPES: Final[dict[FieldType, str]] = {
+    "string": "text",
+    "long": "bigint",
+    "int": "integer",
+    "double": "double precision",
+    "boolean": "boolean",
+    "double[]": "double precision[]",
+    "long[]": "bigint[]",
+    "int[]": "integer[]",
+}
 GENERIC_COLUMNS: Final = (*_SOURCE, ("key", "bytea"), ("value", "jsonb NOT NULL"))
 OFFSETS_COLUMNS: Final = (
     ("group_id", "text NOT NULL"),
@@ -110,12 +99,34 @@ class Table:
         return f"CREATE TABLE IF NOT EXISTS {quote(self.name)} (\n  {body}\n)"
 
 
-def result_table(transform: str, name: str = "") -> Table:
-    """The result table of a transform: typed for ``sensor-features``, generic otherwise;
+def table_for(output: RecordSchema | None, name: str = "") -> Table:
+    """The result table of a transform's declared output: one column per field (NOT NULL
+    unless optional; a number column holds finite numbers only: PostgreSQL sorts NaN
+    above every number, so the check bounds both ends), named after the record
+    (``SensorFeatures``: ``sensor_features``); without a declaration, the generic table.
     ``name`` overrides the default name."""
-    if transform == TYPED_TRANSFORM:
-        return Table(name or DEFAULT_TYPED_TABLE, SENSOR_COLUMNS, _SENSOR_CHECKS, typed=True)
-    return Table(name or DEFAULT_GENERIC_TABLE, GENERIC_COLUMNS)
+    if output is None:
+        return Table(name or DEFAULT_GENERIC_TABLE, GENERIC_COLUMNS)
+    columns = tuple(
+        (f.name, _SQL_TYPES[f.type] + ("" if f.optional else " NOT NULL")) for f in output.fields
+    )
+    checks = tuple(
+        f"CHECK ({f.name} > '-Infinity' AND {f.name} < 'Infinity')"
+        for f in output.fields
+        if f.type == "double"
+    )
+    return Table(name or snake_case(output.name), (*_SOURCE, *columns), checks, typed=True)
+
+
+def result_table(transform: str, name: str = "") -> Table:
+    """The result table of the transform ``transform`` (a name or an import path) names:
+    :func:`table_for` its declared output."""
+    return table_for(resolve(transform).output, name)
+
+
+def snake_case(name: str) -> str:
+    """``SensorFeatures`` -> ``sensor_features``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 def offsets_table(table: Table) -> str:

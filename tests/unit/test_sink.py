@@ -15,16 +15,21 @@ from stream.config import ConfigError, DbSettings, RunSettings, load
 from stream.metrics import SINK_REASONS, Metrics, SinkMetrics
 from stream.sink.postgres import PostgresSink, SinkConfig
 from stream.sink.retry import Backoff
-from stream.sink.rows import RowError, generic_row, row_builder, sensor_row
+from stream.sink.rows import RowError, generic_row, row_builder, rows_for
 from stream.sink.schema import (
     GENERIC_COLUMNS,
-    SENSOR_COLUMNS,
     check_name,
     offsets_table,
     quote,
     result_table,
+    snake_case,
+    table_for,
 )
-from transforms.builtin import sensor_features
+from transforms import RecordSchema, fields
+from transforms.builtin import SENSOR_FEATURES_SCHEMA, sensor_features
+
+SENSOR_COLUMNS = result_table("sensor-features").columns
+sensor_row = rows_for(SENSOR_FEATURES_SCHEMA)
 
 NO_ENV: dict[str, str] = {}
 
@@ -103,10 +108,43 @@ def test_generic_row_refuses_non_json(value: bytes) -> None:
         generic_row(None, value, "in", 0, 0)
 
 
-def test_row_builder_follows_the_transform() -> None:
-    assert row_builder("sensor-features") is sensor_row
-    assert row_builder("identity") is generic_row
-    assert row_builder("pkg.mod:fn") is generic_row
+def test_row_builder_follows_the_transforms_declared_output() -> None:
+    value = orjson.dumps(feature())
+    assert row_builder("sensor-features")(None, value, "in", 0, 1) == sensor_row(
+        None, value, "in", 0, 1
+    )
+    assert row_builder("identity") is generic_row  # declares no output
+    assert rows_for(None) is generic_row
+
+
+def test_a_declared_output_gives_typed_columns_and_checked_rows() -> None:
+    declared = RecordSchema(
+        "TotalByUser",
+        fields(("user", "string"), ("total", "double"), ("count", "int", True), ("ids", "long[]")),
+    )
+    table = table_for(declared)
+    assert table.name == "total_by_user"
+    assert table.typed
+    assert table.columns[3:] == (
+        ("user", "text NOT NULL"),
+        ("total", "double precision NOT NULL"),
+        ("count", "integer"),
+        ("ids", "bigint[] NOT NULL"),
+    )
+    assert table.checks == ("CHECK (total > '-Infinity' AND total < 'Infinity')",)
+    build = rows_for(declared)
+    row = build(b"k", b'{"user": "u", "total": 2, "ids": [1, 2], "extra": 0}', "t", 1, 5)
+    assert row == ("t", 1, 5, "u", 2.0, None, [1, 2])
+    assert isinstance(row[4], float)
+    for bad, words in [
+        (b'{"user": "u", "total": 1, "ids": [1.5]}', "ids must be an array of integers"),
+        (b'{"user": "u", "total": 1e999, "ids": []}', "not JSON"),
+        (b'{"user": "u", "total": 1, "ids": [], "count": true}', "count must be an integer"),
+        (b'{"total": 1, "ids": []}', "missing field user"),
+    ]:
+        with pytest.raises(RowError, match=words):
+            build(None, bad, "t", 0, 0)
+    assert snake_case("SensorFeatures") == "sensor_features"
 
 
 # ---- tables ----------------------------------------------------------------------------------
@@ -123,7 +161,8 @@ def test_tables_follow_the_transform_and_the_option() -> None:
     ddl = result_table("sensor-features", "app.x").ddl()
     assert ddl.startswith('CREATE TABLE IF NOT EXISTS "app"."x"')
     assert "PRIMARY KEY (source_topic, source_partition, source_offset)" in ddl
-    assert "peak_bins integer[] NOT NULL" in ddl
+    assert "peak_bins bigint[] NOT NULL" in ddl
+    assert "CHECK (std > '-Infinity' AND std < 'Infinity')" in ddl
 
 
 @pytest.mark.parametrize("name", ['x"; DROP TABLE y; --', "1abc", "a.b.c", "", "a b"])

@@ -59,7 +59,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     else:
         encode: Callable[[Any], bytes] = orjson.dumps
         if settings.format != "json":
-            from stream.formats.setup import demo_encoder  # noqa: PLC0415
+            from stream.produce import demo_encoder  # noqa: PLC0415
 
             encode = demo_encoder(settings, settings.topic or settings.input_topic)
         events = demo_events(settings, encode=encode)

@@ -39,7 +39,7 @@ def demo_events(
     Each event carries ``seq``, its number within its key (``first_seq``, +1, +2,
     ...), so a reader of the output can check per-key order and find gaps or
     duplicates. ``encode`` turns one event into its value (JSON by default; see
-    ``stream.formats.setup.demo_encoder`` for Avro and Protobuf).
+    :func:`demo_encoder` for Avro and Protobuf).
     """
     rng = np.random.default_rng(settings.seed)
     keys = [f"sensor-{i:04d}" for i in range(settings.keys)]
@@ -179,3 +179,38 @@ async def _next_chunk(
         await asyncio.sleep(max(TICK, started + sent / rate - now))
     due = max(1, int((time.monotonic() - started) * rate) + 1 - sent)
     return [first, *itertools.islice(source, min(due, CHUNK) - 1)]
+
+
+def demo_encoder(settings: ProduceSettings, topic: str) -> Callable[[Any], bytes]:
+    """For ``stream produce --format avro|protobuf``: registers the demo event's schema
+    (``SensorReading``) under ``<topic>-value`` and returns a function encoding one event
+    (framed). Blocking HTTP: call it before the loop is busy, or via ``asyncio.to_thread``."""
+    # Formats only when used: JSON runs need neither the registry client nor the codecs.
+    from stream.formats.registry import RegistryClient, RegistryError  # noqa: PLC0415
+    from stream.formats.setup import register_output, registry_config  # noqa: PLC0415
+    from transforms.builtin import SENSOR_READING_SCHEMA  # noqa: PLC0415
+    from transforms.codec import Encoder  # noqa: PLC0415
+
+    fmt = settings.format
+    client = RegistryClient(registry_config(settings))
+    subject = f"{topic}-value"
+    schema_id, text = register_output(
+        client, subject, fmt, SENSOR_READING_SCHEMA, "the demo event schema"
+    )
+    encoder: Encoder
+    if fmt == "avro":
+        from stream.formats.avro import AvroEncoder  # noqa: PLC0415
+
+        encoder = AvroEncoder(schema_id, text)
+    else:
+        from stream.formats.protobuf import ProtobufEncoder  # noqa: PLC0415
+
+        encoder = ProtobufEncoder(schema_id, text)
+
+    def encode(event: Any) -> bytes:
+        (value,) = encoder.encode_batch([event])
+        if not isinstance(value, bytes):
+            raise RegistryError(f"a demo event does not fit its schema: {value}")
+        return value
+
+    return encode

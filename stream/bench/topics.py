@@ -19,7 +19,7 @@ from stream.kafka import (
     partition_ids,
 )
 from stream.kafka.protocols import ConsumedRecord
-from stream.produce import demo_events, produce
+from stream.produce import demo_encoder, demo_events, produce
 
 if TYPE_CHECKING:
     from stream.bench.cases import Payload
@@ -70,8 +70,6 @@ class BenchTopics:
         if payload.format == "json":
             sent, _ = await produce(settings, demo_events(settings))
             return sent
-        from stream.formats.setup import demo_encoder  # noqa: PLC0415 - formats only when used
-
         encode = await asyncio.to_thread(demo_encoder, settings, topic)
         sent, _ = await produce(settings, demo_events(settings, encode=encode))
         return sent

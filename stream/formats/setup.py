@@ -9,10 +9,7 @@ Blocking HTTP: the service calls it before its loop is busy (or via
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from stream.config import registry_password
+from stream.config import ProduceSettings, RunSettings, registry_password
 from stream.formats.registry import (
     IncompatibleSchema,
     RegistryClient,
@@ -24,7 +21,9 @@ from stream.formats.spec import JSON, Format, FormatSpec
 from transforms import RecordSchema, Transform
 
 
-def registry_config(settings: Any, retry_for: float = 10.0) -> RegistryConfig:
+def registry_config(
+    settings: RunSettings | ProduceSettings, retry_for: float = 10.0
+) -> RegistryConfig:
     """The registry settings of ``stream run`` or ``stream produce`` (password files read)."""
     return RegistryConfig(
         url=settings.schema_registry_url,
@@ -61,11 +60,11 @@ def register_output(
 
 
 def prepare(
-    settings: Any, transform: Transform, client: RegistryClient | None = None
+    settings: RunSettings, transform: Transform, client: RegistryClient | None = None
 ) -> FormatSpec:
     """The FormatSpec for the workers of ``stream run``; registers the output schema.
 
-    ``settings`` is a RunSettings. Raises RegistryError (one line) when the registry
+    Raises RegistryError (one line) when the registry
     refuses or cannot be reached, ValueError-free otherwise.
     """
     fin: Format = settings.input_format
@@ -88,33 +87,3 @@ def prepare(
         client, subject, fout, transform.output, f"the output schema of {transform.name!r}"
     )
     return FormatSpec(fin, fout, config, schema_id, text)
-
-
-def demo_encoder(settings: Any, topic: str) -> Callable[[Any], bytes]:
-    """For ``stream produce --format avro|protobuf``: registers the demo event's schema
-    under ``<topic>-value`` and returns a function encoding one event (framed)."""
-    from transforms.builtin import SENSOR_READING_SCHEMA  # noqa: PLC0415
-
-    fmt: Format = settings.format
-    client = RegistryClient(registry_config(settings))
-    subject = f"{topic}-value"
-    schema_id, text = register_output(
-        client, subject, fmt, SENSOR_READING_SCHEMA, "the demo event schema"
-    )
-    encoder: Any
-    if fmt == "avro":
-        from stream.formats.avro import AvroEncoder  # noqa: PLC0415
-
-        encoder = AvroEncoder(schema_id, text)
-    else:
-        from stream.formats.protobuf import ProtobufEncoder  # noqa: PLC0415
-
-        encoder = ProtobufEncoder(schema_id, text)
-
-    def encode(event: Any) -> bytes:
-        (value,) = encoder.encode_batch([event])
-        if not isinstance(value, bytes):
-            raise RegistryError(f"a demo event does not fit its schema: {value}")
-        return value
-
-    return encode

@@ -21,8 +21,7 @@ import pytest
 
 from stream.config import ProduceSettings
 from stream.formats.avro import schema_text
-from stream.formats.setup import demo_encoder
-from stream.produce import demo_events, produce
+from stream.produce import demo_encoder, demo_events, produce
 from stream.worker import process_batch
 from tests.helpers import (
     Service,

@@ -20,8 +20,9 @@ from stream.config import ProduceSettings, RunSettings
 from stream.formats.avro import schema_text
 from stream.formats.protobuf import proto_text
 from stream.formats.registry import RegistryError
-from stream.formats.setup import demo_encoder, prepare
+from stream.formats.setup import prepare
 from stream.pool import WorkerPool
+from stream.produce import demo_encoder
 from stream.worker import process_batch
 from tests.registry import (
     LocalRegistry,

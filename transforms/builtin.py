@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from transforms.base import LIMITS, BadRecord, register
 from transforms.messages import bounded
-from transforms.schema import RecordSchema, fields
+from transforms.schema import RecordField, RecordSchema, fields
 
 __all__ = [
     "ANOMALY_ZSCORE",
@@ -291,18 +291,18 @@ SENSOR_READING_SCHEMA: Final = RecordSchema(
 
 SENSOR_FEATURES_SCHEMA: Final = RecordSchema(
     "SensorFeatures",
-    fields(
-        ("sensor_id", "string"),
-        ("ts", "double"),
-        ("seq", "long", True),
-        ("n", "long"),
-        ("mean", "double"),
-        ("std", "double"),
-        ("min", "double"),
-        ("max", "double"),
-        ("peak_bins", "long[]"),
-        ("zscore", "double"),
-        ("anomaly", "boolean"),
+    (
+        RecordField("sensor_id", "string"),
+        RecordField("ts", "double"),
+        RecordField("seq", "long", optional=True),
+        RecordField("n", "long", minimum=1),
+        RecordField("mean", "double"),
+        RecordField("std", "double", minimum=0),
+        RecordField("min", "double"),
+        RecordField("max", "double"),
+        RecordField("peak_bins", "long[]"),
+        RecordField("zscore", "double"),
+        RecordField("anomaly", "boolean"),
     ),
 )
 """What ``sensor-features`` returns for each record (``seq`` only when the input has it)."""

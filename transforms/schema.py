@@ -21,11 +21,14 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 @dataclass(frozen=True, slots=True)
 class RecordField:
     """One field. ``optional``: the output may leave it out (Avro: a union with null and
-    default null; Protobuf: proto3 ``optional``)."""
+    default null; Protobuf: proto3 ``optional``). ``minimum``: the smallest value a number
+    field holds (the database sink's typed table checks it; the wire formats have no
+    such bound)."""
 
     name: str
     type: FieldType
     optional: bool = False
+    minimum: float | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -34,6 +37,8 @@ class RecordField:
             raise ValueError(f"field {self.name!r}: unknown type {self.type!r}")
         if self.optional and self.type.endswith("[]"):
             raise ValueError(f"field {self.name!r}: an array cannot be optional (it may be empty)")
+        if self.minimum is not None and self.type not in ("long", "int", "double"):
+            raise ValueError(f"field {self.name!r}: only a number field has a minimum")
 
 
 @dataclass(frozen=True, slots=True)

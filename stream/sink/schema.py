@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from stream.sink.errors import SchemaError
-from transforms import RecordSchema, resolve
+from transforms import RecordField, RecordSchema, resolve
 from transforms.schema import FieldType
 
 DEFAULT_GENERIC_TABLE: Final = "stream_results"
@@ -101,8 +101,7 @@ class Table:
 
 def table_for(output: RecordSchema | None, name: str = "") -> Table:
     """The result table of a transform's declared output: one column per field (NOT NULL
-    unless optional; a number column holds finite numbers only: PostgreSQL sorts NaN
-    above every number, so the check bounds both ends), named after the record
+    unless optional; a number column checked by :func:`_checks`), named after the record
     (``SensorFeatures``: ``sensor_features``); without a declaration, the generic table.
     ``name`` overrides the default name."""
     if output is None:
@@ -110,12 +109,19 @@ def table_for(output: RecordSchema | None, name: str = "") -> Table:
     columns = tuple(
         (f.name, _SQL_TYPES[f.type] + ("" if f.optional else " NOT NULL")) for f in output.fields
     )
-    checks = tuple(
-        f"CHECK ({f.name} > '-Infinity' AND {f.name} < 'Infinity')"
-        for f in output.fields
-        if f.type == "double"
-    )
+    checks = tuple(check for f in output.fields for check in _checks(f))
     return Table(name or snake_case(output.name), (*_SOURCE, *columns), checks, typed=True)
+
+
+def _checks(field: RecordField) -> list[str]:
+    """A number column's checks: finite (PostgreSQL sorts NaN above every number, so the
+    check bounds both ends), and at least its declared minimum."""
+    name, checks = field.name, []
+    if field.type == "double":
+        checks.append(f"CHECK ({name} > '-Infinity' AND {name} < 'Infinity')")
+    if field.minimum is not None:
+        checks.append(f"CHECK ({name} >= {field.minimum!r})")
+    return checks
 
 
 def result_table(transform: str, name: str = "") -> Table:

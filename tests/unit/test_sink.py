@@ -25,7 +25,7 @@ from stream.sink.schema import (
     snake_case,
     table_for,
 )
-from transforms import RecordSchema, fields
+from transforms import RecordField, RecordSchema
 from transforms.builtin import SENSOR_FEATURES_SCHEMA, sensor_features
 
 SENSOR_COLUMNS = result_table("sensor-features").columns
@@ -120,7 +120,12 @@ def test_row_builder_follows_the_transforms_declared_output() -> None:
 def test_a_declared_output_gives_typed_columns_and_checked_rows() -> None:
     declared = RecordSchema(
         "TotalByUser",
-        fields(("user", "string"), ("total", "double"), ("count", "int", True), ("ids", "long[]")),
+        (
+            RecordField("user", "string"),
+            RecordField("total", "double", minimum=0.5),
+            RecordField("count", "int", optional=True),
+            RecordField("ids", "long[]"),
+        ),
     )
     table = table_for(declared)
     assert table.name == "total_by_user"
@@ -131,7 +136,10 @@ def test_a_declared_output_gives_typed_columns_and_checked_rows() -> None:
         ("count", "integer"),
         ("ids", "bigint[] NOT NULL"),
     )
-    assert table.checks == ("CHECK (total > '-Infinity' AND total < 'Infinity')",)
+    assert table.checks == (
+        "CHECK (total > '-Infinity' AND total < 'Infinity')",
+        "CHECK (total >= 0.5)",
+    )
     build = rows_for(declared)
     row = build(b"k", b'{"user": "u", "total": 2, "ids": [1, 2], "extra": 0}', "t", 1, 5)
     assert row == ("t", 1, 5, "u", 2.0, None, [1, 2])
@@ -163,6 +171,8 @@ def test_tables_follow_the_transform_and_the_option() -> None:
     assert "PRIMARY KEY (source_topic, source_partition, source_offset)" in ddl
     assert "peak_bins bigint[] NOT NULL" in ddl
     assert "CHECK (std > '-Infinity' AND std < 'Infinity')" in ddl
+    assert "CHECK (std >= 0)" in ddl
+    assert "CHECK (n >= 1)" in ddl
 
 
 @pytest.mark.parametrize("name", ['x"; DROP TABLE y; --', "1abc", "a.b.c", "", "a b"])

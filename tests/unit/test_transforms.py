@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import transforms
 from transforms import (
     BadRecord,
+    RecordField,
     Transform,
     UnknownTransformError,
     available,
@@ -888,3 +889,9 @@ def test_one_bound_for_every_message() -> None:
     assert cut.endswith("...")
     assert bounded("abcdef", 5) == "ab..."
     assert BadRecord("schema", "y" * 1000).message == bounded("y" * 1000)
+
+
+def test_only_a_number_field_declares_a_minimum() -> None:
+    assert RecordField("n", "long", minimum=1).minimum == 1
+    with pytest.raises(ValueError, match="only a number field"):
+        RecordField("name", "string", minimum=0)

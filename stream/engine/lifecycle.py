@@ -39,7 +39,7 @@ log = logging.getLogger("stream")
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 MAX_BATCHES = 32  # most finished batches shipped at once
-CLOSE_STEP = 3.0  # seconds the final commit may take past the drain deadline
+CLOSE_STEP = 3.0  # seconds one closing step (a final commit, closing a client) may take
 
 
 class Restorer(Protocol):

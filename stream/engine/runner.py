@@ -22,9 +22,8 @@ from stream.engine import stages
 from stream.engine.assignment import Assignment
 from stream.engine.delivery import Guarantee
 from stream.engine.fetcher import Fetcher
-from stream.engine.lifecycle import PartitionLifecycle, Parts
+from stream.engine.lifecycle import CLOSE_STEP, PartitionLifecycle, Parts
 from stream.engine.monitor import Monitor
-from stream.engine.policy import CommitPolicy
 from stream.engine.progress import Progress
 from stream.engine.rebalance import Rebalancer
 from stream.engine.routing import Router
@@ -41,7 +40,6 @@ from transforms import resolve
 
 log = logging.getLogger("stream")
 
-CLOSE_STEP = 3.0  # seconds one shutdown step (a commit, closing a client) may take
 
 
 class Engine:
@@ -150,17 +148,11 @@ class Engine:
             sender=sender,
             metrics=self.metrics,
         )
-        exactly_once = s.guarantee == "exactly-once"
         parts = Parts(
             consumer=consumer,
             assignment=self.assignment,
             guarantee=guarantee,
-            policy=CommitPolicy(
-                interval=s.transaction_interval if exactly_once else s.commit_interval,
-                idle_interval=s.commit_interval,
-                max_records=s.max_inflight_records,
-                max_bytes=s.max_inflight_bytes,
-            ),
+            policy=stages.commit_policy(s),
             metrics=self.metrics,
             transform=s.transform,
             drain_timeout=s.drain_timeout,

@@ -15,6 +15,7 @@ from stream.engine.at_least_once import AtLeastOnce
 from stream.engine.delivery import Guarantee
 from stream.engine.exactly_once import ExactlyOnce
 from stream.engine.fetcher import Process
+from stream.engine.policy import CommitPolicy
 from stream.engine.routing import Router
 from stream.engine.sending import Sender
 from stream.engine.sinking import SinkStage
@@ -56,6 +57,19 @@ async def make_guarantee(
         assignment=assignment,
         sender=sender,
         metrics=metrics,
+    )
+
+
+def commit_policy(settings: RunSettings) -> CommitPolicy:
+    """Exactly-once commits a partition's transaction every --transaction-interval,
+    at-least-once its offsets every --commit-interval; both early at a quarter of the
+    in-flight caps."""
+    exactly_once = settings.guarantee == "exactly-once"
+    return CommitPolicy(
+        interval=settings.transaction_interval if exactly_once else settings.commit_interval,
+        idle_interval=settings.commit_interval,
+        max_records=settings.max_inflight_records,
+        max_bytes=settings.max_inflight_bytes,
     )
 
 

@@ -4,7 +4,8 @@
 2. a testcontainers broker (the official ``apache/kafka`` image) if a Docker engine answers;
 3. the project's local broker script (``deploy/kafka/broker.sh``) on a port of the tests' own.
 
-Whatever this module starts, it stops. Never a mock.
+Whatever this module starts, it stops. Never a mock. A test that kills a broker gets
+one of its own (``own_broker``): free ports, throwaway state.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +46,15 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct ports nothing listens on (held together while they are picked)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 @contextlib.contextmanager
@@ -99,6 +111,46 @@ def _local_broker() -> Iterator[str]:
     finally:
         if not already:
             script("stop")
+
+
+@dataclass(frozen=True)
+class OwnBroker:
+    """A broker of a test's own from the script (free ports, state in a folder of its
+    own), which the test may kill and start again."""
+
+    port: int
+    controller_port: int
+    run_dir: str
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def script(self, command: str) -> subprocess.CompletedProcess[str]:
+        return script(
+            command,
+            env={
+                "KAFKA_PORT": str(self.port),
+                "KAFKA_CONTROLLER_PORT": str(self.controller_port),
+                "KAFKA_RUN_DIR": self.run_dir,
+            },
+        )
+
+    def start(self) -> None:
+        done = self.script("start")
+        if done.returncode != 0:
+            raise RuntimeError(f"the test's own Kafka broker did not start:\n{done.stderr}")
+
+
+@contextlib.contextmanager
+def own_broker() -> Iterator[OwnBroker]:
+    with tempfile.TemporaryDirectory(prefix="stream-broker-") as folder:
+        broker = OwnBroker(*free_ports(2), run_dir=folder)
+        try:
+            broker.start()
+            yield broker
+        finally:
+            broker.script("stop")
 
 
 @contextlib.contextmanager

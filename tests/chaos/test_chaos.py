@@ -12,14 +12,14 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 
 import orjson
 import pytest
 
 from stream.config import TopicsSettings
 from stream.kafka import create_topics
-from tests.broker import script
+from tests.broker import OwnBroker, own_broker
 from tests.chaos.checker import check, compare, ident, read_run
 from tests.helpers import (
     FAST_REJOIN,
@@ -277,30 +277,23 @@ async def _metric_sum(url: str, name: str) -> float:
 
 # ---- the broker itself goes away --------------------------------------------------------
 
-CHAOS_BROKER_PORT = 19192
-
 
 @pytest.fixture
-async def own_broker() -> AsyncIterator[str]:
+def killable_broker() -> Iterator[OwnBroker]:
     """A broker of this test's own (it gets killed), from the project's broker script."""
-    env = {"KAFKA_PORT": str(CHAOS_BROKER_PORT)}
-    started = await asyncio.to_thread(script, "start", env=env)
-    assert started.returncode == 0, started.stderr
-    try:
-        yield f"127.0.0.1:{CHAOS_BROKER_PORT}"
-    finally:
-        await asyncio.to_thread(script, "stop", env=env)
-        await asyncio.to_thread(script, "clean", env=env)
+    with own_broker() as broker:
+        yield broker
 
 
 async def test_broker_killed_and_restarted_mid_stream_loses_nothing(
-    own_broker: str, services: list[Service]
+    killable_broker: OwnBroker, services: list[Service]
 ) -> None:
+    address = killable_broker.bootstrap
     name = f"chaos-{os.getpid()}-{int(time.time())}"
-    topics = Topics(own_broker, f"{name}-in", f"{name}-out", f"{name}-in.dlq", f"g-{name}", 4)
+    topics = Topics(address, f"{name}-in", f"{name}-out", f"{name}-in.dlq", f"g-{name}", 4)
     await create_topics(
         TopicsSettings(
-            bootstrap_servers=own_broker,
+            bootstrap_servers=address,
             input_topic=topics.input,
             output_topic=topics.output,
             dlq_topic=topics.dlq,
@@ -326,11 +319,9 @@ async def test_broker_killed_and_restarted_mid_stream_loses_nothing(
     services.append(service)
     await wait_progress(topics, count // 5, service)
 
-    env = {"KAFKA_PORT": str(CHAOS_BROKER_PORT)}
-    await asyncio.to_thread(script, "kill", env=env)
+    await asyncio.to_thread(killable_broker.script, "kill")
     await asyncio.sleep(30)  # down for 30 s
-    restarted = await asyncio.to_thread(script, "start", env=env)
-    assert restarted.returncode == 0, restarted.stderr
+    await asyncio.to_thread(killable_broker.start)
 
     # A service may resume by itself or exit non-zero for its supervisor to restart it;
     # either way nothing may be lost. Ours rides out an outage shorter than its delivery

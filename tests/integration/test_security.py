@@ -6,11 +6,9 @@ once, with wrong ones; secrets never show up in what it prints."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -25,7 +23,7 @@ from aiokafka import AIOKafkaConsumer
 
 from stream.config import TopicsSettings
 from stream.kafka import client_options, start_client
-from tests.broker import script
+from tests.broker import free_ports, script
 from tests.helpers import ROOT, STREAM, Service, Topics, start_service
 from tests.unit.test_security_config import Pki, make_pki
 
@@ -33,15 +31,6 @@ pytestmark = pytest.mark.broker
 
 SCRAM_USER = "alice"
 PLAIN_USER = "carol"
-
-
-def _free_ports(count: int) -> list[int]:
-    """Distinct ports nothing listens on (held together while they are picked)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
 
 
 @dataclass(frozen=True)
@@ -100,7 +89,7 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
     # Generated, so nothing here can pass by accident; "pw" first, so no value starts with "-".
     scram_password = "pw" + secrets.token_urlsafe(12)
     plain_password = "pw" + secrets.token_urlsafe(12)
-    port, plaintext_port, controller_port = _free_ports(3)
+    port, plaintext_port, controller_port = free_ports(3)
     secrets_dir = base / "secrets"
     secrets_dir.mkdir(mode=0o700)
     env = {

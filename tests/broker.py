@@ -145,7 +145,8 @@ class OwnBroker:
 @contextlib.contextmanager
 def own_broker() -> Iterator[OwnBroker]:
     with tempfile.TemporaryDirectory(prefix="stream-broker-") as folder:
-        broker = OwnBroker(*free_ports(2), run_dir=folder)
+        port, controller_port = free_ports(2)
+        broker = OwnBroker(port, controller_port, folder)
         try:
             broker.start()
             yield broker

@@ -25,7 +25,7 @@ from stream.config import TopicsSettings
 from stream.kafka import client_options, start_client
 from tests.broker import free_ports, script
 from tests.helpers import ROOT, STREAM, Service, Topics, start_service
-from tests.unit.test_security_config import Pki, make_pki
+from tests.pki import Pki, make_pki
 
 pytestmark = pytest.mark.broker
 

@@ -1,0 +1,234 @@
+"""One worker process of the pool and the parent thread that talks to it (a slot).
+
+The thread takes batches from the pool's shared queue, sends each to its process over a
+pipe and waits for the answer within the batch deadline; a worker that dies or overruns
+it is replaced (unless the pool closes or restarts are off) and the batch comes back as
+:class:`WorkerLost`, for the pool to retry. A probe is answered record by record, so the
+record a worker died or hung on is known. Results reach the event loop through
+``call_soon_threadsafe``: the loop never touches a pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+import queue
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+from stream import worker
+from stream.errors import PoolError
+from stream.formats.spec import FormatSpec
+from stream.worker import BatchResult
+from transforms.reasons import Reason
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 120.0  # seconds for a new worker to load the transform
+
+
+class SlotOwner(Protocol):
+    """What a slot reads from, and tells, its pool (``WorkerPool``)."""
+
+    context: Any  # the multiprocessing context workers start from
+    transform: str
+    max_record_bytes: int
+    max_array_length: int
+    formats: FormatSpec
+    batch_timeout: float
+    restart: bool
+    restarts: int
+    closing: bool
+    jobs: queue.SimpleQueue[Queued | None]
+
+    def note_restart(self) -> None: ...
+    def worker_exited(self) -> None: ...
+
+
+class WorkerLost(Exception):
+    """The worker running a batch died or overran the deadline; the batch may be retried.
+    ``done`` holds the results a probe got before that (one per record, in order)."""
+
+    def __init__(self, reason: str, message: str, done: list[BatchResult] | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.done = done or []
+
+
+@dataclass(slots=True, eq=False)
+class Queued:
+    """A pickled job waiting in the pool's queue, and the future its answer settles."""
+
+    payload: bytes
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    probe: int = 0  # records of a probe (answered one by one); 0: a batch
+
+    def resolve(self, result: Any) -> None:
+        self.loop.call_soon_threadsafe(_settle, self.future, result)
+
+
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+class Slot:
+    """One worker process and the parent thread that talks to it."""
+
+    def __init__(self, pool: SlotOwner, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.process: Any = None
+        self.conn: Connection | None = None
+        self.respawning = False
+        self._kill_lock = threading.Lock()
+        self.thread = threading.Thread(target=self._serve, name=f"stream-pool-{index}", daemon=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def spawn(self) -> int:
+        pool = self.pool
+        parent, child = pool.context.Pipe(duplex=True)
+        process = pool.context.Process(
+            target=worker.serve,
+            args=(
+                child,
+                pool.transform,
+                pool.max_record_bytes,
+                pool.max_array_length,
+                pool.formats,
+            ),
+            name=f"stream-worker-{self.index}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        self.process, self.conn = process, parent
+        if not parent.poll(START_TIMEOUT):
+            self.kill()
+            raise PoolError(f"a worker did not start within {START_TIMEOUT:g}s")
+        try:
+            ready = parent.recv_bytes()
+        except (EOFError, OSError):
+            self.kill()
+            raise PoolError("a worker process exited while starting") from None
+        if ready != b"ready":
+            self.kill()
+            raise PoolError(f"a worker failed to start: {ready.decode(errors='replace')}")
+        pid: int = process.pid
+        return pid
+
+    def kill(self) -> None:
+        """Kill the process and close the pipe; safe from two threads at once (the pool's
+        close and this worker's own thread may both get here)."""
+        with self._kill_lock:
+            process, conn = self.process, self.conn
+            self.conn = None
+        if process is not None and process.is_alive():
+            process.kill()
+        if process is not None:
+            process.join(5)
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def _respawn(self, why: str) -> bool:
+        self.respawning = True
+        try:
+            return self._replace(why)
+        finally:
+            self.respawning = False
+
+    def _replace(self, why: str) -> bool:
+        self.kill()
+        if self.pool.closing:
+            return False
+        if not self.pool.restart:
+            log.error("worker %d %s; restarts are off", self.index, why)
+            return False
+        self.pool.note_restart()
+        try:
+            pid = self.spawn()
+        except PoolError as exc:
+            log.error("worker %d could not be restarted: %s", self.index, exc)
+            return False
+        log.info(
+            "worker %d %s; restarted as pid %d (%d restarts so far)",
+            self.index,
+            why,
+            pid,
+            self.pool.restarts,
+        )
+        return True
+
+    def _serve(self) -> None:
+        pool = self.pool
+        while True:
+            try:
+                job = pool.jobs.get(timeout=0.5)
+            except queue.Empty:
+                if not self.alive and not pool.closing and not self._respawn("died while idle"):
+                    break
+                continue
+            if job is None:
+                break
+            if not self.alive and not self._respawn("died while idle"):
+                pool.jobs.put(job)  # another worker may take it
+                break
+            conn = self.conn
+            assert conn is not None
+            done: list[BatchResult] = []
+            try:
+                conn.send_bytes(job.payload)
+                if job.probe:
+                    # Each record has the whole deadline; the first that overruns it
+                    # (or kills the worker) is the culprit.
+                    while len(done) < job.probe and conn.poll(pool.batch_timeout):
+                        done.append(pickle.loads(conn.recv_bytes()))  # noqa: S301
+                    if len(done) == job.probe:
+                        job.resolve(done)
+                        continue
+                elif conn.poll(pool.batch_timeout):
+                    job.resolve(pickle.loads(conn.recv_bytes()))  # noqa: S301 - our own worker
+                    continue
+                lost = WorkerLost(
+                    Reason.WORKER_TIMEOUT,
+                    f"the record took longer than {pool.batch_timeout:g}s",
+                    done,
+                )
+                why = "overran the batch deadline"
+            except (EOFError, OSError):
+                lost = WorkerLost(
+                    Reason.WORKER_CRASH, "the worker process died on this record", done
+                )
+                why = "died"
+            code = self.process.exitcode if self.process is not None else None
+            log.warning(
+                "worker %d %s (exit code %s); its batch will be retried", self.index, why, code
+            )
+            job.resolve(lost)
+            if not self._respawn(why):
+                break
+        self.stop()
+        pool.worker_exited()
+
+    def stop(self) -> None:
+        """Ask the worker to exit; kill it if it does not."""
+        if self.conn is not None and self.alive:
+            try:
+                self.conn.send_bytes(b"")
+                self.process.join(2)
+            except OSError:
+                pass
+        self.kill()

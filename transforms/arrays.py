@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from transforms.base import BadRecord
 from transforms.messages import bounded
+from transforms.reasons import Reason
 
 __all__ = [
     "CHUNK_ELEMENTS",
@@ -84,7 +85,9 @@ def _one_to_floats(item: Any, depth: int, field: str) -> FloatArray | BadRecord:
     """Convert one nested list of numbers, explaining precisely what is wrong if it cannot."""
     for path, value in _walk(item, depth):
         if not is_number(value):
-            return BadRecord("schema", f"{field}{path} is {describe(value)}, expected a number")
+            return BadRecord(
+                Reason.SCHEMA, f"{field}{path} is {describe(value)}, expected a number"
+            )
     try:
         return np.array(item, dtype=np.float64)
     except OverflowError:
@@ -93,11 +96,12 @@ def _one_to_floats(item: Any, depth: int, field: str) -> FloatArray | BadRecord:
                 float(value)
             except OverflowError:
                 return BadRecord(
-                    "invalid_value", f"{field}{path} = {describe(value)} is outside float64 range"
+                    Reason.INVALID_VALUE,
+                    f"{field}{path} = {describe(value)} is outside float64 range",
                 )
-        return BadRecord("invalid_value", f"{field} has a value outside float64 range")
+        return BadRecord(Reason.INVALID_VALUE, f"{field} has a value outside float64 range")
     except (TypeError, ValueError) as exc:
-        return BadRecord("schema", f"{field} is not numeric: {type(exc).__name__}: {exc}")
+        return BadRecord(Reason.SCHEMA, f"{field} is not numeric: {type(exc).__name__}: {exc}")
 
 
 def stack_floats(
@@ -150,7 +154,8 @@ def stack_floats(
             position = np.unravel_index(int(np.argmin(np.isfinite(row))), shape)
             path = "".join(f"[{int(p)}]" for p in position)
             out[kept[k]] = BadRecord(
-                "invalid_value", f"{field}{path} is not a finite number ({float(row[position])!r})"
+                Reason.INVALID_VALUE,
+                f"{field}{path} is not a finite number ({float(row[position])!r})",
             )
         good = np.flatnonzero(finite)
         kept = [kept[k] for k in good.tolist()]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from transforms.messages import MAX_MESSAGE_CHARS, bounded
+from transforms.reasons import Reason
 from transforms.schema import RecordSchema
 
 __all__ = [
@@ -140,7 +141,7 @@ def available() -> list[Transform]:
 def record_transform(fn: Callable[[Any], Any]) -> BatchFn:
     """Wrap a per-record function into a batch function.
 
-    An exception raised by ``fn`` for one record becomes ``BadRecord("transform_error", ...)``
+    An exception raised by ``fn`` for one record becomes ``BadRecord(Reason.TRANSFORM_ERROR, ...)``
     in that record's slot; a :class:`BadRecord` raised (or returned) by ``fn`` is kept as is.
     ``BaseException``s that are not ``Exception``s (``KeyboardInterrupt``...) propagate.
     """
@@ -153,7 +154,7 @@ def record_transform(fn: Callable[[Any], Any]) -> BatchFn:
             except BadRecord as exc:
                 out.append(exc)
             except Exception as exc:  # noqa: BLE001 - isolating arbitrary user code is the point
-                out.append(BadRecord("transform_error", f"{type(exc).__name__}: {exc}"))
+                out.append(BadRecord(Reason.TRANSFORM_ERROR, f"{type(exc).__name__}: {exc}"))
         return out
 
     for attr in ("__module__", "__name__", "__qualname__", "__doc__"):

@@ -26,6 +26,7 @@ from transforms.arrays import (
     stack_floats,
 )
 from transforms.base import LIMITS, BadRecord, register
+from transforms.reasons import Reason
 from transforms.schema import RecordField, RecordSchema, fields
 
 __all__ = [
@@ -68,33 +69,35 @@ def identity(records: Sequence[Any]) -> list[Any]:
 def _check_sensor(record: Any) -> BadRecord | None:
     """Cheap per-record checks of everything but the individual numbers in ``values``."""
     if not isinstance(record, dict):
-        return BadRecord("schema", f"expected a JSON object, got {describe(record)}")
+        return BadRecord(Reason.SCHEMA, f"expected a JSON object, got {describe(record)}")
     missing = [key for key in ("sensor_id", "ts", "values") if key not in record]
     if missing:
-        return BadRecord("schema", f"missing field(s): {', '.join(missing)}")
+        return BadRecord(Reason.SCHEMA, f"missing field(s): {', '.join(missing)}")
     if not isinstance(record["sensor_id"], str):
         return BadRecord(
-            "schema", f"sensor_id must be a string, got {describe(record['sensor_id'])}"
+            Reason.SCHEMA, f"sensor_id must be a string, got {describe(record['sensor_id'])}"
         )
     ts = record["ts"]
     if not is_number(ts):
-        return BadRecord("schema", f"ts must be a number, got {describe(ts)}")
+        return BadRecord(Reason.SCHEMA, f"ts must be a number, got {describe(ts)}")
     try:
         ts_ok = math.isfinite(float(ts))
     except OverflowError:
         ts_ok = False
     if not ts_ok:
-        return BadRecord("invalid_value", f"ts must be a finite number, got {describe(ts)}")
+        return BadRecord(Reason.INVALID_VALUE, f"ts must be a finite number, got {describe(ts)}")
     if "seq" in record and not is_integer(record["seq"]):
-        return BadRecord("schema", f"seq must be an integer, got {describe(record['seq'])}")
+        return BadRecord(Reason.SCHEMA, f"seq must be an integer, got {describe(record['seq'])}")
     values = record["values"]
     if not isinstance(values, list):
-        return BadRecord("schema", f"values must be an array of numbers, got {describe(values)}")
+        return BadRecord(
+            Reason.SCHEMA, f"values must be an array of numbers, got {describe(values)}"
+        )
     if not values:
-        return BadRecord("schema", "values must not be empty")
+        return BadRecord(Reason.SCHEMA, "values must not be empty")
     limit = LIMITS.max_array_length
     if len(values) > limit:
-        return BadRecord("limit", f"values has {len(values)} numbers, more than {limit}")
+        return BadRecord(Reason.LIMIT, f"values has {len(values)} numbers, more than {limit}")
     return None
 
 
@@ -134,7 +137,7 @@ def _sensor_group(
     for index, ok, mean_k, std_k, min_k, max_k, peaks_k, z_k, anomaly_k in columns:
         if not ok:
             out[index] = BadRecord(
-                "invalid_value", "values are too large: the statistics overflow float64"
+                Reason.INVALID_VALUE, "values are too large: the statistics overflow float64"
             )
             continue
         record = records[index]
@@ -212,30 +215,33 @@ def sensor_features(records: Sequence[Any]) -> list[Any]:
 def _check_matrix(record: Any) -> BadRecord | int:
     """Per-record structure checks; returns the matrix size ``n`` or a BadRecord."""
     if not isinstance(record, dict):
-        return BadRecord("schema", f"expected a JSON object, got {describe(record)}")
+        return BadRecord(Reason.SCHEMA, f"expected a JSON object, got {describe(record)}")
     missing = [key for key in ("id", "matrix") if key not in record]
     if missing:
-        return BadRecord("schema", f"missing field(s): {', '.join(missing)}")
+        return BadRecord(Reason.SCHEMA, f"missing field(s): {', '.join(missing)}")
     record_id = record["id"]
     if not (isinstance(record_id, str) or is_integer(record_id)):
-        return BadRecord("schema", f"id must be a string or an integer, got {describe(record_id)}")
+        return BadRecord(
+            Reason.SCHEMA, f"id must be a string or an integer, got {describe(record_id)}"
+        )
     matrix = record["matrix"]
     if not isinstance(matrix, list):
         return BadRecord(
-            "schema", f"matrix must be an array of arrays of numbers, got {describe(matrix)}"
+            Reason.SCHEMA, f"matrix must be an array of arrays of numbers, got {describe(matrix)}"
         )
     n = len(matrix)
     if n == 0:
-        return BadRecord("schema", "matrix must not be empty")
+        return BadRecord(Reason.SCHEMA, "matrix must not be empty")
     max_rows = min(MAX_MATRIX_SIZE, LIMITS.max_array_length)
     if n > max_rows:
-        return BadRecord("limit", f"matrix has {n} rows, more than {max_rows}")
+        return BadRecord(Reason.LIMIT, f"matrix has {n} rows, more than {max_rows}")
     for r, row in enumerate(matrix):
         if not isinstance(row, list):
-            return BadRecord("schema", f"matrix[{r}] must be an array, got {describe(row)}")
+            return BadRecord(Reason.SCHEMA, f"matrix[{r}] must be an array, got {describe(row)}")
         if len(row) != n:
             return BadRecord(
-                "schema", f"matrix must be square: it has {n} rows but matrix[{r}] has {len(row)}"
+                Reason.SCHEMA,
+                f"matrix must be square: it has {n} rows but matrix[{r}] has {len(row)}",
             )
     return n
 
@@ -249,7 +255,7 @@ def _invert_group(
     invertible = np.isfinite(condition) & (condition <= _SINGULAR_CONDITION)
     for k in np.flatnonzero(~invertible).tolist():
         out[kept[k]] = BadRecord(
-            "singular_matrix",
+            Reason.SINGULAR_MATRIX,
             f"matrix is singular or numerically singular (condition number {condition[k]:.3g})",
         )
     good = np.flatnonzero(invertible)
@@ -282,9 +288,9 @@ def _invert_group(
     for j, (k, failed_j, finite_j, det_j, cond_j) in enumerate(columns):
         index = kept[k]
         if failed_j:
-            out[index] = BadRecord("singular_matrix", "matrix is singular (zero pivot)")
+            out[index] = BadRecord(Reason.SINGULAR_MATRIX, "matrix is singular (zero pivot)")
         elif not finite_j:
-            out[index] = BadRecord("invalid_value", "the inverse overflows float64")
+            out[index] = BadRecord(Reason.INVALID_VALUE, "the inverse overflows float64")
         else:
             record_id = records[index]["id"]
             out[index] = {

@@ -51,7 +51,7 @@ def _reader(registered: RegisteredSchema) -> Reader:
         item = schemaless_reader(buffer, parsed, None)
         if buffer.tell() != len(value):
             raise BadRecord(
-                "decode_error", f"{len(value) - buffer.tell()} bytes left after the Avro body"
+                Reason.DECODE_ERROR, f"{len(value) - buffer.tell()} bytes left after the Avro body"
             )
         return item
 

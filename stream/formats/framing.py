@@ -28,7 +28,7 @@ def parse(value: bytes | None) -> tuple[int, int]:
         raise BadRecord(Reason.BAD_FRAMING, f"{len(value)} bytes is shorter than the 5-byte header")
     if value[0] != MAGIC:
         raise BadRecord(
-            "bad_framing", f"the first byte is {value[0]:#04x}, not the magic byte 0x00"
+            Reason.BAD_FRAMING, f"the first byte is {value[0]:#04x}, not the magic byte 0x00"
         )
     (schema_id,) = _ID.unpack_from(value, 1)
     return schema_id, HEADER

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 from transforms.base import BadRecord
-from transforms.checks import decode_json
+from transforms.checks import check_size, load_json
 from transforms.messages import bounded
 from transforms.reasons import Reason
 
@@ -48,9 +48,10 @@ class JsonDecoder:
 
     def decode_batch(self, values: Sequence[bytes | None], max_bytes: int) -> Decoded:
         out = Decoded()
+        check, load = check_size, load_json
         for index, value in enumerate(values):
             try:
-                item = decode_json(value, max_bytes)
+                item = load(check(value, max_bytes))
             except BadRecord as bad:
                 out.errors.append((index, bad.reason, bad.message))
                 continue

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from stream.errors import EnvironmentFailure
+from transforms.messages import bounded
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +94,22 @@ class Backoff:
         return wait
 
 
+_MESSAGE_CHARS = 300  # of the registry's error message, in our one line
+
+
 def _transient(status: int) -> bool:
     return status >= 500 or status == 429
 
 
 def _message(body: bytes) -> str:
+    """The registry's error message (its ``message`` field), bounded for one line."""
     try:
         data = json.loads(body)
     except ValueError:
-        return body[:200].decode("utf-8", "replace").strip()
+        return bounded(body[:_MESSAGE_CHARS].decode("utf-8", "replace").strip(), _MESSAGE_CHARS)
     if isinstance(data, dict) and "message" in data:
-        return " ".join(str(data["message"]).split())[:300]
-    return str(data)[:300]
+        return bounded(" ".join(str(data["message"]).split()), _MESSAGE_CHARS)
+    return bounded(str(data), _MESSAGE_CHARS)
 
 
 class RegistryClient:

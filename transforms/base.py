@@ -79,8 +79,9 @@ class Transform:
     # True when a valid record's output is the record itself, byte for byte: the worker
     # then validates the record but neither re-encodes it nor ships it back.
     passthrough: bool = False
-    # The shape of each output, for Avro and Protobuf output; None: JSON output only
-    # (a passthrough transform's output has its input's schema).
+    # The shape of each output: its Avro or Protobuf schema, and the typed columns of the
+    # database sink's table. None: JSON output only, into the sink's generic table (a
+    # passthrough transform's output has its input's schema).
     output: RecordSchema | None = None
 
 
@@ -171,7 +172,9 @@ def output_schema(schema: RecordSchema) -> Callable[[Any], Any]:
         @output_schema(RecordSchema("Total", fields(("id", "string"), ("total", "double"))))
         def totals(records): ...
 
-    Without one, the transform's output can only be JSON (``--output-format json``).
+    Without one, the transform's output can only be JSON (``--output-format json``), and
+    the database sink stores it in its generic ``(key, value jsonb)`` table; with one, the
+    sink's table has a column per field.
     """
 
     def decorate(fn: Any) -> Any:

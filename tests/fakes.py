@@ -261,13 +261,16 @@ class FakeClients:
         self.group = group
         self.consumer_made = FakeConsumer(broker, group)
         self.producers: list[FakeTransactionalProducer] = []
+        self.plain: list[FakeProducer] = []  # the at-least-once producers made
         self.refuse_ids = 0  # transactional_producer() fails this many more times
 
     async def consumer(self) -> FakeConsumer:
         return self.consumer_made
 
     async def producer(self) -> FakeProducer:
-        return FakeProducer(self.broker)
+        producer = FakeProducer(self.broker)
+        self.plain.append(producer)
+        return producer
 
     async def transactional_producer(self, transactional_id: str) -> FakeTransactionalProducer:
         await asyncio.sleep(0)

@@ -11,10 +11,11 @@ again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from stream.engine.assignment import Assignment, Partition
 from stream.engine.batch import Batch
@@ -49,7 +50,9 @@ class AtLeastOnce:
         self.metrics = metrics
         self.clock = clock
         self._renewing = asyncio.Lock()
-        self._retired: list[Producer] = []  # replaced producers: closed at the end
+        self._senders: dict[Producer, int] = {}  # sends in progress, per producer
+        self._quiet: dict[Producer, asyncio.Event] = {}  # retired, set when none are
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def open(self, part: Partition) -> Acknowledged:
         return Acknowledged(self, part)
@@ -61,12 +64,38 @@ class AtLeastOnce:
             if self.producer is broken:
                 log.warning("replacing the producer after the broker refused a record")
                 self.producer = await self.clients.producer()
-                self._retired.append(broken)
+                task = asyncio.create_task(self._retire(broken), name="retire-producer")
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
         return self.producer
 
+    @contextlib.contextmanager
+    def sending(self, producer: Producer) -> Iterator[Producer]:
+        """Around a send on ``producer``: a replaced producer is stopped only once no
+        send on it is in progress."""
+        self._senders[producer] = self._senders.get(producer, 0) + 1
+        try:
+            yield producer
+        finally:
+            left = self._senders[producer] - 1
+            if left:
+                self._senders[producer] = left
+            else:
+                del self._senders[producer]
+                if (quiet := self._quiet.pop(producer, None)) is not None:
+                    quiet.set()
+
+    async def _retire(self, broken: Producer) -> None:
+        """Stop a replaced producer once nothing is being sent on it (stopping flushes
+        what it holds, so its sends settle first): a refusal per round never leaks one."""
+        if broken in self._senders:
+            quiet = self._quiet[broken] = asyncio.Event()
+            await quiet.wait()
+        await broken.stop()
+
     async def close(self) -> None:
-        for producer in [*self._retired, self.producer]:
-            await producer.stop()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await self.producer.stop()
 
 
 class Acknowledged:
@@ -87,7 +116,8 @@ class Acknowledged:
         await shared.sender.write_rows(self.part, batches, None)
         for batch in batches:
             try:
-                shipped = await shared.sender.send(shared.producer, self.part, batch)
+                with shared.sending(shared.producer) as producer:
+                    shipped = await shared.sender.send(producer, self.part, batch)
             except KafkaFailure as exc:
                 # Not queued within the delivery timeout: stop, and let the next start
                 # read this batch again (nothing past it is committed).
@@ -181,7 +211,8 @@ class Acknowledged:
             for batch, failed in refused:
                 only = {at for shipped, _ in failed for at in shipped.records}
                 try:
-                    shipped = await shared.sender.send(producer, self.part, batch, only)
+                    with shared.sending(producer):
+                        shipped = await shared.sender.send(producer, self.part, batch, only)
                 except KafkaFailure as exc:
                     raise FatalError(f"producing to Kafka failed: {exc}") from exc
                 if still := await settle(shipped):

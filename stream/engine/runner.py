@@ -41,7 +41,6 @@ from transforms import resolve
 log = logging.getLogger("stream")
 
 
-
 class Engine:
     """One instance of the stream processor. ``await run()``; ``stop()`` to drain and end."""
 

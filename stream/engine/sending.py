@@ -113,9 +113,9 @@ async def _ship(
 
 def learn(batch: Batch, failed: Failures) -> None:
     """Refine the batch's plan from refusals: a refused produce batch of several records
-    has each sent alone; a refused output becomes a dead letter; a refused dead letter
-    becomes a minimal one. Raises what cannot be helped (not a refusal, or a minimal dead
-    letter refused)."""
+    has each sent alone; a refused output becomes a dead letter (every output of the
+    batch when the topic refuses this user); a refused dead letter becomes a minimal
+    one. Raises what cannot be helped (not a refusal, or a minimal dead letter refused)."""
     plan = batch.plan
     for shipped, error in failed:
         if isinstance(error, ProducerBroken):
@@ -127,7 +127,12 @@ def learn(batch: Batch, failed: Failures) -> None:
             continue
         (at,) = shipped.records
         plan.alone.add(at)
-        if not shipped.letters:
+        if not shipped.letters and "Authorization" in error.error and batch.routed is not None:
+            # The topic refuses this user, not this record: every output of the batch
+            # becomes a dead letter in this one round.
+            for index in batch.routed.output_index:
+                batch.refuse(index, *refusal(error.error))
+        elif not shipped.letters:
             batch.refuse(at, *refusal(error.error))
         elif at not in plan.minimal:
             plan.minimal.add(at)

@@ -472,3 +472,48 @@ def test_the_partitioner_cache_is_bounded_by_key_bytes() -> None:
     # the same key always lands on the same partition, cached or not
     key = b"sensor-0001"
     assert partitioner(key, 8) == partitioner(key, 8) == Partitioner()(key, 8)
+
+
+async def test_a_persistent_refusal_leaves_one_live_producer_and_each_record_a_dead_letter() -> (
+    None
+):
+    """Every output refused (an ACL removed from the output topic): each round of
+    refusals replaces the shared producer, and each replaced one is stopped once its
+    sends are settled, not kept running until shutdown (issue 20, item 7)."""
+
+    def refuse(topic: str, _record: OutRecord) -> str | None:
+        return "TopicAuthorizationFailedError" if topic == "out" else None
+
+    broker = FakeBroker(refuse=refuse)
+    broker.feed(0, values(40))
+    async with running(broker, assign={P0}) as run:
+        await until(lambda: run.committed(P0) == 40)
+        assert len(broker.records("in.dlq")) == 40
+        assert run.outputs() == []
+        made = run.clients.plain
+        assert len(made) > 2  # several rounds of refusals, each on a new producer
+        await until(lambda: sum(not p.stopped for p in made) == 1)
+
+
+async def test_an_old_failure_does_not_make_a_later_one_fatal() -> None:
+    """A partition whose idle commit failed once (it rewound, then committed its position
+    and idled past --delivery-timeout, no batch finishing) rewinds again on its next
+    transient failure instead of stopping the service: the clock starts at the first
+    failure of the current episode (issue 20, item 8)."""
+    broker = FakeBroker()
+    broker.feed(0, values(5))
+    async with running(broker, assign={P0}, guarantee="exactly-once", delivery_timeout=0.3) as run:
+        await until(lambda: run.committed(P0) == 5)
+        broker.append("in", 0, None, None)  # offset 5 stands for a transaction marker
+        run.clients.producers[-1].fail_commit = 1
+        run.consumer.positions[P0] = 6  # the consumer skips it: an idle commit of 6
+        await until(lambda: len(run.clients.producers) >= 2)  # it failed: a rewind
+        await until(lambda: run.engine.assignment.get(P0) is not None)
+        run.consumer.positions[P0] = 6  # the rewind sought back to 5: skip the marker again
+        await until(lambda: run.committed(P0) == 6)
+        await asyncio.sleep(0.5)  # idle for longer than the delivery timeout
+        run.clients.producers[-1].fail_commit = 1
+        broker.append("in", 0, b"k", values(1)[0])  # offset 6
+        await until(lambda: run.committed(P0) == 7)
+        assert not run.task.done()
+        assert run.outputs() == [0, 1, 2, 3, 4, 0]

@@ -84,6 +84,18 @@ async def test_a_refused_output_becomes_a_dead_letter_with_reason_output_refused
     assert dict(routed.letters[0][2] or [])[HEADER_REASON] == b"output_refused"
 
 
+async def test_a_topic_refusing_this_user_makes_every_output_a_dead_letter_at_once() -> None:
+    b = batch(5, errors=[(4, "invalid_json", "not JSON")])
+    ROUTER.of(TP, b)
+    denied = RecordRefused("TopicAuthorizationFailedError", "not authorised")
+    learn(b, [(shipped(1), denied)])
+    assert set(b.plan.refused) == {0, 1, 2, 3}  # the topic's refusal, not the record's
+    assert {reason for reason, _ in b.plan.refused.values()} == {"output_refused"}
+    routed = ROUTER.of(TP, b)
+    assert routed.outputs == []
+    assert routed.letter_index == [0, 1, 2, 3, 4]
+
+
 async def test_a_refused_dead_letter_becomes_a_minimal_one() -> None:
     b = batch()
     b.refuse(1, "output_refused", "too large")

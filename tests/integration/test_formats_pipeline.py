@@ -9,6 +9,7 @@ field against what the JSON path computes for the same events.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import struct
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+from fastavro import parse_schema, schemaless_reader
 
 from stream.config import ProduceSettings
 from stream.formats.avro import schema_text
@@ -36,7 +38,6 @@ from tests.helpers import (
 from tests.registry import (
     LocalRegistry,
     avro_frame,
-    avro_read,
     fetch,
     http,
     proto_class,
@@ -95,10 +96,14 @@ class Reader:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.avros: dict[int, Any] = {}  # parsed schemas
         self.protos: dict[int, Any] = {}
 
     def avro(self, value: bytes) -> dict[str, Any]:
-        decoded: dict[str, Any] = avro_read(self.url, value)
+        schema_id, body = unframe(value)
+        if schema_id not in self.avros:
+            self.avros[schema_id] = parse_schema(json.loads(fetch(self.url, schema_id)["schema"]))
+        decoded: dict[str, Any] = schemaless_reader(io.BytesIO(body), self.avros[schema_id], None)
         return decoded
 
     def protobuf(self, value: bytes) -> Any:

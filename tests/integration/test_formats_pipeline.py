@@ -103,7 +103,8 @@ class Reader:
         schema_id, body = unframe(value)
         if schema_id not in self.avros:
             self.avros[schema_id] = parse_schema(json.loads(fetch(self.url, schema_id)["schema"]))
-        decoded: dict[str, Any] = schemaless_reader(io.BytesIO(body), self.avros[schema_id], None)
+        decoded = schemaless_reader(io.BytesIO(body), self.avros[schema_id], None)
+        assert isinstance(decoded, dict)
         return decoded
 
     def protobuf(self, value: bytes) -> Any:

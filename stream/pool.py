@@ -26,12 +26,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Literal, Protocol
 
 from stream import worker
 from stream.errors import PoolError
 from stream.formats.spec import JSON, FormatSpec
-from stream.pool_slots import Queued, Slot, WorkerLost
+from stream.pool_slots import Answer, Context, Queued, Slot, WorkerLost
 from stream.worker import BatchResult, Job
 from transforms.reasons import Reason
 
@@ -71,7 +71,7 @@ class WorkerPool:
         batch_timeout: float = 60.0,
         max_attempts: int = 2,
         on_restart: Callable[[], None] | None = None,
-        start_method: str = "forkserver",
+        start_method: Literal["forkserver", "spawn", "fork"] = "forkserver",
         restart: bool = True,
         max_array_length: int = 100_000,
         formats: FormatSpec | None = None,
@@ -87,10 +87,15 @@ class WorkerPool:
         self.restarts = 0
         self.closing = False
         self.jobs: queue.SimpleQueue[Queued | None] = queue.SimpleQueue()
-        self.context: Any = multiprocessing.get_context(start_method)
+        self.context: Context
         if start_method == "forkserver":
+            self.context = multiprocessing.get_context("forkserver")
             # New workers fork from a server that has numpy and the transforms loaded.
             self.context.set_forkserver_preload(["stream.worker"])
+        elif start_method == "spawn":
+            self.context = multiprocessing.get_context("spawn")
+        else:
+            self.context = multiprocessing.get_context("fork")
         self._on_restart = on_restart
         self._lock = threading.Lock()
         self._workers: list[Slot] = []
@@ -129,7 +134,7 @@ class WorkerPool:
 
     def pids(self) -> list[int]:
         """Process ids of the workers now alive."""
-        return [w.process.pid for w in self._workers if w.alive]
+        return [pid for w in self._workers if w.alive and (pid := w.pid) is not None]
 
     def note_restart(self) -> None:
         with self._lock:
@@ -151,7 +156,7 @@ class WorkerPool:
                 if job is not None:
                     job.resolve(PoolError("no worker process is left to run the batch"))
 
-    async def _attempt(self, job: Job) -> Any:
+    async def _attempt(self, job: Job) -> Answer:
         if self.closing or self._running_threads == 0:
             raise PoolError("the pool has no running workers")
         loop = asyncio.get_running_loop()
@@ -165,7 +170,8 @@ class WorkerPool:
         growing pause (never a dead letter for an outage; ends when the pool closes)."""
         pause, longest = UNAVAILABLE_PAUSE
         while True:
-            result: BatchResult = await self._attempt(job)
+            result = await self._attempt(job)
+            assert isinstance(result, BatchResult)  # a batch, not a probe
             if not result.unavailable:
                 return result
             log.warning("%s; running the batch again in %.1fs", result.unavailable, pause)
@@ -200,7 +206,9 @@ class WorkerPool:
             return await self._single(job, lost, tries=1)
         done: list[BatchResult] = []
         try:
-            done = await self._attempt(Job(values, True, job.enrichment, job.field))
+            answer = await self._attempt(Job(values, True, job.enrichment, job.field))
+            assert isinstance(answer, list)  # a probe: one result per record
+            done = answer
             if any(r.unavailable for r in done):  # the registry went away meanwhile
                 return await self._attempt_until_available(job)
             return _combine([(r, 1) for r in done], values)

@@ -18,7 +18,9 @@ import queue
 import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
+from multiprocessing.process import BaseProcess
+from typing import Protocol
 
 from stream import worker
 from stream.errors import PoolError
@@ -30,11 +32,17 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 120.0  # seconds for a new worker to load the transform
 
+Context = ForkServerContext | SpawnContext | ForkContext
+"""Where worker processes start from."""
+
+Answer = BatchResult | list[BatchResult]
+"""A worker's answer to a batch (one result), or to a probe (one result per record)."""
+
 
 class SlotOwner(Protocol):
     """What a slot reads from, and tells, its pool (``WorkerPool``)."""
 
-    context: Any  # the multiprocessing context workers start from
+    context: Context
     transform: str
     max_record_bytes: int
     max_array_length: int
@@ -64,15 +72,16 @@ class Queued:
     """A pickled job waiting in the pool's queue, and the future its answer settles."""
 
     payload: bytes
-    future: asyncio.Future[Any]
+    future: asyncio.Future[Answer]
     loop: asyncio.AbstractEventLoop
     probe: int = 0  # records of a probe (answered one by one); 0: a batch
 
-    def resolve(self, result: Any) -> None:
+    def resolve(self, result: Answer | BaseException) -> None:
+        """Settle the future from this slot's thread, on the loop's own thread."""
         self.loop.call_soon_threadsafe(_settle, self.future, result)
 
 
-def _settle(future: asyncio.Future[Any], result: Any) -> None:
+def _settle(future: asyncio.Future[Answer], result: Answer | BaseException) -> None:
     if future.done():
         return
     if isinstance(result, BaseException):
@@ -87,7 +96,7 @@ class Slot:
     def __init__(self, pool: SlotOwner, index: int) -> None:
         self.pool = pool
         self.index = index
-        self.process: Any = None
+        self.process: BaseProcess | None = None
         self.conn: Connection | None = None
         self.respawning = False
         self._kill_lock = threading.Lock()
@@ -96,6 +105,11 @@ class Slot:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        """The worker process's id, None before it started."""
+        return None if self.process is None else self.process.pid
 
     def spawn(self) -> int:
         pool = self.pool
@@ -126,8 +140,8 @@ class Slot:
         if ready != b"ready":
             self.kill()
             raise PoolError(f"a worker failed to start: {ready.decode(errors='replace')}")
-        pid: int = process.pid
-        return pid
+        assert process.pid is not None  # started
+        return process.pid
 
     def kill(self) -> None:
         """Kill the process and close the pipe; safe from two threads at once (the pool's
@@ -225,10 +239,11 @@ class Slot:
 
     def stop(self) -> None:
         """Ask the worker to exit; kill it if it does not."""
-        if self.conn is not None and self.alive:
+        process = self.process
+        if self.conn is not None and process is not None and process.is_alive():
             try:
                 self.conn.send_bytes(b"")
-                self.process.join(2)
+                process.join(2)
             except OSError:
                 pass
         self.kill()

@@ -88,10 +88,11 @@ ENRICH_REQUEST_OUTCOMES = (
     "connection_error",
     "invalid_url",
     "invalid_body",
+    "redirect_refused",
     "error",
 )
 # What enrichment did with each record.
-ENRICH_RECORD_RESULTS = ("enriched", "passed", "failed", "skipped")
+ENRICH_RECORD_RESULTS = ("enriched", "passed", "failed", "refused", "skipped")
 
 
 class EnrichMetrics:
@@ -105,7 +106,7 @@ class EnrichMetrics:
         )
         # counter: retries of enrichment requests (after a timeout, 5xx, 429 or refusal)
         self.retries = Counter("stream_enrich_retries", "Enrichment retries.", registry=r)
-        # counter: records by what enrichment did (enriched, passed, failed, skipped)
+        # counter: records by what enrichment did (enriched, passed, failed, refused, skipped)
         self.records = Counter(
             "stream_enrich_records", "Records through enrichment.", ["result"], registry=r
         )
@@ -125,6 +126,10 @@ class EnrichMetrics:
         # gauge: answers held in the enrichment cache
         self.cache_entries = Gauge(
             "stream_enrich_cache_entries", "Answers in the enrichment cache.", registry=r
+        )
+        # gauge: bytes the enrichment cache holds, keys and answers (at most --enrich-cache-bytes)
+        self.cache_bytes = Gauge(
+            "stream_enrich_cache_bytes", "Bytes held in the enrichment cache.", registry=r
         )
         # gauge: enrichment requests in flight now (at most --enrich-concurrency)
         self.inflight = Gauge(

@@ -33,6 +33,7 @@ class Reason(StrEnum):
     OUTPUT_TOO_LARGE = "output_too_large"
     OUTPUT_REFUSED = "output_refused"
     ENRICH_FAILED = "enrich_failed"  # a lookup of the enrichment stage failed for good
+    ENRICH_REFUSED = "enrich_refused"  # its values would change the lookup's path, or overlong
     SINK_REFUSED = "sink_refused"  # a row the database refused
     # the worker pool
     WORKER_CRASH = "worker_crash"

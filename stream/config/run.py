@@ -37,10 +37,12 @@ from stream.options import (
     opt,
     positive_float,
     positive_int,
+    size,
 )
-from stream.url_template import TemplateError, UrlTemplate
+from stream.url_template import MAX_LENGTH, TemplateError, UrlTemplate
 
 EnrichMissing = Literal["fail", "pass"]
+EnrichRedirects = Literal["same-origin", "none"]
 Sink = Literal["kafka", "postgres"]
 SINK_NAMES: tuple[str, ...] = get_args(Sink)
 
@@ -55,7 +57,8 @@ def parse_sinks(text: str) -> str:
 
 
 def _enrich_url(text: str) -> str:
-    """An http(s) URL template whose placeholders are well formed (stream.url_template)."""
+    """An http(s) URL template whose placeholders are well formed and outside its scheme
+    and host (stream.url_template); errors never show its credentials."""
     try:
         return UrlTemplate.parse(text.strip()).text
     except TemplateError as exc:
@@ -138,9 +141,11 @@ class EnrichOptions(FormatOptions):
     enrich_url: str = opt(
         "",
         "enrich each record with the JSON answer of a GET to this URL, with {field} "
-        "placeholders from the record or {key} (default: none)",
+        "placeholders from the record or {key} in its path or query (default: none); "
+        "treated as a secret, as it may hold credentials",
         _enrich_url,
         "URL",
+        secret=True,
         group=ENRICHMENT,
     )
     enrich: str = opt(
@@ -188,6 +193,35 @@ class EnrichOptions(FormatOptions):
         "N",
         group=ENRICHMENT,
     )
+    enrich_cache_bytes: int = opt(
+        64 << 20,
+        "most bytes the enrichment cache holds, URLs and answers counted",
+        size,
+        "BYTES",
+        group=ENRICHMENT,
+    )
+    enrich_max_url_length: int = opt(
+        MAX_LENGTH,
+        "longest enrichment URL, in characters once quoted; a record whose values make it "
+        "longer is a dead letter (reason enrich_refused)",
+        positive_int,
+        "N",
+        group=ENRICHMENT,
+    )
+    enrich_max_body: int = opt(
+        1 << 20,
+        "largest enrichment answer, in bytes as received and again once decompressed",
+        size,
+        "BYTES",
+        group=ENRICHMENT,
+    )
+    enrich_redirects: EnrichRedirects = opt(
+        "same-origin",
+        "redirects of enrichment lookups: same-origin follows up to 5 that keep the URL's "
+        "scheme, host and port (others fail the lookup), none follows none",
+        choice(*get_args(EnrichRedirects)),
+        group=ENRICHMENT,
+    )
     enrich_missing: EnrichMissing = opt(
         "fail",
         "on a 404 (or a coroutine returning None): fail sends the record to the dead-letter "
@@ -215,6 +249,11 @@ class RunSettings(EnrichOptions):
             raise ConfigError("--batch-max-bytes must not exceed --max-inflight-bytes")
         if self.enrich_url and self.enrich:
             raise ConfigError("give --enrich-url or --enrich, not both")
+        if self.enrich_url:
+            try:
+                UrlTemplate.parse(self.enrich_url, self.enrich_max_url_length)
+            except TemplateError as exc:
+                raise ConfigError(f"--enrich-url: {exc}") from None
         check_registry(self, (self.input_format, self.output_format))
         uses_registry = self.input_format != "json" or self.output_format != "json"
         if uses_registry and self.schema_registry_retry >= self.batch_timeout:

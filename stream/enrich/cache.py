@@ -1,9 +1,9 @@
 """The enrichment cache and single-flight: pure logic, an injected clock, no I/O.
 
-``TtlCache`` keeps at most ``size`` answers, each for ``ttl`` seconds, dropping the
-least recently used first. ``SingleFlight`` remembers the one lookup in flight per
-URL, so however many records (in however many batches) wait for an answer, one
-request asks for it.
+``TtlCache`` keeps at most ``size`` answers and ``max_bytes`` bytes of them (keys
+included), each for ``ttl`` seconds, dropping the least recently used first.
+``SingleFlight`` remembers the one lookup in flight per URL, so however many records
+(in however many batches) wait for an answer, one request asks for it.
 """
 
 from __future__ import annotations
@@ -18,17 +18,30 @@ V = TypeVar("V")
 
 
 class TtlCache(Generic[K, V]):
-    """A size-bounded LRU cache whose entries expire ``ttl`` seconds after they are put."""
+    """An LRU cache bounded in entries (``size``) and in bytes (``max_bytes``, each entry
+    weighed by ``weigh(key, value)``: key and value both); entries expire ``ttl``
+    seconds after they are put. An entry heavier than the whole bound is not kept."""
 
-    def __init__(self, size: int, ttl: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        size: int,
+        ttl: float,
+        clock: Callable[[], float],
+        *,
+        max_bytes: int | None = None,
+        weigh: Callable[[K, V], int] = lambda key, value: 0,
+    ) -> None:
         self.size = size
         self.ttl = ttl
+        self.max_bytes = max_bytes
+        self.bytes = 0  # the weight of the entries held now
+        self._weigh = weigh
         self._clock = clock
-        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._entries: OrderedDict[K, tuple[float, int, V]] = OrderedDict()
 
     @property
     def enabled(self) -> bool:
-        return self.size > 0 and self.ttl > 0
+        return self.size > 0 and self.ttl > 0 and self.max_bytes != 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -38,9 +51,9 @@ class TtlCache(Generic[K, V]):
         entry = self._entries.get(key)
         if entry is None:
             return False, None
-        expires, value = entry
+        expires, _, value = entry
         if self._clock() >= expires:
-            del self._entries[key]
+            self._drop(key)
             return False, None
         self._entries.move_to_end(key)
         return True, value
@@ -48,18 +61,30 @@ class TtlCache(Generic[K, V]):
     def put(self, key: K, value: V) -> None:
         if not self.enabled:
             return
-        self._entries[key] = (self._clock() + self.ttl, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        self._drop(key)
+        weight = self._weigh(key, value)
+        if self.max_bytes is not None and weight > self.max_bytes:
+            return
+        self._entries[key] = (self._clock() + self.ttl, weight, value)
+        self.bytes += weight
+        while len(self._entries) > self.size or (
+            self.max_bytes is not None and self.bytes > self.max_bytes
+        ):
+            _, (_, dropped, _) = self._entries.popitem(last=False)
+            self.bytes -= dropped
 
     def expire(self) -> int:
         """Drop every expired entry; returns how many went. (``get`` drops them lazily.)"""
         now = self._clock()
-        dead = [k for k, (expires, _) in self._entries.items() if now >= expires]
+        dead = [k for k, (expires, _, _) in self._entries.items() if now >= expires]
         for k in dead:
-            del self._entries[k]
+            self._drop(k)
         return len(dead)
+
+    def _drop(self, key: K) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry[1]
 
 
 class SingleFlight(Generic[K, V]):

@@ -85,7 +85,7 @@ class Lookups:
                 assert outcome is not None  # a hit
                 done.set_result(outcome)
                 return done
-        task = asyncio.create_task(self._run(lookup), name=f"stream-enrich {key or 'call'}")
+        task = asyncio.create_task(self._run(lookup), name="stream-enrich")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if key is not None:

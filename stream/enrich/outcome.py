@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from stream.worker import BatchResult
 
 ENRICH_FAILED = "enrich_failed"  # the dead-letter reason of a record whose lookup failed for good
+ENRICH_REFUSED = "enrich_refused"  # ...of a record whose values would steer its lookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,14 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """No lookup for this record: its values would change the URL's path shape or make
+    it too long (the record becomes a dead letter, reason ``enrich_refused``)."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Retry:
     """This attempt failed in a way another attempt may not (timeout, 5xx, 429, refused)."""
 
@@ -44,6 +53,14 @@ class Retry:
 
 Outcome = Found | Missing | Failed
 Attempt = Found | Missing | Failed | Retry
+
+ENTRY_OVERHEAD = 400  # bytes of Python objects around a cached answer (measured: ~330)
+
+
+def weight(key: object, outcome: Outcome) -> int:
+    """Bytes a cache entry of ``outcome`` under ``key`` (a URL) holds, about."""
+    size = len(outcome.body) if isinstance(outcome, Found) else len(outcome.message)
+    return ENTRY_OVERHEAD + size + (len(key) if isinstance(key, str) else 0)
 
 
 @dataclass(frozen=True, slots=True)

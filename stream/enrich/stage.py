@@ -29,13 +29,23 @@ from typing import Any, Protocol
 
 from stream.config import RunSettings
 from stream.enrich.cache import TtlCache
-from stream.enrich.http import HttpLookup
+from stream.enrich.http import MAX_BODY, HttpLookup, Redirects
 from stream.enrich.lookups import Lookup, Lookups
-from stream.enrich.outcome import ENRICH_FAILED, EnrichResult, Failed, Found, Missing, Outcome
+from stream.enrich.outcome import (
+    ENRICH_FAILED,
+    ENRICH_REFUSED,
+    EnrichResult,
+    Failed,
+    Found,
+    Missing,
+    Outcome,
+    Refused,
+    weight,
+)
 from stream.enrich.retry import RetryPolicy
 from stream.enrich.user import UserLookup, load_function
 from stream.metrics import EnrichMetrics
-from stream.url_template import TemplateError, UrlTemplate
+from stream.url_template import TemplateError, UnsafeValue, UrlTemplate
 from stream.worker import BatchResult
 from transforms import BadRecord
 from transforms.checks import decode_json
@@ -59,6 +69,9 @@ class Enricher:
         policy: RetryPolicy | None = None,
         cache_size: int = 10_000,
         cache_ttl: float = 60.0,
+        cache_bytes: int = 64 << 20,
+        max_body: int = MAX_BODY,
+        redirects: Redirects = "same-origin",
         missing_pass: bool = False,
         max_record_bytes: int = 1 << 20,
         clock: Callable[[], float] = time.monotonic,
@@ -72,8 +85,14 @@ class Enricher:
         self.concurrency = concurrency
         self.missing_pass = missing_pass
         self.max_record_bytes = max_record_bytes
-        self.cache: TtlCache[Hashable, Outcome] = TtlCache(cache_size, cache_ttl, clock)
-        self.http = HttpLookup(concurrency) if url is not None else None
+        self.cache: TtlCache[Hashable, Outcome] = TtlCache(
+            cache_size, cache_ttl, clock, max_bytes=cache_bytes, weigh=weight
+        )
+        self.http = (
+            HttpLookup(concurrency, max_body, redirects=redirects, redact=url.redact)
+            if url is not None
+            else None
+        )
         self.lookups = Lookups(
             metrics=metrics,
             cache=self.cache,
@@ -84,6 +103,7 @@ class Enricher:
             sleep=sleep,
         )
         metrics.cache_entries.set_function(lambda: len(self.cache))  # read when scraped
+        metrics.cache_bytes.set_function(lambda: self.cache.bytes)
         self._decode = user is not None or (url is not None and url.needs_record)
         self.field = field
 
@@ -94,7 +114,11 @@ class Enricher:
             return None
         return cls(
             metrics=metrics,
-            url=UrlTemplate.parse(settings.enrich_url) if settings.enrich_url else None,
+            url=(
+                UrlTemplate.parse(settings.enrich_url, settings.enrich_max_url_length)
+                if settings.enrich_url
+                else None
+            ),
             field=settings.enrich_field,
             user=UserLookup(load_function(settings.enrich)) if settings.enrich else None,
             concurrency=settings.enrich_concurrency,
@@ -102,6 +126,9 @@ class Enricher:
             policy=RetryPolicy(retries=settings.enrich_retries),
             cache_size=settings.enrich_cache_size,
             cache_ttl=settings.enrich_cache_ttl,
+            cache_bytes=settings.enrich_cache_bytes,
+            max_body=settings.enrich_max_body,
+            redirects=settings.enrich_redirects,
             missing_pass=settings.enrich_missing == "pass",
             max_record_bytes=settings.max_record_bytes,
         )
@@ -141,13 +168,16 @@ class Enricher:
         enrichment: list[bytes | None] = [None] * len(values)
         errors: list[tuple[int, str, str]] = []
         waits: list[tuple[list[int], asyncio.Future[Outcome]]] = []
-        counts = dict.fromkeys(("enriched", "passed", "failed", "skipped"), 0)
+        counts = dict.fromkeys(("enriched", "passed", "failed", "refused", "skipped"), 0)
         hits = misses = 0
         cache = self.cache if self.cache.enabled else None
         launch = self.lookups.launch
 
-        def settle(indexes: list[int], outcome: Outcome) -> None:
-            if isinstance(outcome, Found):
+        def settle(indexes: list[int], outcome: Outcome | Refused) -> None:
+            if isinstance(outcome, Refused):
+                errors.extend((index, ENRICH_REFUSED, outcome.message) for index in indexes)
+                counts["refused"] += len(indexes)
+            elif isinstance(outcome, Found):
                 body = outcome.body  # one object for all: pickled once to the worker
                 for index in indexes:
                     enrichment[index] = body
@@ -170,7 +200,7 @@ class Enricher:
                     same.append(index)
             elif lookup is _SKIP:
                 counts["skipped"] += 1
-            elif isinstance(lookup, Failed):
+            elif isinstance(lookup, Failed | Refused):
                 settle([index], lookup)
             else:
                 assert isinstance(lookup, Lookup)
@@ -179,7 +209,11 @@ class Enricher:
             assert self.url is not None
             fill = self.url.fill
             for texts, indexes in by_url.items():
-                url = fill(texts)  # the cache, a lookup in flight, or a new one
+                try:
+                    url = fill(texts)  # the cache, a lookup in flight, or a new one
+                except UnsafeValue as exc:
+                    settle(indexes, Refused(str(exc)))
+                    continue
                 if cache is not None:
                     hit, outcome = cache.get(url)
                     if hit:
@@ -213,7 +247,7 @@ class Enricher:
 
     def _prepare(
         self, key: bytes | None, value: bytes | None
-    ) -> tuple[str, ...] | Lookup | Failed | object:
+    ) -> tuple[str, ...] | Lookup | Failed | Refused | object:
         """The texts of the record's URL, or its call of the user's lookup, or why it has
         none."""
         record: Any = None
@@ -228,6 +262,8 @@ class Enricher:
         assert self.url is not None
         try:
             return self.url.texts(key, record if isinstance(record, dict) else None)
+        except UnsafeValue as exc:
+            return Refused(str(exc))
         except TemplateError as exc:
             return Failed(str(exc))
 

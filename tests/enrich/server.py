@@ -1,7 +1,8 @@
-"""A real aiohttp web server for the enrichment tests: ``GET /sensors/{id}`` answers
-``{"id": id, "n": <request number for that id>}`` unless a test gives it another
-``respond``. It counts requests per id and the requests it is serving at once, and
-can be stopped and started again on the same port."""
+"""A real aiohttp web server for the enrichment tests: ``GET /sensors/{id}`` (and
+``/tenants/{tenant}/sensors/{id}``) answers ``{"id": id, "n": <request number for that
+id>}`` unless a test gives it another ``respond``. It counts requests per id and the
+requests it is serving at once, keeps every request's path as sent (``paths``) and its
+Authorization header, and can be stopped and started again on the same port."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ class MetaServer:
         self.port = port or free_port()
         self.respond: Respond = answer
         self.requests: Counter[str] = Counter()
+        self.paths: list[str] = []  # every request's path and query, as sent, found or not
+        self.authorizations: list[str | None] = []
         self.times: dict[str, list[float]] = {}
         self.active = 0
         self.max_active = 0
@@ -45,8 +48,9 @@ class MetaServer:
         return f"http://127.0.0.1:{self.port}{path}"
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._record])
         app.router.add_get("/sensors/{sensor_id}", self._handle)
+        app.router.add_get("/tenants/{tenant}/sensors/{sensor_id}", self._handle)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
@@ -55,6 +59,14 @@ class MetaServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @web.middleware
+    async def _record(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        self.paths.append(request.raw_path)
+        self.authorizations.append(request.headers.get("Authorization"))
+        return await handler(request)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         sensor_id = request.match_info["sensor_id"]

@@ -8,6 +8,8 @@
 - :mod:`~stream.formats.codec`: the decode loop the registry formats share;
 - :mod:`~stream.formats.avro`, :mod:`~stream.formats.protobuf`: their codecs
   (``decode_batch`` / ``encode_batch``);
+- :mod:`~stream.formats.proto_json`: Protobuf messages as plain values (maps, recursive
+  messages, well-known types as protobuf's JSON mapping writes them);
 - :mod:`~stream.formats.container`: Avro object container files, each record framed as a
   worker would get it (``stream try --input-format avro``);
 - :mod:`~stream.formats.setup`: the start-up step that registers the output schema.

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from stream.formats import framing
 from stream.formats.codec import Reader, RegistryDecoder, SchemaSource
+from stream.formats.proto_json import Convert, Converters
 from stream.formats.registry import RegisteredSchema
 from transforms import BadRecord, RecordSchema
 from transforms.messages import bounded
@@ -89,9 +88,12 @@ class ProtoSchema:
         self._main = files.file[-1]  # --include_imports puts dependencies first
         if not self._main.message_type:
             raise ProtoSyntaxError("the .proto text declares no message")
-        self._classes: dict[tuple[int, ...], tuple[type[Message], Callable[[Message], Any]]] = {}
+        self._converters = Converters()
+        self._classes: dict[tuple[int, ...], tuple[type[Message], Convert]] = {}
 
-    def message(self, indexes: tuple[int, ...]) -> tuple[type[Message], Callable[[Message], Any]]:
+    def message(self, indexes: tuple[int, ...]) -> tuple[type[Message], Convert]:
+        """The message class at this index path and its converter to plain values (both
+        made once)."""
         found = self._classes.get(indexes)
         if found is None:
             names, types = [], list(self._main.message_type)
@@ -104,35 +106,9 @@ class ProtoSchema:
                 types = list(types[index].nested_type)
             full = ".".join([self._main.package, *names] if self._main.package else names)
             descriptor = self._pool.FindMessageTypeByName(full)
-            found = message_factory.GetMessageClass(descriptor), _converter(descriptor)
+            found = message_factory.GetMessageClass(descriptor), self._converters.get(descriptor)
             self._classes[indexes] = found
         return found
-
-
-def _converter(descriptor: Descriptor) -> Callable[[Message], Any]:
-    """A function turning a message of this type into plain dicts, lists and scalars."""
-    plan: list[tuple[str, bool, bool, Callable[[Message], Any] | None]] = []
-    for f in descriptor.fields:
-        nested = _converter(f.message_type) if f.type == FieldDescriptor.TYPE_MESSAGE else None
-        # is_repeated in protobuf >= 6.31 (label is deprecated there, gone later)
-        label_repeated = getattr(f, "label", None) == FieldDescriptor.LABEL_REPEATED
-        repeated = bool(getattr(f, "is_repeated", label_repeated))
-        presence = not repeated and f.has_presence
-        plan.append((f.name, repeated, presence, nested))
-
-    def convert(message: Message) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, repeated, presence, nested in plan:
-            if presence and not message.HasField(name):
-                continue
-            value = getattr(message, name)
-            if repeated:
-                out[name] = [nested(v) for v in value] if nested else list(value)
-            else:
-                out[name] = nested(value) if nested else value
-        return out
-
-    return convert
 
 
 def _reader(registered: RegisteredSchema) -> Reader:

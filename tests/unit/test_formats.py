@@ -334,3 +334,177 @@ def test_cli_refuses_avro_without_a_registry_in_one_line(capsys: Any) -> None:
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "--schema-registry-url" in err
+
+
+# --- Protobuf: maps, recursive messages, well-known types --------------------------------------
+
+RICH_PROTO = """syntax = "proto3";
+package rich;
+import "google/protobuf/struct.proto";
+import "google/protobuf/timestamp.proto";
+import "google/protobuf/duration.proto";
+import "google/protobuf/wrappers.proto";
+import "google/protobuf/field_mask.proto";
+import "google/protobuf/empty.proto";
+message Rec {
+  string id = 1;
+  map<string, int64> counts = 2;
+  map<int32, Node> nodes = 3;
+  map<bool, string> flags = 4;
+  map<string, bytes> blobs = 5;
+  Node tree = 6;
+  repeated Node forest = 7;
+  google.protobuf.Struct meta = 8;
+  google.protobuf.Value value = 9;
+  google.protobuf.ListValue items = 10;
+  google.protobuf.Timestamp at = 11;
+  google.protobuf.Duration took = 12;
+  google.protobuf.DoubleValue ratio = 13;
+  google.protobuf.Int32Value small = 14;
+  google.protobuf.BoolValue ok = 15;
+  google.protobuf.StringValue note = 16;
+  google.protobuf.BytesValue blob = 17;
+  google.protobuf.FieldMask mask = 18;
+  google.protobuf.Empty nothing = 19;
+  google.protobuf.Int64Value big = 20;
+  google.protobuf.UInt64Value huge = 21;
+}
+message Node { string name = 1; repeated Node children = 2; map<string, Node> named = 3; }
+"""
+
+
+def rich_source() -> tuple[Schemas, ProtoSchema]:
+    return Schemas(RegisteredSchema(40, "PROTOBUF", RICH_PROTO)), ProtoSchema(RICH_PROTO)
+
+
+def frame_proto(message: Any, indexes: tuple[int, ...] = (0,)) -> bytes:
+    body: bytes = message.SerializeToString()
+    return framing.header(40, indexes) + body
+
+
+def chain(node_cls: Any, depth: int) -> Any:
+    """A tree that is one path ``depth`` nodes long."""
+    root = node = node_cls(name="0")
+    for level in range(1, depth):
+        node = node.children.add(name=str(level))
+    return root
+
+
+def test_protobuf_maps_become_objects() -> None:
+    source, schema = rich_source()
+    rec = schema.message((0,))[0]()
+    rec.id = "r"
+    rec.counts["a"] = 2**40
+    rec.counts["b"] = -1
+    rec.nodes[7].name = "seven"
+    rec.nodes[7].named["x"].name = "inner"
+    rec.flags[True] = "yes"
+    rec.blobs["raw"] = b"\x00\xff"
+    decoded = proto_decoder(source).decode_batch([frame_proto(rec)], LIMIT)
+    assert decoded.errors == []
+    item = decoded.items[0]
+    assert item["counts"] == {"a": 2**40, "b": -1}
+    inner = {"name": "inner", "children": [], "named": {}}
+    assert item["nodes"] == {"7": {"name": "seven", "children": [], "named": {"x": inner}}}
+    assert item["flags"] == {"true": "yes"}
+    assert item["blobs"] == {"raw": "AP8="}
+    assert json.loads(JsonEncoder().encode_batch([item])[0]) == item  # type: ignore[arg-type]
+
+
+def test_recursive_messages_decode_at_any_depth_protobuf_parses() -> None:
+    source, schema = rich_source()
+    node_cls = schema.message((1,))[0]
+    decoder = proto_decoder(source)
+    values: list[bytes | None] = [
+        frame_proto(chain(node_cls, 90), (1,)),
+        frame_proto(chain(node_cls, 500), (1,)),  # deeper than protobuf's parser goes
+        frame_proto(node_cls(name="leaf"), (1,)),
+    ]
+    decoded = decoder.decode_batch(values, LIMIT)
+    assert decoded.index == [0, 2]
+    assert [reason for _, reason, _ in decoded.errors] == ["decode_error"]
+    depth, node = 0, decoded.items[0]
+    while node["children"]:
+        depth, node = depth + 1, node["children"][0]
+    assert depth == 89
+    assert decoded.items[1] == {"name": "leaf", "children": [], "named": {}}
+
+
+def test_converters_are_built_once_per_type_even_for_cycles() -> None:
+    from stream.formats.proto_json import Converters
+
+    _, schema = rich_source()
+    node_cls = schema.message((1,))[0]
+    converters = Converters()
+    first = converters.get(node_cls.DESCRIPTOR)
+    built = converters.built
+    assert built == 2  # Node and its map entry (string -> Node): the cycle ends there
+    assert converters.get(node_cls.DESCRIPTOR) is first
+    assert converters.built == built
+
+
+def test_well_known_types_decode_as_json_format_writes_them() -> None:
+    from google.protobuf import json_format
+
+    source, schema = rich_source()
+    rec = schema.message((0,))[0](id="w")
+    rec.meta.update({"a": [1, "b", None, {"c": True}], "n": 2.5})
+    rec.value.struct_value.update({"deep": {"deeper": [[], {}]}})
+    rec.items.extend([1, "two", False, None])
+    rec.at.seconds, rec.at.nanos = 1_700_000_000, 120_000_000
+    rec.took.seconds, rec.took.nanos = -3, -500
+    rec.ratio.value = 0.25
+    rec.small.value = -7
+    rec.ok.value = False
+    rec.note.value = "hi"
+    rec.blob.value = b"\x01\x02"
+    rec.mask.paths.extend(["sensor_id", "values.max_value"])
+    rec.nothing.SetInParent()
+    rec.tree.name = "t"
+    rec.big.value = 2**62
+    rec.huge.value = 2**64 - 1
+    decoded = proto_decoder(source).decode_batch([frame_proto(rec)], LIMIT)
+    assert decoded.errors == []
+    item = decoded.items[0]
+    want = json_format.MessageToDict(rec, preserving_proto_field_name=True)
+    # json_format writes 64-bit integers as text; a record keeps them numbers
+    assert (want.pop("big"), want.pop("huge")) == (str(2**62), str(2**64 - 1))
+    assert (item.pop("big"), item.pop("huge")) == (2**62, 2**64 - 1)
+    for name in ("counts", "nodes", "flags", "blobs", "forest"):  # proto3: present, empty
+        assert item.pop(name) in ({}, [])
+    want["tree"] = {"name": "t", "children": [], "named": {}}
+    assert item == want
+    assert item["at"] == "2023-11-14T22:13:20.120Z"
+    assert item["took"] == "-3.000000500s"
+    assert item["mask"] == "sensorId,values.maxValue"
+
+
+@given(st.integers(-62_135_596_800, 253_402_300_799), st.integers(0, 999_999_999))
+def test_timestamp_text_is_json_formats(seconds: int, nanos: int) -> None:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from stream.formats.proto_json import timestamp_text
+
+    assert timestamp_text(seconds, nanos) == Timestamp(seconds=seconds, nanos=nanos).ToJsonString()
+
+
+@given(st.integers(-315_576_000_000, 315_576_000_000), st.integers(0, 999_999_999))
+def test_duration_text_is_json_formats(seconds: int, magnitude: int) -> None:
+    from google.protobuf.duration_pb2 import Duration
+
+    from stream.formats.proto_json import duration_text
+
+    nanos = -magnitude if seconds < 0 else magnitude
+    assert duration_text(seconds, nanos) == Duration(seconds=seconds, nanos=nanos).ToJsonString()
+
+
+def test_a_timestamp_out_of_range_is_that_records_decode_error() -> None:
+    source, schema = rich_source()
+    cls = schema.message((0,))[0]
+    bad = cls(id="bad")
+    bad.at.seconds = 10**12  # past the year 9999
+    values: list[bytes | None] = [frame_proto(bad), frame_proto(cls(id="good"))]
+    decoded = proto_decoder(source).decode_batch(values, LIMIT)
+    assert decoded.index == [1]
+    assert [(i, reason) for i, reason, _ in decoded.errors] == [(0, "decode_error")]
+    assert "Timestamp out of range" in decoded.errors[0][2]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -44,13 +44,16 @@ class UnsafeValue(TemplateError):
     record is refused, not looked up."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class UrlTemplate:
-    text: str = field(repr=False)  # may hold credentials: see ``redact``
+    text: str  # may hold credentials: see ``redact``
     parts: tuple[tuple[str, str | None], ...]  # (literal text, then a placeholder or None)
     segments: tuple[Segment, ...] = ()  # path segments that hold a placeholder
-    secrets: tuple[str, ...] = field(default=(), repr=False)  # longest first
+    secrets: tuple[str, ...] = ()  # longest first
     max_length: int = MAX_LENGTH
+
+    def __repr__(self) -> str:
+        return f"UrlTemplate({self.shown!r})"
 
     @classmethod
     def parse(cls, text: str, max_length: int = MAX_LENGTH) -> UrlTemplate:

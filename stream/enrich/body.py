@@ -54,7 +54,7 @@ async def read_bounded(
             raise TooLarge
         out.append(tail)
         if not decoder.eof:
-            raise BadEncoding(f"the {encoding} answer ends before its end")
+            raise BadEncoding(f"the {encoding} answer is cut short")
     return b"".join(out)
 
 

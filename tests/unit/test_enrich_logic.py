@@ -4,6 +4,9 @@ combining a batch's results, and the worker-side merge of the answers."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import zlib
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -11,12 +14,14 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from yarl import URL
 
 from stream.config import ConfigError, RunSettings, load
+from stream.enrich.body import BadEncoding, TooLarge, read_bounded
 from stream.enrich.cache import SingleFlight, TtlCache
 from stream.enrich.outcome import ENRICH_FAILED, EnrichResult, Found
 from stream.enrich.retry import RetryPolicy, Verdict, classify_status, parse_retry_after
-from stream.url_template import TemplateError, UrlTemplate
+from stream.url_template import TemplateError, UnsafeValue, UrlTemplate
 from stream.worker import BatchResult, process_batch
 
 
@@ -94,14 +99,76 @@ def test_bad_templates(text: str, words: str) -> None:
         UrlTemplate.parse(text)
 
 
-@given(st.text(min_size=1, max_size=30))
+@given(st.text(max_size=30) | st.sampled_from(["", ".", "..", "%2E", "%2e%2E", "./..", "..."]))
 def test_any_field_value_stays_in_its_path_segment(value: str) -> None:
-    url = UrlTemplate.parse("http://meta/s/{id}/x").render(None, {"id": value})
+    """Whatever the value, the URL the HTTP client sends (yarl, as aiohttp parses it:
+    dot segments folded, %2E decoded) has the template's origin and path shape, or the
+    value is refused."""
+    template = UrlTemplate.parse("http://meta/s/{id}/x")
+    try:
+        url = template.render(None, {"id": value})
+    except UnsafeValue:
+        assert value in ("", ".", "..")
+        return
     assert url.startswith("http://meta/s/")
     assert url.endswith("/x")
     assert url.count("/") == 5  # nothing in the value adds a segment
     assert "?" not in url
     assert "#" not in url
+    sent = URL(url)
+    assert sent.origin() == URL("http://meta").origin()
+    segments = sent.raw_path.split("/")
+    assert len(segments) == 4
+    assert segments[:2] == ["", "s"]
+    assert segments[3] == "x"
+
+
+@pytest.mark.parametrize(
+    ("template", "fields"),
+    [
+        ("http://meta/t/{a}{b}/x", {"a": ".", "b": "."}),
+        ("http://meta/t/{a}{b}/x", {"a": "", "b": ""}),
+        ("http://meta/t/.{a}/x", {"a": "."}),
+        ("http://meta/t/%2E{a}/x", {"a": "."}),
+        ("http://meta/{a}", {"a": ".."}),
+        ("http://meta/t/{a}?q={b}", {"a": "", "b": "v"}),
+    ],
+)
+def test_values_that_fold_a_path_segment_are_refused(template: str, fields: dict[str, str]) -> None:
+    with pytest.raises(UnsafeValue, match="changes the path's shape"):
+        UrlTemplate.parse(template).render(None, fields)
+
+
+def test_values_outside_the_path_may_be_dots_or_empty() -> None:
+    t = UrlTemplate.parse("http://meta/t/x{a}/y?q={b}&r={c}#{d}")
+    assert t.render(None, {"a": "", "b": "..", "c": "", "d": "."}) == (
+        "http://meta/t/x/y?q=..&r=#."
+    )
+
+
+def test_the_url_length_is_bounded_after_quoting() -> None:
+    t = UrlTemplate.parse("http://meta/s/{id}", max_length=40)
+    assert t.render(None, {"id": "a" * 26}) == "http://meta/s/" + "a" * 26  # 40 characters
+    with pytest.raises(UnsafeValue, match="41 characters, over 40"):
+        t.render(None, {"id": "a" * 27})
+    with pytest.raises(UnsafeValue, match="over 40"):
+        t.render(None, {"id": "é" * 5})  # 5 characters, 30 once quoted
+    with pytest.raises(UnsafeValue, match=r"values .* over 40"):
+        t.texts(None, {"id": "b" * 41})  # refused before the URL is built
+    with pytest.raises(TemplateError, match="longer than 10 characters"):
+        UrlTemplate.parse("http://meta/s/{id}", max_length=10)
+
+
+def test_credentials_in_the_template_are_redacted() -> None:
+    t = UrlTemplate.parse("https://app:p%40ss@meta/s/{id}?api_key=K3Y&Token=T0K&v=2&key={key}")
+    assert t.shown == "https://***@meta/s/{id}?api_key=***&Token=***&v=2&key={key}"
+    url = t.render(b"k1", {"id": "a"})
+    assert t.redact(f"HTTP 500 from {url}") == (
+        "HTTP 500 from https://***@meta/s/a?api_key=***&Token=***&v=2&key=k1"
+    )
+    assert t.redact("p@ss K3Y T0K") == "*** *** ***"  # decoded forms too
+    assert "p%40ss" not in repr(t)
+    assert UrlTemplate.parse("http://meta/{id}").secrets == ()
 
 
 # ---- settings --------------------------------------------------------------------------------
@@ -190,6 +257,110 @@ def test_cache_never_exceeds_its_size_nor_returns_expired(ops: list[tuple[int, f
             if hit:
                 assert put_at is not None
                 assert clock.now - put_at < 4.0
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 60), st.floats(0, 3)), max_size=200))
+def test_cache_never_holds_more_bytes_than_its_bound(ops: list[tuple[int, int, float]]) -> None:
+    clock = FakeClock()
+    cache: TtlCache[int, bytes] = TtlCache(
+        10, 4.0, clock, max_bytes=100, weigh=lambda key, value: len(value)
+    )
+    held: dict[int, bytes] = {}
+    for key, size, step in ops:
+        clock.now += step
+        cache.put(key, b"x" * size)
+        cache.expire()
+        held = {k: v for k in range(21) if (v := cache.get(k)[1]) is not None}
+        assert cache.bytes == sum(len(v) for v in held.values()) <= 100
+        assert len(cache) <= 10
+        if size <= 100:
+            assert held.get(key) == b"x" * size  # the newest entry always fits
+        else:
+            assert key not in held  # heavier than the whole bound: not kept
+
+
+def test_cache_bytes_drop_least_recently_used_first() -> None:
+    cache: TtlCache[str, bytes] = TtlCache(
+        100, 60.0, FakeClock(), max_bytes=30, weigh=lambda key, value: len(key) + len(value)
+    )
+    cache.put("a", b"x" * 9)
+    cache.put("b", b"x" * 9)
+    cache.put("c", b"x" * 9)
+    assert cache.bytes == 30
+    cache.get("a")  # a is used: b is the least recently used now
+    cache.put("d", b"x" * 4)
+    assert [k for k in "abcd" if cache.get(k)[0]] == ["a", "c", "d"]
+    assert cache.bytes == 25
+    cache.put("a", b"")  # replacing an entry gives its bytes back
+    assert cache.bytes == 16
+
+
+# ---- reading an answer, bounded ----------------------------------------------------------------
+
+
+async def chunked(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [
+        ("", lambda b: b),
+        ("identity", lambda b: b),
+        ("gzip", gzip.compress),
+        ("x-gzip", gzip.compress),
+        ("deflate", zlib.compress),
+    ],
+)
+async def test_answers_decode_and_stop_at_the_limit_while_made(
+    encoding: str, compress: Callable[[bytes], bytes]
+) -> None:
+    body = b'{"a": "' + b"x" * 10_000 + b'"}'
+    wire = compress(body)
+    assert await read_bounded(chunked(wire), encoding, len(wire), 20_000) == body
+    assert await read_bounded(chunked(wire), encoding, None, len(body)) == body
+    with pytest.raises(TooLarge):
+        await read_bounded(chunked(wire), encoding, None, len(body) - 1)
+
+
+async def test_a_bomb_is_stopped_after_at_most_limit_bytes_made() -> None:
+    """One 1 KB chunk of gzip that inflates to 10 MB: the reader gives up having made no
+    more than the limit and a byte (counted by decompressing into a bounded buffer)."""
+    bomb = gzip.compress(b"\0" * 10_000_000)
+    assert len(bomb) < 20_000
+    made: list[int] = []
+    real = zlib.decompressobj
+
+    class Spy:
+        def __init__(self, wbits: int) -> None:
+            self._d = real(wbits)
+
+        def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+            out = self._d.decompress(data, max_length)
+            made.append(len(out))
+            return out
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._d, name)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(zlib, "decompressobj", Spy)
+        with pytest.raises(TooLarge):
+            await read_bounded(chunked(bomb, len(bomb)), "gzip", len(bomb), 1 << 20)
+    assert sum(made) <= (1 << 20) + 1
+
+
+async def test_broken_or_unknown_encodings_are_refused() -> None:
+    wire = gzip.compress(b'{"a": 1}')
+    with pytest.raises(BadEncoding, match="cut short"):
+        await read_bounded(chunked(wire[:-12]), "gzip", None, 1000)
+    with pytest.raises(BadEncoding, match="broken"):
+        await read_bounded(chunked(b"not gzip at all"), "gzip", None, 1000)
+    with pytest.raises(BadEncoding, match="'br' is not gzip or deflate"):
+        await read_bounded(chunked(wire), "br", None, 1000)
+    with pytest.raises(TooLarge):  # Content-Length alone says so: nothing is read
+        await read_bounded(chunked(wire), "gzip", 5000, 1000)
 
 
 # ---- single-flight ---------------------------------------------------------------------------

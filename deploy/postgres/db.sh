@@ -9,7 +9,9 @@
 #
 # Every command is idempotent. Settings (environment):
 #   PGPORT            port on 127.0.0.1                      (default: 5432)
-#   PG_DATA_ROOT      state: one folder per port              (default: deploy/postgres/.data)
+#   PG_DATA_ROOT      state: one folder per port              (default: deploy/postgres/.data,
+#                     or, as root in a checkout the postgres user cannot enter, a folder
+#                     per checkout under that user's home: ~postgres/stream-db/<key>)
 #   PG_STREAM_USER    the database and user for stream        (default: stream)
 #   PG_STREAM_PASSWORD its password                          (default: stream)
 #   PG_START_TIMEOUT  seconds to wait for it to answer        (default: 60)
@@ -19,13 +21,16 @@
 # that runs it) may connect over the Unix socket in the data folder without one.
 # The DSN to use is printed on start:
 #   postgresql://stream:stream@127.0.0.1:$PGPORT/stream
+#
+# As root, the server runs as the postgres system user, which must be able to enter every
+# folder above its data. A checkout in a folder only root may enter (a `mktemp -d` folder,
+# anything under /root) keeps its data under ~postgres/stream-db/<key> instead, <key> a
+# hash of the checkout's path (two checkouts never share a server's data); `clean`
+# removes it there too.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 port=${PGPORT:-5432}
-root=${PG_DATA_ROOT:-$here/.data}
-run=$root/run-$port
-data=$run/data
 user=${PG_STREAM_USER:-stream}
 password=${PG_STREAM_PASSWORD:-stream}
 timeout=${PG_START_TIMEOUT:-60}
@@ -52,19 +57,43 @@ bindir() {
 }
 
 # Run a command as the unprivileged user that owns the data (the postgres system user
-# when this script runs as root; PostgreSQL refuses to run as root).
+# when this script runs as root; PostgreSQL refuses to run as root). It runs from /, as
+# the caller's folder may be one that user cannot enter.
 as_owner() {
   if [ "$(id -u)" -eq 0 ]; then
     id postgres >/dev/null 2>&1 || { log "running as root needs a 'postgres' system user"; exit 1; }
     if command -v runuser >/dev/null; then
-      runuser -u postgres -- "$@"
+      (cd / && runuser -u postgres -- "$@")
     else
-      su postgres -s /bin/sh -c "$(printf '%q ' "$@")"
+      (cd / && su postgres -s /bin/sh -c "$(printf '%q ' "$@")")
     fi
   else
     "$@"
   fi
 }
+
+# Whether the data's owner can enter a folder (and so every folder above it).
+owner_enters() { as_owner test -x "$1" 2>/dev/null; }
+
+# Where the data lives (sets root, and keyed when it is a per-checkout folder).
+keyed=""
+data_root() {
+  root=${PG_DATA_ROOT:-$here/.data}
+  if [ -n "${PG_DATA_ROOT:-}" ] || [ "$(id -u)" -ne 0 ] || owner_enters "$here"; then
+    return 0
+  fi
+  local home
+  home=$(getent passwd postgres | cut -d: -f6)
+  if [ -z "$home" ] || [ ! -d "$home" ] || ! owner_enters "$home"; then
+    log "the postgres user cannot enter $here (a folder only root may enter) and has no home folder to hold the data instead: set PG_DATA_ROOT to a folder it can enter"
+    exit 1
+  fi
+  keyed=$home/stream-db/$(printf '%s' "$here" | sha256sum | cut -c1-16)
+  root=$keyed
+}
+data_root
+run=$root/run-$port
+data=$run/data
 
 answers() {
   python3 - "$port" <<'EOF'
@@ -85,8 +114,13 @@ EOF
 init() {
   local bin=$1
   [ -f "$data/PG_VERSION" ] && return 0
-  mkdir -p "$run"
+  (umask 022 && mkdir -p "$run")  # folders above the data: enterable by its owner
+  if [ -n "$keyed" ]; then printf '%s\n' "$here" >"$keyed/checkout"; fi
   if [ "$(id -u)" -eq 0 ]; then chown postgres: "$run"; fi
+  if ! as_owner test -x "$run" -a -w "$run" 2>/dev/null; then
+    log "the server's user ($(as_owner id -un)) cannot enter $run: set PG_DATA_ROOT to a folder it can enter"
+    exit 1
+  fi
   log "initdb in $data"
   as_owner "$bin/initdb" -D "$data" --auth-local=trust --auth-host=scram-sha-256 \
     --encoding=UTF8 --locale=C.UTF-8 >"$run/initdb.log" 2>&1 || {
@@ -167,6 +201,10 @@ case "${1:-}" in
   clean)
     stop
     rm -rf "$run"
+    if [ -n "$keyed" ] && ! compgen -G "$keyed/run-*" >/dev/null; then
+      rm -rf "$keyed"
+      rmdir "$(dirname "$keyed")" 2>/dev/null || true  # stream-db, once no checkout uses it
+    fi
     ;;
   *)
     echo "usage: $0 start|stop|status|clean" >&2

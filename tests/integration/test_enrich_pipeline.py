@@ -5,6 +5,7 @@ the latencies, statuses and stalls each test gives it."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import random
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from tests.helpers import (
     get,
     metrics_url,
     read_topic,
+    send,
     start_service,
 )
 from tests.integration.enrich_functions import NO_OWNER
@@ -306,3 +308,73 @@ async def test_a_user_lookup_coroutine_end_to_end(topics: Topics, services: list
     )
     assert enriched == len(outputs)
     assert await asyncio.to_thread(service.terminate) == 0, service.log()
+
+
+async def test_records_cannot_steer_lookups_and_credentials_stay_secret(
+    topics: Topics, services: list[Service], meta: MetaServer
+) -> None:
+    """Issue 20, item 4, end to end. The template ``/tenants/{tenant}/sensors/{sensor_id}``
+    carries credentials (user information and ``?token=``). Records whose tenant is
+    ``..``, ``.`` or empty would reach another tenant's path: they are dead letters with
+    reason ``enrich_refused`` and no request leaves for them. One sensor's lookups get a
+    403, another's a gzip bomb (20 MB in ~20 KB): dead letters with reason
+    ``enrich_failed``, whose messages, like the service's log, never show the
+    credentials. Every other record is enriched, and the service keeps running."""
+    bomb = gzip.compress(b'{"blob": "' + b"x" * 20_000_000 + b'"}')
+
+    async def respond(sensor_id: str, n: int) -> web.StreamResponse:
+        if sensor_id == "denied":
+            return web.Response(status=403, text="forbidden")
+        if sensor_id == "bomb":
+            headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+            return web.Response(body=bomb, headers=headers)
+        return await answer(sensor_id, n)
+
+    meta.respond = respond
+    tenants = ["t1", "..", "t1", ".", "t1", "", "t1", "t1"]
+    sensors = ["s-1", "s-2", "denied", "s-3", "bomb", "s-4", "s-5", "s-6"]
+    rows: list[dict[str, Any]] = [
+        {"tenant": t, "sensor_id": s, "seq": n}
+        for n, (t, s) in enumerate(zip(tenants * 25, sensors * 25, strict=True))
+    ]
+    await send(
+        topics.bootstrap,
+        topics.input,
+        [(r["sensor_id"].encode(), orjson.dumps(r)) for r in rows],
+    )
+    url = meta.url("/tenants/{tenant}/sensors/{sensor_id}?token=t0ken")
+    url = url.replace("http://", "http://reader:s3cret@")
+    service = start_service(topics, "--transform", KEEP_META, "--enrich-url", url)
+    services.append(service)
+    refused = [r for r in rows if r["tenant"] != "t1"]
+    failed = [r for r in rows if r["sensor_id"] in ("denied", "bomb")]
+    kept = [r for r in rows if r not in refused and r not in failed]
+    outputs = await read_topic(topics.bootstrap, topics.output, len(kept), wait=60)
+    dead = await read_topic(topics.bootstrap, topics.dlq, len(refused) + len(failed), wait=30)
+
+    assert sorted(v["seq"] for v in values(outputs)) == sorted(r["seq"] for r in kept)
+    assert all(v["meta"]["id"] == v["sensor_id"] for v in values(outputs))
+    reasons: dict[int, str] = {}
+    for letter in dead:
+        headers = {name: value.decode() for name, value in letter.headers}
+        reasons[orjson.loads(letter.value)["seq"]] = headers["stream.error.reason"]
+        message = headers["stream.error.message"]
+        assert "s3cret" not in message, headers
+        assert "t0ken" not in message, headers
+        if headers["stream.error.reason"] == "enrich_refused":
+            assert "changes the path's shape" in message, headers
+    assert reasons == {
+        **{r["seq"]: "enrich_refused" for r in refused},
+        **{r["seq"]: "enrich_failed" for r in failed},
+    }
+    # every request the server saw has the template's shape, under the one tenant
+    assert meta.paths
+    assert all(p.startswith("/tenants/t1/sensors/") for p in meta.paths), set(meta.paths)
+    count = await asyncio.to_thread(
+        metric, service, "stream_enrich_records_total", result="refused"
+    )
+    assert count == len(refused)
+    assert service.process.poll() is None, service.log()
+    assert await asyncio.to_thread(service.terminate) == 0, service.log()
+    assert "s3cret" not in service.log()
+    assert "t0ken" not in service.log()

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import orjson
 
+from stream.sink.position import Position
 from stream.sink.postgres import PostgresSink, SinkConfig, connect
 from stream.sink.rows import Row, rows_for
 from stream.sink.schema import Table, init_tables, quote, result_table
@@ -60,8 +61,7 @@ async def bench_postgres(
     await sink.start()  # the pool is opened before the clock starts
     try:
         cases: dict[str, Callable[[], Awaitable[None]]] = {
-            "sink (at-least-once)": lambda: _sink(sink, rows, batch, partitions, False),
-            "sink (exactly-once)": lambda: _sink(sink, rows, batch, partitions, True),
+            "sink": lambda: _sink(sink, rows, batch, partitions),
             "executemany ON CONFLICT": lambda: _executemany(conn, table, rows, batch),
             "json_populate_recordset": lambda: _json_recordset(conn, table, rows, batch),
             "COPY, no conflict handling": lambda: _copy(conn, table, rows, batch),
@@ -92,16 +92,17 @@ async def bench_postgres(
     }
 
 
-async def _sink(
-    sink: PostgresSink, rows: list[Row], batch: int, partitions: int, exactly_once: bool
-) -> None:
+async def _sink(sink: PostgresSink, rows: list[Row], batch: int, partitions: int) -> None:
+    """The service's way: each partition claimed, then written in batches, each with the
+    partition's next offset in its transaction (both guarantees store it)."""
+
     async def partition(p: int) -> None:
         mine = [r for r in rows if r[1] == p]
+        claim = await sink.claim("stream-bench", "bench", p)
         for i in range(0, len(mine), batch):
             part = mine[i : i + batch]
-            offset = part[-1][2] + 1 if exactly_once else None
-            group = "stream-bench" if exactly_once else None
-            await sink.write("bench", p, part, next_offset=offset, group=group)
+            position = Position("stream-bench", part[-1][2] + 1, claim.generation)
+            await sink.write("bench", p, part, position=position)
 
     await asyncio.gather(*(partition(p) for p in range(partitions)))
 

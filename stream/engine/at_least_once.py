@@ -113,7 +113,7 @@ class Acknowledged:
 
     async def ship(self, batches: list[Batch]) -> None:
         shared = self.shared
-        await shared.sender.write_rows(self.part, batches, None)
+        await shared.sender.write_rows(self.part, batches)
         for batch in batches:
             try:
                 with shared.sending(shared.producer) as producer:

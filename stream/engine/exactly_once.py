@@ -102,7 +102,7 @@ class Transactional:
         """Send the batches into the partition's open transaction (beginning one if
         none is open)."""
         shared = self.shared
-        await shared.sender.write_rows(self.part, batches, batches[-1].ticket.end)
+        await shared.sender.write_rows(self.part, batches)
         txn = self._txn
         if txn is None:
             await self.producer.begin()

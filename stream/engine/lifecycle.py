@@ -75,6 +75,7 @@ class PartitionLifecycle:
         self._current: tuple[Partition, Delivery] | None = None
         self._failing_since: float | None = None  # first failure of the current episode
         self._failures = 0
+        self._opened_at = 0.0  # clock time of the last successful opening
         self._duration = parts.metrics.transform_duration.labels(parts.transform)
 
     # ---- control -----------------------------------------------------------------------
@@ -134,7 +135,7 @@ class PartitionLifecycle:
                 await p.restorer.restore(part)
             committed = await p.consumer.committed(self.tp)
             if p.stage is not None:  # the database's position may be behind Kafka's
-                committed = start_from(committed, await p.stage.stored(self.tp))
+                committed = start_from(committed, await p.stage.claim(self.tp))
         except BaseException as exc:
             await self._release(part, delivery, lost=isinstance(exc, OwnershipLost))
             raise
@@ -151,6 +152,7 @@ class PartitionLifecycle:
         p.metrics.consumer_lag_seconds.labels(*labels).set(0)
         p.consumer.resume(self.tp)  # a previous assignment of it may have paused it
         part.accepting = True
+        self._opened_at = p.clock()
         return part, delivery
 
     async def _release(self, part: Partition, delivery: Delivery, *, lost: bool) -> None:
@@ -179,6 +181,8 @@ class PartitionLifecycle:
         """Open the partition again (new producer, committed offset re-read from the
         broker), backing off while it fails; None once closed."""
         p = self.parts
+        if p.clock() - self._opened_at > p.delivery_timeout:
+            self._progressed()  # the last opening ran longer than that: a new episode
         while not self.closing:
             now = p.clock()
             if self._failing_since is None:
@@ -199,8 +203,9 @@ class PartitionLifecycle:
         return None
 
     def _progressed(self) -> None:
-        """Work committed (or the partition idled without failing): an episode of
-        failures is over."""
+        """Work committed, or the partition ran for a delivery timeout without failing:
+        an episode of failures is over (an idle look alone is not progress: the records
+        of a rewound partition may not be fetched again yet)."""
         self._failing_since = None
         self._failures = 0
 
@@ -271,4 +276,4 @@ class PartitionLifecycle:
             part.offsets.advance_idle(await self.parts.consumer.position(self.tp))
         if part.offsets.committable() is not None:
             await delivery.commit(final=False)
-        self._progressed()
+            self._progressed()

@@ -50,13 +50,11 @@ class Sender:
         self.stage = stage  # the database, written before Kafka
         self.outputs = stage is None or stage.to_kafka  # outputs go to the output topic
 
-    async def write_rows(
-        self, part: Partition, batches: list[Batch], next_offset: int | None
-    ) -> None:
-        """With a database sink, the batches' rows first; what it refuses becomes dead
-        letters in the batches' plans."""
+    async def write_rows(self, part: Partition, batches: list[Batch]) -> None:
+        """With a database sink, the batches' rows first (with the partition's next
+        offset); what it refuses becomes dead letters in the batches' plans."""
         if self.stage is not None:
-            await self.stage.write(part, batches, next_offset)
+            await self.stage.write(part, batches)
 
     async def send(
         self, producer: Producer, part: Partition, batch: Batch, only: set[int] | None = None

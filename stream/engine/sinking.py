@@ -1,11 +1,22 @@
 """The database stage: a partition's finished batches as rows, before Kafka sees them.
 
 Rows are written first, in input order per partition, in one database transaction per
-delivery (exactly-once: with the partition's next offset); then the Kafka side runs as
-usual (dead letters, outputs when the Kafka sink is on too, offsets). So Kafka's
+delivery with the partition's next offset (both guarantees); then the Kafka side runs
+as usual (dead letters, outputs when the Kafka sink is on too, offsets). So Kafka's
 committed offset never passes the database's: a crash between the two replays a few
 records, and the table's primary key (source topic, partition, offset) keeps each row
-once. On assignment the service starts from the lower of the two offsets.
+once.
+
+Which offset a partition starts from (``start_from``): Kafka's committed offset when
+the group has one, whichever guarantee wrote it; the database's only when Kafka has
+none (expired group offsets). The database's is never behind Kafka's for work this
+version did, and when it is ahead (a crash between the two commits) the Kafka half of
+that work was not committed and must be done again.
+
+Each opening of a partition claims its stored offset: a new generation, stored with it.
+A write carries its owner's generation and is refused whole (its rows too) once a newer
+owner claimed the partition, so a stale owner can neither move the offset back nor
+commit rows after the new owner started.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from stream.engine.assignment import Partition
 from stream.engine.batch import Batch
 from stream.engine.routing import Router
 from stream.kafka.protocols import TopicPartition
+from stream.sink.position import Claim, Position
 from transforms.reasons import Reason
 
 Row = tuple[object, ...]
@@ -34,15 +46,9 @@ class Sink(Protocol):
     """What the engine needs of a database sink (``stream.sink.postgres.PostgresSink``)."""
 
     async def write(
-        self,
-        topic: str,
-        partition: int,
-        rows: Sequence[Row],
-        *,
-        next_offset: int | None = None,
-        group: str | None = None,
+        self, topic: str, partition: int, rows: Sequence[Row], *, position: Position
     ) -> Sequence[Refusal]: ...
-    async def stored_offset(self, group: str, topic: str, partition: int) -> int | None: ...
+    async def claim(self, group: str, topic: str, partition: int) -> Claim: ...
     def forget(self, topic: str, partition: int) -> None: ...
 
 
@@ -63,10 +69,12 @@ class SinkStage:
         self.router = router
         self.group = group
         self.to_kafka = to_kafka  # outputs go to the output topic as well
+        self._generations: dict[TopicPartition, int] = {}  # our claim of each partition
 
-    async def write(self, part: Partition, batches: list[Batch], next_offset: int | None) -> None:
-        """Write the batches' outputs as rows (with the next offset, exactly-once); a
-        record whose row is refused becomes a dead letter (in its batch's plan)."""
+    async def write(self, part: Partition, batches: list[Batch]) -> None:
+        """Write the batches' outputs as rows, with the partition's next offset; a record
+        whose row is refused becomes a dead letter (in its batch's plan). Raises
+        ``SinkFenced`` (an ``OwnershipLost``) when a newer owner claimed the partition."""
         tp = part.tp
         rows: list[Row] = []
         where: list[tuple[Batch, int]] = []  # (batch, record) of each row
@@ -81,22 +89,24 @@ class SinkStage:
                     continue
                 rows.append(row)
                 where.append((batch, index))
-        group = self.group if next_offset is not None else None
-        refused = await self.sink.write(
-            tp.topic, tp.partition, rows, next_offset=next_offset, group=group
-        )
+        position = Position(self.group, batches[-1].ticket.end, self._generations[tp])
+        refused = await self.sink.write(tp.topic, tp.partition, rows, position=position)
         for item in refused:
             batch, index = where[item.index]
             batch.refuse(index, Reason.SINK_REFUSED.value, item.message)
 
-    async def stored(self, tp: TopicPartition) -> int | None:
-        return await self.sink.stored_offset(self.group, tp.topic, tp.partition)
+    async def claim(self, tp: TopicPartition) -> int | None:
+        """Claim the partition (fencing its earlier owners' writes); its stored offset."""
+        claim = await self.sink.claim(self.group, tp.topic, tp.partition)
+        self._generations[tp] = claim.generation
+        return claim.next_offset
 
     def released(self, tp: TopicPartition) -> None:
+        self._generations.pop(tp, None)
         self.sink.forget(tp.topic, tp.partition)
 
 
 def start_from(kafka: int | None, database: int | None) -> int | None:
-    """Where an assigned partition starts: the lower of the two committed positions."""
-    known = [o for o in (kafka, database) if o is not None]
-    return min(known) if known else None
+    """Where an assigned partition starts: Kafka's committed offset, or the database's
+    when the group has none in Kafka (see the module's docstring)."""
+    return kafka if kafka is not None else database

@@ -3,7 +3,7 @@ never hold the DSN or its password."""
 
 from __future__ import annotations
 
-from stream.errors import EnvironmentFailure
+from stream.errors import EnvironmentFailure, OwnershipLost
 
 
 class SinkError(EnvironmentFailure):
@@ -20,3 +20,8 @@ class SinkAuthError(SinkError):
 
 class SchemaError(SinkError):
     """Tables are missing or do not have the sink's columns; the message names them."""
+
+
+class SinkFenced(OwnershipLost):
+    """A newer owner claimed the partition's stored offset: this write is refused whole
+    (its rows too), and the partition is rewound like a fenced producer's."""

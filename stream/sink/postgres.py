@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from stream.sink.errors import SinkAuthError, SinkError, SinkUnavailable
+from stream.sink.errors import SinkAuthError, SinkError, SinkFenced, SinkUnavailable
+from stream.sink.position import Claim, Position
 from stream.sink.retry import Backoff
 from stream.sink.rows import Row
 from stream.sink.schema import Table, check_tables, offsets_table, quote
@@ -159,14 +160,20 @@ class PostgresSink:
             f"SELECT {columns} FROM {self._temp} ON CONFLICT DO NOTHING"
         )
         offsets = quote(offsets_table(table))
-        self._store_offset = (
-            f"INSERT INTO {offsets} (group_id, topic, partition, next_offset) "  # noqa: S608
-            "VALUES ($1, $2, $3, $4) ON CONFLICT (group_id, topic, partition) DO UPDATE "
-            "SET next_offset = EXCLUDED.next_offset, updated_at = now()"
+        self._claim = (
+            f"INSERT INTO {offsets} AS o (group_id, topic, partition, next_offset, generation) "  # noqa: S608
+            "VALUES ($1, $2, $3, -1, 1) ON CONFLICT (group_id, topic, partition) DO UPDATE "
+            "SET generation = o.generation + 1, updated_at = now() "
+            "RETURNING next_offset, generation"
         )
         self._read_offset = (
             f"SELECT next_offset FROM {offsets} "  # noqa: S608 - a checked name
             "WHERE group_id = $1 AND topic = $2 AND partition = $3"
+        )
+        self._store_offset = (
+            f"UPDATE {offsets} SET next_offset = GREATEST(next_offset, $4), "  # noqa: S608
+            "updated_at = now() "
+            "WHERE group_id = $1 AND topic = $2 AND partition = $3 AND generation = $5"
         )
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -214,22 +221,17 @@ class PostgresSink:
     # ---- writing --------------------------------------------------------------------------
 
     async def write(
-        self,
-        topic: str,
-        partition: int,
-        rows: Sequence[Row],
-        *,
-        next_offset: int | None = None,
-        group: str | None = None,
+        self, topic: str, partition: int, rows: Sequence[Row], *, position: Position | None = None
     ) -> list[Refused]:
-        """Write a batch of one source partition; with ``next_offset`` (and ``group``),
-        store that partition's next offset in the same transaction (exactly-once).
+        """Write a batch of one source partition and, with ``position``, in the same
+        transaction move that partition's stored next offset there (never backwards).
         Returns the rows the database refused (the others are written). Raises
+        :class:`SinkFenced` when a newer owner claimed the partition (nothing is written),
         :class:`SinkUnavailable` when the database stays away past the retry deadline."""
-        if next_offset is not None and group is None:
-            raise ValueError("next_offset needs group")
-        offset = None if next_offset is None else (group, topic, partition, next_offset)
         lock = self._locks.setdefault((topic, partition), asyncio.Lock())
+        offset = None
+        if position is not None:
+            offset = (position.group, topic, partition, position.next_offset, position.generation)
         async with lock:
             started = self._clock()
             refused = await self._retrying(lambda: self._write_once(rows, offset))
@@ -245,14 +247,26 @@ class PostgresSink:
             del self._locks[(topic, partition)]
 
     async def stored_offset(self, group: str, topic: str, partition: int) -> int | None:
-        """The next offset stored for a partition by exactly-once writes (None: none)."""
+        """The next offset stored for a partition (None: none), without claiming it."""
 
         async def read() -> int | None:
             async with self._acquire() as conn:
                 value: int | None = await conn.fetchval(self._read_offset, group, topic, partition)
-                return value
+                return None if value is None or value < 0 else value
 
         return await self._retrying(read)
+
+    async def claim(self, group: str, topic: str, partition: int) -> Claim:
+        """Take ownership of a partition's stored offset: a new generation, which fences
+        every earlier owner's writes; the next offset stored so far (None: none)."""
+
+        async def claim() -> Claim:
+            async with self._acquire() as conn:
+                row = await conn.fetchrow(self._claim, group, topic, partition)
+                stored = int(row[0])
+                return Claim(None if stored < 0 else stored, int(row[1]))
+
+        return await self._retrying(claim)
 
     def _acquire(self) -> Any:
         if self._pool is None:
@@ -265,18 +279,25 @@ class PostgresSink:
         async with self._acquire() as conn:
             try:
                 async with conn.transaction():
+                    await self._store(conn, offset)  # first: it takes the row's lock
                     await self._copy_insert(conn, rows)
-                    if offset is not None:
-                        await conn.execute(self._store_offset, *offset)
             except _REFUSED:
                 pass  # some row is bad: again, isolating it
             else:
                 return []
             async with conn.transaction():
-                refused = await self._bisect(conn, rows, 0)
-                if offset is not None:
-                    await conn.execute(self._store_offset, *offset)
-            return refused
+                await self._store(conn, offset)
+                return await self._bisect(conn, rows, 0)
+
+    async def _store(self, conn: Any, offset: tuple[Any, ...] | None) -> None:
+        if offset is None:
+            return
+        if await conn.execute(self._store_offset, *offset) != "UPDATE 1":
+            group, topic, partition, _, generation = offset
+            raise SinkFenced(
+                f"{topic}[{partition}]: another owner claimed the partition's offset in the "
+                f"database (group {group}, our generation {generation})"
+            )
 
     async def _copy_insert(self, conn: Any, rows: Sequence[Row]) -> None:
         if not rows:

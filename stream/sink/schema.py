@@ -40,8 +40,9 @@ OFFSETS_COLUMNS: Final = (
     ("group_id", "text NOT NULL"),
     ("topic", "text NOT NULL"),
     ("partition", "integer NOT NULL"),
-    ("next_offset", "bigint NOT NULL"),
+    ("next_offset", "bigint NOT NULL"),  # -1: claimed, nothing written yet
     ("updated_at", "timestamptz NOT NULL DEFAULT now()"),
+    ("generation", "bigint NOT NULL DEFAULT 0"),  # the owner's claim: older ones are fenced
 )
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
@@ -162,7 +163,13 @@ async def init_tables(conn: Connection, table: Table) -> list[str]:
         if table.schema_name:
             await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(table.schema_name)}")
         await conn.execute(table.ddl())
-        await conn.execute(offsets_ddl(offsets_table(table)))
+        offsets = offsets_table(table)
+        await conn.execute(offsets_ddl(offsets))
+        # Offsets tables made before owners were fenced lack the generation column.
+        await conn.execute(
+            f"ALTER TABLE {quote(offsets)} ADD COLUMN IF NOT EXISTS generation bigint "
+            "NOT NULL DEFAULT 0"
+        )
     except BaseException:
         await conn.execute("ROLLBACK")
         raise
@@ -204,6 +211,11 @@ async def check_tables(conn: Connection, table: Table) -> None:
         )
         have = {row[0] for row in rows}
         lacking = [c for c in want if c not in have]
+        if lacking and name == offsets:
+            raise SchemaError(
+                f"table {name} has no column(s) {', '.join(lacking)}: run `stream db init` "
+                "with the same --postgres-dsn and --postgres-table (it adds what is missing)"
+            )
         if lacking:
             raise SchemaError(
                 f"table {name} has no column(s) {', '.join(lacking)}: it was not made by "

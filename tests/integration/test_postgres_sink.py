@@ -21,7 +21,8 @@ import pytest
 
 from stream.bench.sink import sensor_row
 from stream.metrics import Metrics, SinkMetrics
-from stream.sink.errors import SchemaError, SinkAuthError, SinkUnavailable
+from stream.sink.errors import SchemaError, SinkAuthError, SinkFenced, SinkUnavailable
+from stream.sink.position import Position
 from stream.sink.postgres import PostgresSink, SinkConfig
 from stream.sink.rows import Row, generic_row
 from stream.sink.schema import Table, check_tables, init_tables, offsets_table, result_table
@@ -116,6 +117,18 @@ class Recorder:
 
     def error(self, reason: str) -> None:
         self.errors.append(reason)
+
+
+_CLAIMS: dict[tuple[int, str, int], int] = {}
+
+
+async def at(sink: PostgresSink, group: str, partition: int, next_offset: int) -> Position:
+    """A write's position under this sink's claim of the partition (claimed once), as
+    the engine's sink stage makes it."""
+    key = (id(sink), group, partition)
+    if key not in _CLAIMS:
+        _CLAIMS[key] = (await sink.claim(group, "in", partition)).generation
+    return Position(group, next_offset, _CLAIMS[key])
 
 
 # ---- schema ----------------------------------------------------------------------------------
@@ -234,10 +247,11 @@ async def test_batches_of_many_partitions_at_once(
     batches = [
         (p, sensor_rows(200, partition=p, start=b * 200)) for p in range(4) for b in range(5)
     ]
+    positions = [await at(sink, group, p, rows[-1][2] + 1) for p, rows in batches]
     results = await asyncio.gather(
         *(
-            sink.write("in", p, rows, next_offset=rows[-1][2] + 1, group=group)
-            for p, rows in batches
+            sink.write("in", p, rows, position=position)
+            for (p, rows), position in zip(batches, positions, strict=True)
         )
     )
     assert all(r == [] for r in results)
@@ -258,18 +272,21 @@ async def test_rows_and_offset_in_one_transaction(
 ) -> None:
     assert await sink.stored_offset(group, "in", 0) is None
     rows = sensor_rows(20)
-    await sink.write("in", 0, rows, next_offset=20, group=group)
+    await sink.write("in", 0, rows, position=await at(sink, group, 0, 20))
     assert await sink.stored_offset(group, "in", 0) == 20
     assert await sink.stored_offset("other-group", "in", 0) is None
     more = sensor_rows(5, start=20)
-    await sink.write("in", 0, more, next_offset=25, group=group)
+    await sink.write("in", 0, more, position=await at(sink, group, 0, 25))
     assert await sink.stored_offset(group, "in", 0) == 25
     assert await count(postgres_dsn, typed.name) == 25
     # An empty batch moves the offset alone (a partition past transaction markers).
-    assert await sink.write("in", 0, [], next_offset=27, group=group) == []
+    assert await sink.write("in", 0, [], position=await at(sink, group, 0, 27)) == []
     assert await sink.stored_offset(group, "in", 0) == 27
     sink.forget("in", 0)
-    assert await sink.write("in", 0, sensor_rows(3, start=27), next_offset=30, group=group) == []
+    assert (
+        await sink.write("in", 0, sensor_rows(3, start=27), position=await at(sink, group, 0, 30))
+        == []
+    )
     assert await sink.stored_offset(group, "in", 0) == 30
     assert await count(postgres_dsn, typed.name) == 28
     stored = await fetch(
@@ -278,12 +295,44 @@ async def test_rows_and_offset_in_one_transaction(
     assert [(r["topic"], r["partition"], r["next_offset"]) for r in stored] == [("in", 0, 30)]
 
 
+async def test_a_stale_owner_can_neither_move_the_offset_back_nor_write_rows(
+    sink: PostgresSink, postgres_dsn: str, typed: Table, group: str
+) -> None:
+    """Two owners of one partition (a paused process and its successor, in two
+    processes): once the new owner claimed the partition, the old one's writes are
+    refused whole, whatever offset they carry (issue 20, item 3)."""
+    old = await sink.claim(group, "in", 0)
+    await sink.write("in", 0, sensor_rows(10), position=Position(group, 10, old.generation))
+    successor = PostgresSink(SinkConfig(postgres_dsn, typed))
+    await successor.start()
+    try:
+        new = await successor.claim(group, "in", 0)
+        assert (new.next_offset, new.generation > old.generation) == (10, True)
+        later = sensor_rows(10, start=10)
+        await successor.write("in", 0, later, position=Position(group, 20, new.generation))
+        for stale_offset in (15, 5, 40):  # a late write, behind or ahead
+            with pytest.raises(SinkFenced, match="another owner claimed"):
+                await sink.write(
+                    "in",
+                    0,
+                    sensor_rows(5, start=20),
+                    position=Position(group, stale_offset, old.generation),
+                )
+        assert await successor.stored_offset(group, "in", 0) == 20
+        assert await count(postgres_dsn, typed.name) == 20  # none of the stale rows
+        # The new owner's offset never moves back either (a replay after a rewind).
+        await successor.write("in", 0, later[:3], position=Position(group, 13, new.generation))
+        assert await successor.stored_offset(group, "in", 0) == 20
+    finally:
+        await successor.close()
+
+
 async def test_a_write_cancelled_midway_leaves_neither_rows_nor_offset(
     sink: PostgresSink, postgres_dsn: str, typed: Table, group: str
 ) -> None:
     rows = sensor_rows(2000) * 1  # one big batch: its COPY takes a while
     big = rows * 60  # 120,000 rows, offsets repeat: still one transaction
-    task = asyncio.create_task(sink.write("in", 0, big, next_offset=2000, group=group))
+    task = asyncio.create_task(sink.write("in", 0, big, position=await at(sink, group, 0, 2000)))
     await asyncio.sleep(0.15)
     assert not task.done(), "the write finished before it could be cancelled"
     task.cancel()
@@ -292,7 +341,7 @@ async def test_a_write_cancelled_midway_leaves_neither_rows_nor_offset(
     assert await count(postgres_dsn, typed.name) == 0
     assert await sink.stored_offset(group, "in", 0) is None
     # The sink goes on: the same batch again lands whole.
-    assert await sink.write("in", 0, rows, next_offset=2000, group=group) == []
+    assert await sink.write("in", 0, rows, position=await at(sink, group, 0, 2000)) == []
     assert await count(postgres_dsn, typed.name) == 2000
     assert await sink.stored_offset(group, "in", 0) == 2000
 
@@ -308,7 +357,7 @@ async def test_refused_rows_are_returned_and_the_rest_written(
     bad[7] = (*rows[7][:8], math.nan, *rows[7][9:])  # std NaN: the table's check refuses it
     bad[42] = (*rows[42][:5], 2**70, *rows[42][6:])  # seq out of bigint's range
     bad[99] = (*rows[99][:6], -5, *rows[99][7:])  # n must be > 0
-    refused = await sink.write("in", 0, bad, next_offset=100, group=group)
+    refused = await sink.write("in", 0, bad, position=await at(sink, group, 0, 100))
     assert [r.index for r in refused] == [7, 42, 99]
     assert "check constraint" in refused[0].message
     assert "out of range" in refused[1].message or "int" in refused[1].message.lower()
@@ -355,7 +404,9 @@ async def test_database_restart_mid_stream_loses_and_duplicates_nothing(
         # Batches of 500 until the database has been back for a while.
         while True:
             rows = sensor_rows(500, partition=p, start=written[p])
-            refused = await sink.write("in", p, rows, next_offset=written[p] + 500, group=group)
+            refused = await sink.write(
+                "in", p, rows, position=await at(sink, group, p, written[p] + 500)
+            )
             assert refused == []
             written[p] += 500
             if back.is_set() and written[p] >= after_back[p] + 2000:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -30,7 +30,15 @@ from stream.flow import InFlight
 from stream.kafka.protocols import TopicPartition
 from stream.metrics import Metrics
 from stream.worker import BatchResult
-from tests.fakes import FakeBroker, FakeClients, FakeConsumer, FakePool, FakeProducer
+from tests.fakes import (
+    FakeBroker,
+    FakeClients,
+    FakeConsumer,
+    FakePool,
+    FakeProducer,
+    FakeTransactionalProducer,
+    Record,
+)
 
 P0 = TopicPartition("in", 0)
 EXACTLY_ONCE = "exactly-once"
@@ -428,3 +436,37 @@ async def test_a_failure_episode_ends_with_progress() -> None:
         assert not task.done(), task.exception()
         assert rig.commit_failures() == 2
         assert rig.outputs() == list(range(15))
+
+
+async def test_an_idle_look_before_the_records_return_does_not_end_a_failure_episode() -> None:
+    """Every commit fails; after each rewind the records come back only after a fetch
+    slower than the idle interval, so the partition idles before each failure. Nothing
+    is ever committed: the delivery timeout must end run() (an idle look is not
+    progress)."""
+    rig = make(EXACTLY_ONCE, delivery_timeout=5.0)
+    make_producer = rig.clients.transactional_producer
+
+    async def failing(transactional_id: str) -> FakeTransactionalProducer:
+        producer = await make_producer(transactional_id)
+        producer.fail_commit = 1_000_000  # every transaction's commit fails
+        return producer
+
+    rig.clients.transactional_producer = failing  # type: ignore[method-assign]
+    fetch = rig.consumer.getmany
+
+    async def slow(timeout_ms: int, max_records: int) -> Mapping[TopicPartition, Sequence[Record]]:
+        await asyncio.sleep(0.03)  # a fetch slower than the idle interval (10 ms)
+        return await fetch(timeout_ms, max_records)
+
+    rig.consumer.getmany = slow  # type: ignore[method-assign]
+    async with running(rig) as task:
+        rig.broker.feed(0, values(5))
+        for _ in range(100):  # 2 s of real time, 100 s on the partition's clock
+            if task.done():
+                break
+            rig.clock.advance(1.0)
+            await asyncio.sleep(0.02)
+        assert task.done(), f"{rig.commit_failures():g} failed commits, still rewinding"
+        with pytest.raises(FatalError, match="no progress"):
+            await task
+        assert rig.committed() is None

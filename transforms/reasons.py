@@ -40,6 +40,8 @@ class Reason(StrEnum):
     WORKER_TIMEOUT = "worker_timeout"
     # anything a user transform named that is not above (metric label only)
     OTHER = "other"
+    # the record's schema id, as the registry answered for it
+    SCHEMA_REFUSED = "schema_refused"  # a lasting refusal for the id (403, 422, not a schema)
 
 
 KNOWN = frozenset(r.value for r in Reason)

@@ -3,9 +3,11 @@ values whose schema id picks a reader. The interface every format implements
 (:class:`~transforms.codec.Decoder`, :class:`~transforms.codec.Encoder`) and JSON's
 implementation live in :mod:`transforms.codec`.
 
-Only a registry outage escapes as an exception
-(:class:`~stream.formats.registry.RegistryUnavailable`): the batch is retried, no record
-becomes a dead letter for it.
+Only a registry outage (or our credentials refused) escapes as an exception
+(:class:`~stream.formats.registry.RegistryError`): the batch is retried, no record
+becomes a dead letter for it. An id the registry has no schema for is ``unknown_schema``,
+one it refuses for good is ``schema_refused``: per record, asked once per batch (and the
+client remembers the answer for a while).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from stream.formats import framing
-from stream.formats.registry import RegisteredSchema, SchemaNotFound
+from stream.formats.registry import RegisteredSchema, SchemaNotFound, SchemaRefused
 from transforms import BadRecord
 from transforms.checks import check_size
 from transforms.codec import Decoded
@@ -46,40 +48,52 @@ class RegistryDecoder:
         self._readers: dict[int, Reader | BadRecord] = {}
 
     def reader(self, schema_id: int) -> Reader:
+        """The reader of this id, built once; BadRecord when the id has none."""
         found = self._readers.get(schema_id)
         if found is None:
             try:
                 schema = self.client.schema(schema_id)
             except SchemaNotFound:
-                # Not cached: an id unknown now may be registered later.
+                # Not cached here: an id unknown now may be registered later (the client
+                # remembers the answer for a short while).
                 raise BadRecord(
                     Reason.UNKNOWN_SCHEMA, f"the registry has no schema with id {schema_id}"
                 ) from None
-            if schema.schema_type != self._schema_type:
-                found = BadRecord(
-                    Reason.DECODE_ERROR,
-                    f"schema id {schema_id} is {schema.schema_type}, not {self._schema_type}",
-                )
-            else:
-                try:
-                    found = self._make_reader(schema)
-                except Exception as exc:  # noqa: BLE001 - a schema we cannot use is per record
-                    found = BadRecord(
-                        Reason.DECODE_ERROR,
-                        bounded(f"schema id {schema_id} is unusable: {type(exc).__name__}: {exc}"),
-                    )
-            self._readers[schema_id] = found
+            except SchemaRefused as exc:
+                raise BadRecord(Reason.SCHEMA_REFUSED, bounded(str(exc))) from None
+            found = self._readers[schema_id] = self._build(schema)
         if isinstance(found, BadRecord):
             raise found
         return found
 
+    def _build(self, schema: RegisteredSchema) -> Reader | BadRecord:
+        if schema.schema_type != self._schema_type:
+            return BadRecord(
+                Reason.DECODE_ERROR,
+                f"schema id {schema.schema_id} is {schema.schema_type}, not {self._schema_type}",
+            )
+        try:
+            return self._make_reader(schema)
+        except Exception as exc:  # noqa: BLE001 - a schema we cannot use is per record
+            return BadRecord(
+                Reason.DECODE_ERROR,
+                bounded(f"schema id {schema.schema_id} is unusable: {type(exc).__name__}: {exc}"),
+            )
+
     def decode_batch(self, values: Sequence[bytes | None], max_bytes: int) -> Decoded:
         out = Decoded()
+        missing: dict[int, BadRecord] = {}  # ids without a schema: the registry asked once
         for index, checked in enumerate(values):
             try:
                 value = check_size(checked, max_bytes)
                 schema_id, offset = framing.parse(value)
-                read = self.reader(schema_id)
+                if schema_id in missing:
+                    raise missing[schema_id]
+                try:
+                    read = self.reader(schema_id)
+                except BadRecord as bad:
+                    missing[schema_id] = bad
+                    raise
             except BadRecord as bad:
                 out.errors.append((index, bad.reason, bad.message))
                 continue

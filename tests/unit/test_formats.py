@@ -222,6 +222,28 @@ def test_backoff_doubles_up_to_its_cap_and_stops_at_the_deadline() -> None:
     assert delays == [0.5, 1.0, 1.0, 0.5]
 
 
+def test_negative_answers_are_remembered_for_a_while_and_bounded() -> None:
+    from stream.formats.registry import Remembered, SchemaNotFound, SchemaRefused
+
+    now = [0.0]
+    remembered = Remembered(lambda: now[0], keep_for=30.0, limit=3)
+    remembered.put(1, SchemaNotFound("schema id 1: not found"))
+    remembered.put(2, SchemaRefused("schema id 2: HTTP 403"))
+    found = remembered.get(1)
+    assert isinstance(found, SchemaNotFound)
+    assert str(found) == "schema id 1: not found"
+    assert found is not remembered.get(1)  # a fresh exception each time, no shared traceback
+    assert isinstance(remembered.get(2), SchemaRefused)
+    now[0] = 29.9
+    assert remembered.get(1) is not None
+    now[0] = 30.0
+    assert remembered.get(1) is None  # asked again: an id may be registered meanwhile
+    for key in range(10, 20):  # ids from a record never grow the memory past its limit
+        remembered.put(key, SchemaNotFound(str(key)))
+    assert [k for k in range(10, 20) if remembered.get(k) is not None] == [17, 18, 19]
+    assert Remembered(lambda: 0.0, keep_for=0.0).get(1) is None
+
+
 def test_avro_input_needs_a_registry_url() -> None:
     with pytest.raises(ConfigError, match="--schema-registry-url"):
         RunSettings(input_format="avro")

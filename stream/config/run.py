@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Self, get_args
 
+from stream.config.contradictions import check_contradictions
 from stream.config.groups import CONNECTION, ENRICHMENT, SINKS
 from stream.config.kafka import KafkaSettings
 from stream.config.postgres import (
@@ -261,6 +262,7 @@ class RunSettings(EnrichOptions):
         check_postgres(self, needed="postgres" in self.sinks)
         if self.postgres_pool_min > self.postgres_pool_max:
             raise ConfigError("--postgres-pool-min must not exceed --postgres-pool-max")
+        check_contradictions(self, self.sinks)
 
     def resolve(self) -> Self:
         KafkaSettings.resolve(self)

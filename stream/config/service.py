@@ -27,6 +27,8 @@ Guarantee = Literal["at-least-once", "exactly-once"]
 OffsetReset = Literal["earliest", "latest"]
 LogFormat = Literal["text", "json"]
 
+MIN_TRANSACTION_TIMEOUT = 60.0  # seconds: Kafka's own default transaction timeout
+
 
 @dataclass(frozen=True, slots=True)
 class ProcessingOptions(KafkaSettings):
@@ -121,7 +123,8 @@ class FlowOptions(ProcessingOptions):
         "exactly-once: seconds a partition's transaction stays open before it commits; "
         "outputs are visible to read_committed consumers only then, so longer means "
         "fewer commits and more throughput but later outputs (0: commit after each "
-        "delivery)",
+        "delivery; at most half the transaction timeout, the larger of 60 s and twice "
+        "--drain-timeout)",
         non_negative_float,
         "SECONDS",
         group=FLOW,
@@ -136,6 +139,13 @@ class FlowOptions(ProcessingOptions):
     session_timeout_ms: int = opt(
         30_000, "consumer group session timeout", positive_int, "MS", group=FLOW
     )
+
+    @property
+    def transaction_timeout(self) -> float:
+        """Seconds the broker lets a transaction of ours stay open before it aborts it
+        (the transactional producers' transaction timeout): room for a whole drain on
+        revoke or shutdown, twice over."""
+        return max(MIN_TRANSACTION_TIMEOUT, 2 * self.drain_timeout)
 
 
 @dataclass(frozen=True, slots=True)

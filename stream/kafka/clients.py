@@ -261,7 +261,7 @@ class KafkaClients:
             delivery_timeout=s.delivery_timeout,
             max_batch_size=self.max_batch_size,
             transactional_id=transactional_id,
-            transaction_timeout_ms=max(60_000, int(s.drain_timeout * 2000)),
+            transaction_timeout_ms=int(s.transaction_timeout * 1000),
         )
         try:
             await start_client(producer, s)

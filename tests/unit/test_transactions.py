@@ -45,9 +45,9 @@ async def test_a_zero_interval_commits_after_each_delivery() -> None:
 async def test_a_transaction_holding_a_quarter_of_the_caps_commits_before_its_interval() -> None:
     broker = FakeBroker()
     caps = {"max_inflight_records": 40, "batch_max_records": 10}
-    async with running(broker, assign={P0}, transaction_interval=60.0, **caps, **EOS) as run:
+    async with running(broker, assign={P0}, transaction_interval=30.0, **caps, **EOS) as run:
         broker.feed(0, values(10))  # a batch of ten: a quarter of the 40 records cap
-        await until(lambda: run.committed(P0) == 10)  # long before 60 s
+        await until(lambda: run.committed(P0) == 10)  # long before 30 s
         broker.feed(0, values(20, start=10))
         await until(lambda: run.committed(P0) == 30)
         assert run.outputs() == list(range(30))
@@ -55,7 +55,7 @@ async def test_a_transaction_holding_a_quarter_of_the_caps_commits_before_its_in
 
 async def test_a_revoke_commits_the_open_transaction_at_once_and_aborts_nothing() -> None:
     broker = FakeBroker()
-    async with running(broker, assign={P0}, transaction_interval=60.0, **EOS) as run:
+    async with running(broker, assign={P0}, transaction_interval=30.0, **EOS) as run:
         broker.feed(0, values(10))
         producer = run.clients.producers[-1]
         await until(lambda: len(producer.staged) == 10)
@@ -68,7 +68,7 @@ async def test_a_revoke_commits_the_open_transaction_at_once_and_aborts_nothing(
 
 async def test_shutdown_commits_the_open_transaction_without_waiting_for_its_interval() -> None:
     broker = FakeBroker()
-    async with running(broker, assign={P0}, transaction_interval=60.0, **EOS) as run:
+    async with running(broker, assign={P0}, transaction_interval=30.0, **EOS) as run:
         broker.feed(0, values(10))
         await until(lambda: len(run.clients.producers[-1].staged) == 10)
         run.engine.stop()

@@ -68,10 +68,12 @@ class EnrichResult:
     """Per record of a batch: the JSON to merge, or None (nothing to merge: the lookup found
     nothing and ``--enrich-missing pass``, or the worker will reject the record anyway, or it
     failed); ``errors`` names the records whose lookup failed, as ``(index, reason,
-    message)`` like ``BatchResult.errors``."""
+    message)`` like ``BatchResult.errors``; ``nbytes``: the bytes of the distinct answers
+    it holds (records of one URL share one answer)."""
 
     enrichment: list[bytes | None]
     errors: list[tuple[int, str, str]]
+    nbytes: int = 0
 
     @property
     def any(self) -> bool:

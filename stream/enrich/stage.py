@@ -106,6 +106,8 @@ class Enricher:
         metrics.cache_bytes.set_function(lambda: self.cache.bytes)
         self._decode = user is not None or (url is not None and url.needs_record)
         self.field = field
+        # bytes of answers that batches hold on their way to the workers (enrich_then_process)
+        self.held_bytes = 0
 
     @classmethod
     def from_settings(cls, settings: RunSettings, metrics: EnrichMetrics) -> Enricher | None:
@@ -169,6 +171,7 @@ class Enricher:
         errors: list[tuple[int, str, str]] = []
         waits: list[tuple[list[int], asyncio.Future[Outcome]]] = []
         counts = dict.fromkeys(("enriched", "passed", "failed", "refused", "skipped"), 0)
+        held = [0]  # bytes of the distinct answers
         hits = misses = 0
         cache = self.cache if self.cache.enabled else None
         launch = self.lookups.launch
@@ -179,6 +182,7 @@ class Enricher:
                 counts["refused"] += len(indexes)
             elif isinstance(outcome, Found):
                 body = outcome.body  # one object for all: pickled once to the worker
+                held[0] += len(body)
                 for index in indexes:
                     enrichment[index] = body
                 counts["enriched"] += len(indexes)
@@ -231,7 +235,7 @@ class Enricher:
             settle(indexes, future.result())
         self._count(counts, hits, misses)
         errors.sort()
-        return EnrichResult(enrichment, errors)
+        return EnrichResult(enrichment, errors, held[0])
 
     def _count(self, records: dict[str, int], hits: int, misses: int) -> None:
         """Metrics once per batch, not per record (each update takes a lock)."""
@@ -289,5 +293,9 @@ async def enrich_then_process(
     (reason ``enrich_failed``) of their records, in the batch's order."""
     enriched = await enricher.enrich(keys, values)
     extra = enriched.enrichment if enriched.any else None
-    batch = await process(values, enrichment=extra, field=enricher.field)
+    enricher.held_bytes += enriched.nbytes
+    try:
+        batch = await process(values, enrichment=extra, field=enricher.field)
+    finally:
+        enricher.held_bytes -= enriched.nbytes
     return enriched.combine(batch, values)

@@ -95,3 +95,24 @@ async def test_a_batch_the_cache_answers_whole_reaches_the_pool_in_the_same_step
         step.send(None)
     assert done.value.value.outputs == [b"out"] * 10
     assert handed == [10]
+
+
+async def test_a_batch_counts_its_distinct_answers_bytes_while_the_workers_have_them() -> None:
+    """Records of one URL share one answer: the batch holds 3 answers' bytes, not 300,
+    and the stage counts them (``held_bytes``) until the workers' result is back."""
+    bodies = {s: orjson.dumps({"id": s, "pad": "p" * 100}) for s in ("a", "b", "c")}
+    enricher = cached(answers={s: Found(body) for s, body in bodies.items()})
+    size = sum(map(len, bodies.values()))
+    seen: list[int] = []
+
+    async def process(
+        values: list[bytes | None], *, enrichment: list[bytes | None] | None, field: str
+    ) -> BatchResult:
+        seen.append(enricher.held_bytes)
+        return BatchResult([b"out"] * len(values), [], 0.0, 1)
+
+    keys, values = batch(["a", "b", "c"] * 100)
+    assert (await enricher.enrich(keys, values)).nbytes == size
+    await enrich_then_process(enricher, process, keys, values)
+    assert seen == [size]
+    assert enricher.held_bytes == 0

@@ -1,12 +1,11 @@
 """A real Prometheus server (Debian's `prometheus` package) for tests that claim
-"scrapable" (`make test` installs it where it is missing), and what tests read from an
-exposition and from the Grafana dashboard's queries."""
+"scrapable" (`make test` installs it where it is missing), and the samples of an
+exposition summed by name."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import re
 import shutil
 import socket
 import subprocess
@@ -20,10 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-
-ROOT = Path(__file__).resolve().parent.parent
-DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "stream.json"
-METRIC_NAME = re.compile(r"\bstream_[a-z_]+")
 
 
 def free_port() -> int:
@@ -120,24 +115,6 @@ def running_prometheus(targets: list[str], job: str = "stream") -> Iterator[Prom
                 process.wait(5)
             if process.stderr is not None:
                 process.stderr.close()
-
-
-def dashboard_metric_names() -> set[str]:
-    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    exprs: list[str] = []
-
-    def walk(panels: list[dict[str, Any]]) -> None:
-        for panel in panels:
-            exprs.extend(t["expr"] for t in panel.get("targets", []) if "expr" in t)
-            walk(panel.get("panels", []))  # rows hold their collapsed panels
-
-    walk(dashboard["panels"])
-    for variable in dashboard.get("templating", {}).get("list", []):
-        query = variable.get("query")
-        text = query.get("query", "") if isinstance(query, dict) else str(query or "")
-        exprs.append(text)
-    assert len(exprs) >= 10
-    return {name for expr in exprs for name in METRIC_NAME.findall(expr)}
 
 
 def samples(exposition: str) -> dict[str, float]:

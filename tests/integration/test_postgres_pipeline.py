@@ -23,6 +23,7 @@ import pytest
 
 from stream.config import ProduceSettings
 from stream.produce import demo_events, produce
+from tests.dashboard import dashboard_metric_names
 from tests.helpers import (
     FAST_REJOIN,
     STREAM,
@@ -38,7 +39,7 @@ from tests.helpers import (
     wait_caught_up,
 )
 from tests.postgres import Server
-from tests.prometheus import dashboard_metric_names, samples
+from tests.prometheus import samples
 from transforms import resolve
 
 pytestmark = pytest.mark.broker

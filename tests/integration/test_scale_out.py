@@ -21,6 +21,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.dashboard import dashboard_metric_names
 from tests.helpers import (
     Service,
     Topics,
@@ -32,7 +33,7 @@ from tests.helpers import (
     start_service,
     wait_caught_up,
 )
-from tests.prometheus import dashboard_metric_names, samples
+from tests.prometheus import samples
 
 pytestmark = pytest.mark.broker
 

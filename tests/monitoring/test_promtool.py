@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_deploy_monitoring import (
+from tests.dashboard import (
     ALERT_NAMES,
     ALERTS,
     ALERTS_TEST,

@@ -9,36 +9,24 @@ a metric without updating the dashboard or the alerts fails here.
 from __future__ import annotations
 
 import functools
-import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 from prometheus_client import generate_latest
 
 from stream.metrics import Metrics
-
-ROOT = Path(__file__).resolve().parents[2]
-PROMETHEUS = ROOT / "deploy" / "prometheus"
-CONFIG = PROMETHEUS / "prometheus.yml"
-ALERTS = PROMETHEUS / "alerts.yml"
-ALERTS_TEST = PROMETHEUS / "alerts_test.yml"
-GRAFANA = ROOT / "deploy" / "grafana"
-DASHBOARD = GRAFANA / "dashboards" / "stream.json"
+from tests.dashboard import (
+    ALERT_NAMES,
+    ALERTS,
+    ALERTS_TEST,
+    CONFIG,
+    GRAFANA,
+    all_panels,
+    dashboard,
+    exprs,
+)
 
 METRIC_NAME = re.compile(r"\bstream_[A-Za-z0-9_]*[A-Za-z0-9]")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-
-ALERT_NAMES = {
-    "StreamLagGrowing",
-    "StreamNoProgress",
-    "StreamDeadLetterRate",
-    "StreamWorkerRestarts",
-    "StreamTargetDown",
-    "StreamEventLoopLagHigh",
-    "StreamSinkErrors",
-}
 
 # Panels an on-call engineer relies on; the alerts' descriptions refer to them by title.
 REQUIRED_PANELS = {
@@ -126,21 +114,6 @@ def unknown_names(used: set[str]) -> list[str]:
         hint = f" (a histogram: use {name}_bucket, _sum or _count)" if name in histograms else ""
         problems.append(name + hint)
     return problems
-
-
-def dashboard() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    return data
-
-
-def all_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in panels:
-        yield panel
-        yield from all_panels(panel.get("panels", []))  # panels nested in collapsed rows
-
-
-def exprs(panel: dict[str, Any]) -> list[str]:
-    return [str(t.get("expr", "")) for t in panel.get("targets", [])]
 
 
 def alert_blocks() -> dict[str, str]:

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol, Self
 
+from stream.config.dsn import dsn_problem
 from stream.config.groups import SINKS
 from stream.options import ConfigError, opt, positive_float, read_secret_file, secret
 
@@ -74,17 +75,29 @@ def postgres_command_timeout_opt() -> float:
 
 
 def postgres_dsn_value(settings: DsnOptions) -> str:
-    """The DSN, read from --postgres-dsn-file when that is given."""
+    """The DSN, read from --postgres-dsn-file when that is given; a malformed one is a
+    :class:`ConfigError` saying what is wrong with it (never the DSN itself)."""
     if settings.postgres_dsn_file:
-        return read_secret_file("postgres_dsn_file", settings.postgres_dsn_file)
+        dsn = read_secret_file("postgres_dsn_file", settings.postgres_dsn_file)
+        problem = dsn_problem(dsn)
+        if problem:
+            raise ConfigError(
+                f"--postgres-dsn-file: the DSN in {settings.postgres_dsn_file!r} is malformed: "
+                f"{problem}"
+            )
+        return dsn
     return settings.postgres_dsn
 
 
 def check_postgres(settings: DsnOptions, needed: bool) -> None:
-    """The DSN options fit together (no I/O: ``resolve`` reads the file); errors never
-    show the DSN."""
+    """The DSN options fit together and a --postgres-dsn given is well formed (no I/O:
+    ``resolve`` reads the file); errors never show the DSN."""
     if settings.postgres_dsn and settings.postgres_dsn_file:
         raise ConfigError("give --postgres-dsn or --postgres-dsn-file, not both")
+    if settings.postgres_dsn:
+        problem = dsn_problem(settings.postgres_dsn)
+        if problem:
+            raise ConfigError(f"--postgres-dsn is malformed: {problem}")
     if needed and not (settings.postgres_dsn or settings.postgres_dsn_file):
         raise ConfigError("--sink postgres needs --postgres-dsn or --postgres-dsn-file")
 

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from stream.errors import UsageError
 from stream.sink.errors import SinkAuthError, SinkError, SinkFenced, SinkUnavailable
 from stream.sink.position import Claim, Position
 from stream.sink.retry import Backoff
@@ -56,6 +57,12 @@ _RETRIABLE: tuple[type[BaseException], ...] = (
     # transaction's ROLLBACK then meets a connection still consuming the error and asyncpg
     # raises this instead of the connection error. A retry takes a fresh connection.
     asyncpg.exceptions.InternalClientError,
+)
+# At connect: the server refused a setting the DSN's query gave it (unknown, bad value).
+_DSN_SETTING: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.UndefinedObjectError,  # 42704: unrecognized configuration parameter
+    asyncpg.exceptions.InvalidParameterValueError,  # 22023: invalid value for parameter
+    asyncpg.exceptions.CantChangeRuntimeParamError,  # 55P02: cannot be changed now
 )
 _AUTH: tuple[type[BaseException], ...] = (
     asyncpg.InvalidAuthorizationSpecificationError,  # 28: wrong password, no such role
@@ -115,7 +122,9 @@ def where(dsn: str) -> str:
 
 async def connect(config: SinkConfig) -> Any:
     """One connection (an ``asyncpg.Connection``), or one line saying why not:
-    :class:`SinkUnavailable`, :class:`SinkAuthError` or :class:`SinkError`."""
+    :class:`SinkUnavailable`, :class:`SinkAuthError`, or a :class:`UsageError` (exit 2)
+    when the DSN is malformed (the driver refused it, or the server refused a setting in
+    its query): a configuration error, never "unreachable"."""
     here = where(config.dsn)
     try:
         return await asyncpg.connect(
@@ -123,11 +132,18 @@ async def connect(config: SinkConfig) -> Any:
         )
     except _AUTH as exc:
         raise SinkAuthError(f"PostgreSQL at {here} refused the connection: {exc}") from None
+    # Before _RETRIABLE: the driver's configuration error is also an InterfaceError.
+    except (asyncpg.exceptions.ClientConfigurationError, ValueError):
+        raise UsageError(
+            "--postgres-dsn is not a valid PostgreSQL DSN (the driver refused it)"
+        ) from None
+    except _DSN_SETTING as exc:
+        raise UsageError(
+            f"--postgres-dsn: PostgreSQL at {here} refused a setting of its query: {exc}"
+        ) from None
     except _RETRIABLE as exc:
         reason = str(exc) or type(exc).__name__
         raise SinkUnavailable(f"PostgreSQL at {here} is unreachable: {reason}") from None
-    except (asyncpg.exceptions.ClientConfigurationError, ValueError):
-        raise SinkError("--postgres-dsn is not a valid PostgreSQL DSN") from None
 
 
 class PostgresSink:

@@ -111,21 +111,24 @@ class HttpLookup:
                 return Failed(f"HTTP {status} from {url}: {exc}", "invalid_body")
             except (aiohttp.ClientError, OSError) as exc:
                 return Retry(f"{type(exc).__name__}: {exc} ({url})", "connection_error")
-            refusal = self._follow(status, url, origin, location)
-            if isinstance(refusal, Failed):
-                return refusal
-            target = refusal
+            hop = self._follow(status, url, target, origin, location)
+            if isinstance(hop, Failed):
+                return hop
+            target = hop
         return Failed(f"more than {MAX_REDIRECTS} redirects from {url}", "redirect_refused")
 
-    def _follow(self, status: int, url: str, origin: str, location: str) -> URL | Failed:
-        """The next hop of a redirect, or why it is not followed."""
+    def _follow(
+        self, status: int, url: str, current: URL, origin: str, location: str
+    ) -> URL | Failed:
+        """The next hop of a redirect from ``current`` (on the way from ``url``), or why
+        it is not followed."""
         if self.redirects == "none":
             return Failed(
                 f"HTTP {status} from {url}: a redirect, not followed (--enrich-redirects none)",
                 "redirect_refused",
             )
         try:
-            target = URL(url).join(URL(location))
+            target = current.join(URL(location))
         except ValueError:
             return Failed(f"HTTP {status} from {url}: an unreadable Location", "redirect_refused")
         if _origin(target) != origin:

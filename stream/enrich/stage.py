@@ -11,9 +11,11 @@ are retried with backoff and jitter (honouring Retry-After). The result keeps th
 batch's order, whatever order the lookups finish in.
 
 Records the worker will reject anyway (no value, too large, not JSON) are not looked
-up: the worker names their real reason. Only what the URL needs is read from a
-record: a ``{key}``-only URL decodes nothing. The records of a batch are grouped by URL
-first: one cache look-up, one lookup per distinct URL.
+up: the worker names their real reason. Records whose values would change the URL's
+path shape or make it too long (``stream.url_template.UnsafeValue``) are not looked up
+either: they are dead letters with reason ``enrich_refused``. Only what the URL needs
+is read from a record: a ``{key}``-only URL decodes nothing. The records of a batch are
+grouped by URL first: one cache look-up, one lookup per distinct URL.
 
 Running the lookups (slots, single flight, timeouts, retries) is
 ``stream.enrich.lookups``; its tasks outlive a cancelled ``enrich()`` (other batches may

@@ -186,8 +186,8 @@ async def test_a_redirect_to_another_origin_is_not_followed(
     meta: MetaServer, make: Callable[..., Enricher]
 ) -> None:
     """A 302 to another server (another port: another origin) fails the lookup without a
-    request to it; a redirect on the same origin is followed; with ``redirects="none"``
-    none is."""
+    request to it; redirects on the same origin are followed, up to 5; with
+    ``redirects="none"`` none is."""
     other = MetaServer()
     await other.start()
     try:
@@ -197,6 +197,12 @@ async def test_a_redirect_to_another_origin_is_not_followed(
                 return web.Response(status=302, headers={"Location": other.url("/sensors/x")})
             if sensor_id == "here":
                 return web.Response(status=301, headers={"Location": "/sensors/here-now"})
+            if sensor_id == "twice":  # relative to where the first hop went
+                return web.Response(status=307, headers={"Location": "/tenants/x/sensors/twice-1"})
+            if sensor_id == "twice-1":
+                return web.Response(status=308, headers={"Location": "twice-2"})
+            if sensor_id == "loop":
+                return web.Response(status=302, headers={"Location": "/sensors/loop"})
             return await answer(sensor_id, n)
 
         meta.respond = moved
@@ -209,6 +215,12 @@ async def test_a_redirect_to_another_origin_is_not_followed(
         assert [(i, r) for i, r, _ in result.errors] == [(0, ENRICH_FAILED)]
         assert "a redirect to another origin" in result.errors[0][2]
         assert answers(result)[1] == {"id": "here-now", "n": 1}
+        hops = await following.enrich(*records({"sensor_id": "twice"}, {"sensor_id": "loop"}))
+        assert answers(hops)[0] == {"id": "twice-2", "n": 1}
+        assert "/tenants/x/sensors/twice-2" in meta.paths
+        assert [(i, r) for i, r, _ in hops.errors] == [(1, ENRICH_FAILED)]
+        assert "more than 5 redirects" in hops.errors[0][2]
+        assert meta.requests["loop"] == 6  # the request and 5 redirects, not for ever
         refused = await strict.enrich(keys, values)
         assert [(i, r) for i, r, _ in refused.errors] == [(0, ENRICH_FAILED), (1, ENRICH_FAILED)]
         assert "not followed (--enrich-redirects none)" in refused.errors[1][2]

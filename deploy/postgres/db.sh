@@ -124,7 +124,10 @@ init() {
   log "initdb in $data"
   as_owner "$bin/initdb" -D "$data" --auth-local=trust --auth-host=scram-sha-256 \
     --encoding=UTF8 --locale=C.UTF-8 >"$run/initdb.log" 2>&1 || {
-    log "initdb failed; see $run/initdb.log"; exit 1; }
+    log "initdb failed; last lines of $run/initdb.log:"
+    tail -n 5 "$run/initdb.log" >&2 || true
+    exit 1
+  }
   cat >>"$data/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
 port = $port

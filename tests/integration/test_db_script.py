@@ -102,3 +102,24 @@ async def test_db_script_serves_from_a_checkout_only_its_owner_may_enter(
     fresh = private_checkout.run("start")  # clean removed the data: initdb again
     assert fresh.returncode == 0, fresh.stderr
     assert "initdb" in fresh.stderr
+
+
+def test_a_data_root_the_server_user_cannot_enter_is_one_line_saying_what_to_change(
+    private_checkout: Checkout,
+) -> None:
+    # PG_DATA_ROOT is taken as given: inside the mode-0700 folder, the postgres user (the
+    # server's, when the script runs as root) cannot enter it. Run as another user, the
+    # server runs as that user, who can.
+    root = private_checkout.folder / "data"
+    started = private_checkout.run("start", PG_DATA_ROOT=str(root))
+    try:
+        if os.geteuid() == 0:
+            assert started.returncode == 1
+            (line,) = started.stderr.splitlines()
+            assert line.startswith("db: the server's user (postgres) cannot enter ")
+            assert "set PG_DATA_ROOT to a folder it can enter" in line
+            assert not (root / f"run-{private_checkout.port}" / "data").exists()
+        else:
+            assert started.returncode == 0, started.stderr
+    finally:
+        private_checkout.run("clean", PG_DATA_ROOT=str(root))

@@ -20,7 +20,7 @@ import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 KEY = "key"
@@ -48,7 +48,8 @@ class UnsafeValue(TemplateError):
 class UrlTemplate:
     text: str  # may hold credentials: see ``redact``
     parts: tuple[tuple[str, str | None], ...]  # (literal text, then a placeholder or None)
-    segments: tuple[Segment, ...] = ()  # path segments that hold a placeholder
+    alone: tuple[int, ...] = ()  # placeholders that are a whole path segment (by index)
+    mixed: tuple[Segment, ...] = ()  # other path segments that hold a placeholder
     secrets: tuple[str, ...] = ()  # longest first
     max_length: int = MAX_LENGTH
 
@@ -81,7 +82,9 @@ class UrlTemplate:
         literal_length = sum(len(literal) for literal, _ in parts)
         if literal_length > max_length:
             raise TemplateError(f"{shown} is longer than {max_length} characters without values")
-        return cls(text, tuple(parts), segments, secrets, max_length)
+        alone = tuple(s[0] for s in segments if len(s) == 1 and isinstance(s[0], int))
+        mixed = tuple(s for s in segments if len(s) > 1)
+        return cls(text, tuple(parts), alone, mixed, secrets, max_length)
 
     @property
     def fields(self) -> frozenset[str]:
@@ -124,7 +127,16 @@ class UrlTemplate:
                 raise TemplateError(f"the record has no field {name!r} for the enrichment URL")
             out.append(_field_text(name, record[name]))
         texts = tuple(out)
-        self._check(texts)
+        for index in self.alone:  # the usual case, per record: a set look-up each
+            if texts[index] in _FOLDED:
+                self._refuse((index,), texts[index])
+        if self.mixed:
+            self._check_mixed(texts)
+        if len(texts) == 1:
+            if len(texts[0]) > self.max_length:
+                self._overlong()
+        elif sum(map(len, texts)) > self.max_length:
+            self._overlong()
         return texts
 
     def fill(self, texts: tuple[str, ...]) -> str:
@@ -144,28 +156,28 @@ class UrlTemplate:
             )
         return url
 
-    def _check(self, texts: tuple[str, ...]) -> None:
-        """UnsafeValue if a path segment would fold away, or the values alone are too long
-        (quoting only lengthens them; ``fill`` checks the quoted URL)."""
-        for segment in self.segments:
-            if len(segment) == 1:
-                index = segment[0]
-                assert isinstance(index, int)
-                whole = texts[index]
-            else:
-                whole = "".join(texts[i] if isinstance(i, int) else i for i in segment)
+    def _check_mixed(self, texts: tuple[str, ...]) -> None:
+        """UnsafeValue if a segment of literal text and placeholders would fold away."""
+        for segment in self.mixed:
+            whole = "".join(texts[i] if isinstance(i, int) else i for i in segment)
             if whole in _FOLDED:
-                names = [self._name(i) for i in segment if isinstance(i, int)]
-                raise UnsafeValue(
-                    f"{'field ' if names[0] != KEY else ''}{', '.join(map(repr, names))} would "
-                    f"make a path segment of the enrichment URL {whole!r}, which changes "
-                    "the path's shape"
-                )
-        if sum(map(len, texts)) > self.max_length:
-            raise UnsafeValue(
-                f"the values for the enrichment URL are over {self.max_length} characters "
-                "(--enrich-max-url-length)"
-            )
+                self._refuse(segment, whole)
+
+    def _refuse(self, segment: Segment, whole: str) -> NoReturn:
+        names = [self._name(i) for i in segment if isinstance(i, int)]
+        raise UnsafeValue(
+            f"{'field ' if names[0] != KEY else ''}{', '.join(map(repr, names))} would "
+            f"make a path segment of the enrichment URL {whole!r}, which changes "
+            "the path's shape"
+        )
+
+    def _overlong(self) -> NoReturn:
+        """The values alone are too long (quoting only lengthens them; ``fill`` checks
+        the quoted URL)."""
+        raise UnsafeValue(
+            f"the values for the enrichment URL are over {self.max_length} characters "
+            "(--enrich-max-url-length)"
+        )
 
     def _name(self, index: int) -> str:
         names = [n for _, n in self.parts if n is not None]

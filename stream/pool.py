@@ -31,9 +31,12 @@ from typing import Literal, Protocol
 from stream import worker
 from stream.errors import PoolError
 from stream.formats.spec import JSON, FormatSpec
+from stream.pool_activity import ActivityLog, PoolActivity
 from stream.pool_slots import Answer, Context, Queued, Slot, WorkerLost
 from stream.worker import BatchResult, Job
 from transforms.reasons import Reason
+
+__all__ = ["Pool", "PoolActivity", "WorkerPool"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ class Pool(Protocol):
     ) -> BatchResult: ...
     async def close(self) -> None: ...
     def pids(self) -> list[int]: ...
+    def activity(self) -> PoolActivity: ...
     @property
     def alive(self) -> int: ...
     @property
@@ -100,12 +104,14 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._workers: list[Slot] = []
         self._running_threads = 0
+        self.activity_log = ActivityLog()  # slots and batches note their steps here
 
     async def start(self) -> list[int]:
         """Start every worker and load the transform in each; returns their pids."""
         for name in worker.BLAS_THREAD_VARS:
             os.environ.setdefault(name, "1")
         self._workers = [Slot(self, i) for i in range(self.workers)]
+        self.activity_log.step()
         try:
             pids = await asyncio.gather(*(asyncio.to_thread(w.spawn) for w in self._workers))
         except PoolError:
@@ -135,6 +141,10 @@ class WorkerPool:
     def pids(self) -> list[int]:
         """Process ids of the workers now alive."""
         return [pid for w in self._workers if w.alive and (pid := w.pid) is not None]
+
+    def activity(self) -> PoolActivity:
+        """What the workers are doing now (for health); never waits on a worker."""
+        return self.activity_log.snapshot()
 
     def note_restart(self) -> None:
         with self._lock:
@@ -168,15 +178,19 @@ class WorkerPool:
     async def _attempt_until_available(self, job: Job) -> BatchResult:
         """One attempt; while the schema registry is down, the same batch again after a
         growing pause (never a dead letter for an outage; ends when the pool closes)."""
+        result = await self._attempt(job)
+        assert isinstance(result, BatchResult)  # a batch, not a probe
+        if not result.unavailable:
+            return result
         pause, longest = UNAVAILABLE_PAUSE
-        while True:
-            result = await self._attempt(job)
-            assert isinstance(result, BatchResult)  # a batch, not a probe
-            if not result.unavailable:
-                return result
-            log.warning("%s; running the batch again in %.1fs", result.unavailable, pause)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, longest)
+        with self.activity_log.waiting_for_registry():
+            while result.unavailable:
+                log.warning("%s; running the batch again in %.1fs", result.unavailable, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, longest)
+                result = await self._attempt(job)
+                assert isinstance(result, BatchResult)
+        return result
 
     async def run(
         self,
@@ -194,14 +208,24 @@ class WorkerPool:
         by record, each answered as it is done, so the record it fails on is known at once
         (within two deadlines of the first try, whatever the batch size). A record the
         worker died on is tried once more alone; the records after it go on as a batch."""
-        return await self._run(Job(values, False, enrichment, field))
-
-    async def _run(self, job: Job) -> BatchResult:
-        values = job.values
+        job = Job(values, False, enrichment, field)
         try:
             return await self._attempt_until_available(job)
         except WorkerLost as exc:
             lost = exc
+        with self.activity_log.isolating():
+            return await self._isolate(job, lost)
+
+    async def _run(self, job: Job) -> BatchResult:
+        """The rest of a batch being isolated: as a batch first, record by record if needed."""
+        try:
+            return await self._attempt_until_available(job)
+        except WorkerLost as exc:
+            return await self._isolate(job, exc)
+
+    async def _isolate(self, job: Job, lost: WorkerLost) -> BatchResult:
+        """A batch whose worker died or overran: find the record that did it."""
+        values = job.values
         if len(values) == 1:
             return await self._single(job, lost, tries=1)
         done: list[BatchResult] = []

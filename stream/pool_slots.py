@@ -25,6 +25,7 @@ from typing import Protocol
 from stream import worker
 from stream.errors import PoolError
 from stream.formats.spec import FormatSpec
+from stream.pool_activity import ActivityLog
 from stream.worker import BatchResult
 from transforms.reasons import Reason
 
@@ -52,6 +53,7 @@ class SlotOwner(Protocol):
     restarts: int
     closing: bool
     jobs: queue.SimpleQueue[Queued | None]
+    activity_log: ActivityLog
 
     def note_restart(self) -> None: ...
     def worker_exited(self) -> None: ...
@@ -200,42 +202,46 @@ class Slot:
             if not self.alive and not self._respawn("died while idle"):
                 pool.jobs.put(job)  # another worker may take it
                 break
-            conn = self.conn
-            assert conn is not None
-            done: list[BatchResult] = []
+            pool.activity_log.attempt_started(self.index)
             try:
-                conn.send_bytes(job.payload)
-                if job.probe:
-                    # Each record has the whole deadline; the first that overruns it
-                    # (or kills the worker) is the culprit.
-                    while len(done) < job.probe and conn.poll(pool.batch_timeout):
-                        done.append(pickle.loads(conn.recv_bytes()))  # noqa: S301
-                    if len(done) == job.probe:
-                        job.resolve(done)
-                        continue
-                elif conn.poll(pool.batch_timeout):
-                    job.resolve(pickle.loads(conn.recv_bytes()))  # noqa: S301 - our own worker
-                    continue
-                lost = WorkerLost(
-                    Reason.WORKER_TIMEOUT,
-                    f"the record took longer than {pool.batch_timeout:g}s",
-                    done,
-                )
-                why = "overran the batch deadline"
-            except (EOFError, OSError):
-                lost = WorkerLost(
-                    Reason.WORKER_CRASH, "the worker process died on this record", done
-                )
-                why = "died"
+                outcome, why = self._attempt(job)
+            finally:
+                pool.activity_log.attempt_ended(self.index)
+            job.resolve(outcome)  # after the slot is noted free: the awaiter sees it so
+            if not why:
+                continue
             code = self.process.exitcode if self.process is not None else None
             log.warning(
                 "worker %d %s (exit code %s); its batch will be retried", self.index, why, code
             )
-            job.resolve(lost)
             if not self._respawn(why):
                 break
         self.stop()
         pool.worker_exited()
+
+    def _attempt(self, job: Queued) -> tuple[Answer | WorkerLost, str]:
+        """Run ``job`` on this slot's worker: its answer and "", or the loss and what
+        happened to the worker."""
+        conn = self.conn
+        assert conn is not None
+        timeout = self.pool.batch_timeout
+        done: list[BatchResult] = []
+        try:
+            conn.send_bytes(job.payload)
+            if job.probe:
+                # Each record has the whole deadline; the first that overruns it
+                # (or kills the worker) is the culprit.
+                while len(done) < job.probe and conn.poll(timeout):
+                    done.append(pickle.loads(conn.recv_bytes()))  # noqa: S301
+                if len(done) == job.probe:
+                    return done, ""
+            elif conn.poll(timeout):
+                return pickle.loads(conn.recv_bytes()), ""  # noqa: S301 - our own worker
+        except (EOFError, OSError):
+            lost = WorkerLost(Reason.WORKER_CRASH, "the worker process died on this record", done)
+            return lost, "died"
+        lost = WorkerLost(Reason.WORKER_TIMEOUT, f"the record took longer than {timeout:g}s", done)
+        return lost, "overran the batch deadline"
 
     def stop(self) -> None:
         """Ask the worker to exit; kill it if it does not."""

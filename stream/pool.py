@@ -13,6 +13,11 @@ Faults are per worker: one that dies (SIGKILL, segfault, out of memory,
 retried. A batch that keeps killing workers is split until the record that does
 it is isolated and returned as a bad record (reason ``worker_crash`` or
 ``worker_timeout``), so nothing is lost and the rest flows.
+
+A batch whose caller stops waiting (its task cancelled on revoke or rewind) is never
+run: the slot that takes it from the queue skips it; one already running finishes and
+its answer is dropped. So no work runs outside the engine's in-flight caps, and new
+batches never wait behind abandoned ones.
 """
 
 from __future__ import annotations
@@ -173,7 +178,11 @@ class WorkerPool:
         payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
         queued = Queued(payload, loop.create_future(), loop, len(job.values) if job.probe else 0)
         self.jobs.put(queued)
-        return await queued.future
+        try:
+            return await queued.future
+        except asyncio.CancelledError:
+            queued.abandoned = True  # a slot that takes it skips it (one attribute: atomic)
+            raise
 
     async def _attempt_until_available(self, job: Job) -> BatchResult:
         """One attempt; while the schema registry is down, the same batch again after a

@@ -77,6 +77,7 @@ class Queued:
     future: asyncio.Future[Answer]
     loop: asyncio.AbstractEventLoop
     probe: int = 0  # records of a probe (answered one by one); 0: a batch
+    abandoned: bool = False  # its awaiter was cancelled (revoke, rewind): skip it, drop its answer
 
     def resolve(self, result: Answer | BaseException) -> None:
         """Settle the future from this slot's thread, on the loop's own thread."""
@@ -199,6 +200,8 @@ class Slot:
                 continue
             if job is None:
                 break
+            if job.abandoned:
+                continue  # dropped on revoke or rewind: never run it
             if not self.alive and not self._respawn("died while idle"):
                 pool.jobs.put(job)  # another worker may take it
                 break

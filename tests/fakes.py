@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from stream.errors import KafkaFailure, OwnershipLost, ProducerBroken, RecordRefused
 from stream.kafka.protocols import OutRecord, RebalanceCallback, Sent, TopicPartition
 from stream.kafka.send import Partitioner, group_by_partition
+from stream.pool_activity import PoolActivity
 from stream.worker import BatchResult, process_batch
 
 
@@ -304,6 +305,7 @@ class FakePool:
         self.stuck = asyncio.Event()  # batches with a b"stuck" record wait for this
         self.started = 0
         self.closed = False
+        self.busy_since: float | None = None  # what activity() reports
 
     async def start(self) -> list[int]:
         return [0]
@@ -326,6 +328,10 @@ class FakePool:
 
     def pids(self) -> list[int]:
         return []
+
+    def activity(self) -> PoolActivity:
+        """Nothing in hand: the engine's own clocks decide (tests set ``busy_since``)."""
+        return PoolActivity(self.busy_since, self.busy_since or 0.0, 0, 0, 0)
 
     @property
     def alive(self) -> int:

@@ -9,7 +9,9 @@ the instance-wide in-flight caps.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,6 +34,8 @@ class Partition:
     accepting: bool = False  # records may be dispatched (set once its offsets are known)
     paused: bool = False  # at its share of the in-flight caps: fetching paused
     closing: bool = False  # revoked or being rewound: take nothing more
+    busy_since: float | None = None  # clock time work began waiting (None: none in flight)
+    delivering_since: float | None = None  # clock time the delivery step now running began
 
     @property
     def busy(self) -> bool:
@@ -52,8 +56,14 @@ class Observer(Protocol):
 class Assignment:
     """Owned partitions and the in-flight caps across them."""
 
-    def __init__(self, inflight: InFlight, observer: Observer) -> None:
+    def __init__(
+        self,
+        inflight: InFlight,
+        observer: Observer,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.inflight = inflight
+        self.clock = clock
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self.parts: dict[TopicPartition, Partition] = {}
         self.room = asyncio.Event()  # set when fetching may resume
@@ -74,6 +84,8 @@ class Assignment:
     def track(self, part: Partition, batch: Batch) -> None:
         count = len(batch)
         self.inflight.add(count, batch.nbytes)
+        if not part.records:
+            part.busy_since = self.clock()
         part.records += count
         part.nbytes += batch.nbytes
         part.queue.append(batch)
@@ -86,6 +98,8 @@ class Assignment:
         part.offsets.complete(batch.ticket)
         part.records -= len(batch)
         part.nbytes -= batch.nbytes
+        if not part.records:
+            part.busy_since = None
         self.inflight.remove(len(batch), batch.nbytes)
         self._observer.finished(part, batch)
         self._changed()
@@ -104,6 +118,7 @@ class Assignment:
         if part.records:
             self.inflight.remove(part.records, part.nbytes)
             part.records = part.nbytes = 0
+        part.busy_since = None
         self._changed()
 
     def _changed(self) -> None:

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -219,14 +219,16 @@ class PartitionLifecycle:
             part.wakeup.clear()
             batches = self._finished(part)
             if batches:
-                await delivery.ship(batches)
+                async with self._delivering(part):
+                    await delivery.ship(batches)
             now = p.clock()
             if part.closing and (not part.queue or now >= self._deadline):
                 await self._finish(part, delivery)
                 return
             pending = delivery.pending()
             if p.policy.due(now, pending):
-                await delivery.commit(final=False)
+                async with self._delivering(part):
+                    await delivery.commit(final=False)
                 self._progressed()
                 continue
             if batches:
@@ -250,10 +252,22 @@ class PartitionLifecycle:
             )
             p.assignment.drop(part)  # cancels what is queued; what was shipped still commits
         try:
-            async with asyncio.timeout(max(0.0, self._deadline - p.clock()) + CLOSE_STEP):
+            async with (
+                asyncio.timeout(max(0.0, self._deadline - p.clock()) + CLOSE_STEP),
+                self._delivering(part),
+            ):
                 await delivery.commit(final=True)
         except TimeoutError:
             log.warning("%s: the final commit did not finish in time; skipped", part.label)
+
+    @contextlib.asynccontextmanager
+    async def _delivering(self, part: Partition) -> AsyncIterator[None]:
+        """Around a delivery step (for health: bounded by the delivery timeout)."""
+        part.delivering_since = self.parts.clock()
+        try:
+            yield
+        finally:
+            part.delivering_since = None
 
     def _finished(self, part: Partition) -> list[Batch]:
         """The finished batches at the head of the queue, taken off it."""
@@ -275,5 +289,6 @@ class PartitionLifecycle:
         with contextlib.suppress(KafkaFailure):
             part.offsets.advance_idle(await self.parts.consumer.position(self.tp))
         if part.offsets.committable() is not None:
-            await delivery.commit(final=False)
+            async with self._delivering(part):
+                await delivery.commit(final=False)
             self._progressed()

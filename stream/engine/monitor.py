@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from stream.config import RunSettings
 from stream.engine.assignment import Assignment, Partition
+from stream.engine.health import Limits, Work, judge
 from stream.engine.progress import Progress
 from stream.engine.state import EngineState, Membership
 from stream.errors import KafkaFailure
@@ -57,6 +58,9 @@ class Monitor:
         self.clock = clock
         self.wall = wall
         self.lag: dict[TopicPartition, int] = {}
+        self.limits = Limits(
+            settings.stall_timeout, settings.batch_timeout, settings.delivery_timeout
+        )
         self.broker_seen: float | None = None  # clock time of the last broker answer
 
     # ---- loops -------------------------------------------------------------------------
@@ -155,12 +159,20 @@ class Monitor:
             return Check(False, f"stopping after a fatal error: {self.state.fatal}", details)
         if self.pool.serving == 0:
             return Check(False, "no worker process is alive", details)
-        lag = sum(self.lag.values())
-        idle = self.clock() - self.progress.last_progress
-        details |= {"lag": lag, "seconds_since_progress": round(idle, 3)}
-        if lag > 0 and idle > self.settings.stall_timeout:
-            return Check(False, f"no progress for {idle:.0f}s while lagging", details)
-        return Check(True, "alive", details)
+        now = self.clock()
+        parts = list(self.assignment.parts.values())
+        work = Work(
+            lag=sum(self.lag.values()),
+            last_progress=self.progress.last_progress,
+            last_fetch=self.progress.last_fetch,
+            waiting_since=min((p.busy_since for p in parts if p.busy_since), default=None),
+            delivering_since=min(
+                (p.delivering_since for p in parts if p.delivering_since), default=None
+            ),
+        )
+        verdict = judge(now, work, self.pool.activity(), self.limits)
+        details |= {"lag": work.lag, "seconds_since_progress": round(verdict.stalled_for, 3)}
+        return Check(verdict.alive, verdict.reason, details)
 
     def readiness(self) -> Check:
         """Ready: partitions assigned, the broker answered recently, not mid-rebalance."""

@@ -41,6 +41,7 @@ class Progress:
         self.wall = wall
         self.counts = Counts()
         self.last_progress = clock()  # clock time work last finished
+        self.last_fetch = clock()  # clock time records were last fetched
         self._consumed = metrics.consumed.labels(input_topic)
         self._written = metrics.produced.labels(output_topic)
         self._dead = metrics.produced.labels(dead_letter_topic)
@@ -48,6 +49,7 @@ class Progress:
     def fetched(self, _part: Partition, count: int, batch_sizes: list[int]) -> None:
         self._consumed.inc(count)
         self.counts.read += count
+        self.last_fetch = self.clock()
         for size in batch_sizes:
             self.metrics.batch_size.observe(size)
 

@@ -109,12 +109,13 @@ def make(database: Database | None = None, **changes: float) -> Parts:
         transform="identity",
         workers=2,
         stall_timeout=changes.get("stall_timeout", STALL),
+        batch_timeout=changes.get("batch_timeout", 3 * STALL),
         lag_interval=changes.get("lag_interval", 5.0),
     )
     clock, wall = Clock(), Clock(1_700_000_000.0)
     metrics = Metrics("identity", "in", "out", "in.dlq")
     progress = Progress(metrics, "in", "out", "in.dlq", clock=clock, wall=wall)
-    assignment = Assignment(InFlight(1000, 1 << 20), progress)
+    assignment = Assignment(InFlight(1000, 1 << 20), progress, clock)
     state, membership, pool = EngineState(), Membership(), Workers()
     monitor = Monitor(
         settings,
@@ -214,6 +215,33 @@ async def test_progress_while_lagging_keeps_it_alive() -> None:
     check = m.monitor.liveness()
     assert check.ok, check.reason
     assert check.details["seconds_since_progress"] == pytest.approx(STALL - 1)
+
+
+async def test_a_slow_batch_after_a_quiet_spell_is_alive_within_its_batch_timeout() -> None:
+    """Issue 20, item 1: on a quiet topic the stall clock starts when work began waiting,
+    and a batch within --batch-timeout is progress in hand. Before, the first lag poll
+    after a record arrived saw lag and an hour without progress: not alive, and
+    Kubernetes restarted the pod into the same slow batch."""
+    m = make()
+    (part,) = m.owned(P0)
+    m.clock.advance(3600)  # an hour with nothing to do
+    assert m.monitor.liveness().ok
+    pending: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+    batch = Batch(part.offsets.track(0, 0, 1), [b"k"], [b"{}"], [0], [0], 2, pending)
+    m.progress.fetched(part, 1, [1])
+    m.assignment.track(part, batch)
+    m.pool.busy_since = m.clock.now  # the batch is in the workers
+    m.monitor.lag = {P0: 1}
+    m.clock.advance(2 * STALL)  # past the stall timeout, within the batch timeout
+    check = m.monitor.liveness()
+    assert check.ok, check.reason
+    assert "a batch in the workers for 20s (--batch-timeout 30s)" in check.reason
+    assert check.details["seconds_since_progress"] == pytest.approx(2 * STALL)
+    m.clock.advance(STALL + 1)  # past the batch timeout with no step: stuck
+    check = m.monitor.liveness()
+    assert not check.ok
+    assert "no progress for 31s while lagging" in check.reason
+    pending.cancel()
 
 
 # ---- readiness ---------------------------------------------------------------------------

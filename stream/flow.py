@@ -18,11 +18,14 @@ class InFlight:
     than a fetch's worth.
     """
 
-    def __init__(self, max_records: int, max_bytes: int) -> None:
+    def __init__(
+        self, max_records: int, max_bytes: int, held: Callable[[], int] | None = None
+    ) -> None:
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.records = 0
         self.bytes = 0
+        self._held = held  # bytes held elsewhere for work in flight (enrichment answers)
 
     def add(self, records: int, nbytes: int) -> None:
         self.records += records
@@ -36,7 +39,8 @@ class InFlight:
 
     @property
     def full(self) -> bool:
-        return self.records >= self.max_records or self.bytes >= self.max_bytes
+        held = self._held() if self._held is not None else 0
+        return self.records >= self.max_records or self.bytes + held >= self.max_bytes
 
     @property
     def room(self) -> int:

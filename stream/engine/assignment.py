@@ -89,18 +89,36 @@ class Assignment:
         part.records += count
         part.nbytes += batch.nbytes
         part.queue.append(batch)
-        batch.result.add_done_callback(lambda _: part.wakeup.set())
+        batch.result.add_done_callback(lambda _: self._answered(part, batch))
+
+    def _answered(self, part: Partition, batch: Batch) -> None:
+        """A batch's result came back: wake its lifecycle; outputs larger than the inputs
+        (an enrichment merged into every record, a transform that grows records) count
+        in flight until the batch finishes."""
+        part.wakeup.set()
+        result = batch.result
+        if result.cancelled() or result.exception() is not None or batch.finished:
+            return
+        if part.offsets.closed or (outputs := result.result().outputs) is None:
+            return
+        grown = sum(len(o) for o in outputs if o) - batch.nbytes
+        if grown > 0:
+            batch.grown = grown
+            part.nbytes += grown
+            self.inflight.add(0, grown)
+            self._changed()
 
     def finish(self, part: Partition, batch: Batch) -> None:
         """A batch is delivered (and, exactly-once, committed): account for it."""
         if part.offsets.closed:
             return  # dropped: its next owner processes it again
         part.offsets.complete(batch.ticket)
+        batch.finished = True
         part.records -= len(batch)
-        part.nbytes -= batch.nbytes
+        part.nbytes -= batch.nbytes + batch.grown
         if not part.records:
             part.busy_since = None
-        self.inflight.remove(len(batch), batch.nbytes)
+        self.inflight.remove(len(batch), batch.nbytes + batch.grown)
         self._observer.finished(part, batch)
         self._changed()
 

@@ -52,6 +52,8 @@ class Batch:
     nbytes: int
     result: asyncio.Future[BatchResult]
     errors: list[Error] = field(default_factory=list)  # what was dead-lettered
+    grown: int = 0  # bytes its outputs hold beyond its inputs (counted in flight)
+    finished: bool = False
     plan: Plan = field(default_factory=Plan)
     routed: Routed | None = None  # made from ``plan``; None until routed or after it changed
 

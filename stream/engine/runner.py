@@ -62,11 +62,12 @@ class Engine:
         self.membership = Membership()
         self.tasks = Tasks(self.state)
         self.progress = Progress(self.metrics, s.input_topic, s.output_topic, s.dead_letter_topic)
-        self.assignment = Assignment(
-            InFlight(s.max_inflight_records, s.max_inflight_bytes), self.progress
-        )
         # Made now: a --enrich function that cannot be loaded is a usage error.
-        self.enricher = stages.make_enricher(s, self.metrics)
+        self.enricher = enricher = stages.make_enricher(s, self.metrics)
+        held = None if enricher is None else (lambda: enricher.held_bytes)
+        self.assignment = Assignment(
+            InFlight(s.max_inflight_records, s.max_inflight_bytes, held), self.progress
+        )
         self.sink = stages.make_sink(s, self.metrics)
         self.pool = pool  # made at start, once the formats are known
         self.monitor: Monitor | None = None

@@ -201,6 +201,13 @@ class Metrics:
         self.worker_restarts = Counter(
             "stream_worker_restarts", "Worker pool restarts.", registry=r
         )
+        # counter: worker starts that failed after a worker was replaced (each is retried
+        # with a growing pause until one works)
+        self.worker_respawn_failures = Counter(
+            "stream_worker_respawn_failures",
+            "Worker restarts that failed to start (retried with backoff).",
+            registry=r,
+        )
         # counter: partition assignments and revocations seen
         self.rebalances = Counter("stream_rebalances", "Consumer group rebalances.", registry=r)
         # gauge: records behind, per partition: high watermark minus committed offset

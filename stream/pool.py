@@ -46,6 +46,8 @@ __all__ = ["Pool", "PoolActivity", "WorkerPool"]
 log = logging.getLogger(__name__)
 
 CLOSE_GRACE = 2.0  # seconds workers get to finish when the pool closes
+RESPAWN_PAUSE = (1.0, 30.0)  # first and longest pause before starting again a worker that
+# failed to start (a restart is retried until one works or the pool closes)
 UNAVAILABLE_PAUSE = (0.5, 5.0)  # first and longest pause before re-running a batch that
 # found the schema registry down (the worker has already retried for a while)
 
@@ -80,6 +82,8 @@ class WorkerPool:
         batch_timeout: float = 60.0,
         max_attempts: int = 2,
         on_restart: Callable[[], None] | None = None,
+        on_respawn_failure: Callable[[], None] | None = None,
+        respawn_pause: tuple[float, float] = RESPAWN_PAUSE,
         start_method: Literal["forkserver", "spawn", "fork"] = "forkserver",
         restart: bool = True,
         max_array_length: int = 100_000,
@@ -94,7 +98,10 @@ class WorkerPool:
         self.max_attempts = max_attempts
         self.restart = restart
         self.restarts = 0
+        self.respawn_failures = 0  # worker starts that failed after a restart (each retried)
+        self.respawn_pause = respawn_pause
         self.closing = False
+        self._closed = threading.Event()  # set with ``closing``: wakes slots pausing to retry
         self.jobs: queue.SimpleQueue[Queued | None] = queue.SimpleQueue()
         self.context: Context
         if start_method == "forkserver":
@@ -106,6 +113,7 @@ class WorkerPool:
         else:
             self.context = multiprocessing.get_context("fork")
         self._on_restart = on_restart
+        self._on_respawn_failure = on_respawn_failure
         self._lock = threading.Lock()
         self._workers: list[Slot] = []
         self._running_threads = 0
@@ -121,7 +129,7 @@ class WorkerPool:
             pids = await asyncio.gather(*(asyncio.to_thread(w.spawn) for w in self._workers))
         except PoolError:
             for w in self._workers:
-                w.kill()
+                w.close()
             raise
         self._running_threads = len(self._workers)
         for w in self._workers:
@@ -156,6 +164,18 @@ class WorkerPool:
             self.restarts += 1
         if self._on_restart is not None:
             self._on_restart()
+
+    def note_respawn_failure(self, index: int) -> None:
+        """Slot ``index`` failed to start its worker and will try again."""
+        with self._lock:
+            self.respawn_failures += 1
+        self.activity_log.start_failed(index)
+        if self._on_respawn_failure is not None:
+            self._on_respawn_failure()
+
+    def pause_unless_closing(self, seconds: float) -> bool:
+        """Wait ``seconds``, or less if the pool starts closing; True if it is closing."""
+        return self._closed.wait(seconds)
 
     def worker_exited(self) -> None:
         """A worker thread ended; the last one fails whatever still waits in the queue."""
@@ -268,7 +288,10 @@ class WorkerPool:
         return BatchResult([None], [(0, lost.reason, message)], 0.0, 0)
 
     async def close(self) -> None:
+        """Stop every worker (busy ones get ``CLOSE_GRACE``, then are killed), and any a
+        slot is starting; bounded whatever the workers do."""
         self.closing = True
+        self._closed.set()
         for _ in self._workers:
             self.jobs.put(None)
         await asyncio.to_thread(self._join)
@@ -281,7 +304,7 @@ class WorkerPool:
         for w in started:
             w.thread.join(max(0.0, deadline - time.monotonic()))
         for w in self._workers:
-            w.kill()
+            w.close()
         for w in started:
             w.thread.join(CLOSE_GRACE)
 

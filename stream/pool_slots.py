@@ -55,7 +55,11 @@ class SlotOwner(Protocol):
     jobs: queue.SimpleQueue[Queued | None]
     activity_log: ActivityLog
 
+    respawn_pause: tuple[float, float]
+
     def note_restart(self) -> None: ...
+    def note_respawn_failure(self, index: int) -> None: ...
+    def pause_unless_closing(self, seconds: float) -> bool: ...
     def worker_exited(self) -> None: ...
 
 
@@ -103,6 +107,7 @@ class Slot:
         self.conn: Connection | None = None
         self.respawning = False
         self._kill_lock = threading.Lock()
+        self._closed = False  # the pool closed this slot: a process started now is killed
         self.thread = threading.Thread(target=self._serve, name=f"stream-pool-{index}", daemon=True)
 
     @property
@@ -115,6 +120,11 @@ class Slot:
         return None if self.process is None else self.process.pid
 
     def spawn(self) -> int:
+        """Start a worker process and wait until it has loaded the transform; its pid.
+
+        The process is the slot's under the kill lock, so a close (:meth:`close`) either
+        sees it and kills it, or came first and this kills it: a close racing a restart
+        leaves no worker behind."""
         pool = self.pool
         parent, child = pool.context.Pipe(duplex=True)
         process = pool.context.Process(
@@ -129,17 +139,28 @@ class Slot:
             name=f"stream-worker-{self.index}",
             daemon=True,
         )
-        process.start()
-        child.close()
-        self.process, self.conn = process, parent
-        if not parent.poll(START_TIMEOUT):
-            self.kill()
-            raise PoolError(f"a worker did not start within {START_TIMEOUT:g}s")
         try:
-            ready = parent.recv_bytes()
-        except (EOFError, OSError):
+            process.start()
+        except OSError:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        with self._kill_lock:
+            closed = self._closed
+            if not closed:
+                self.process, self.conn = process, parent
+        if closed:
+            _end(process, parent)
+            raise PoolError("the pool closed while a worker was starting")
+        try:
+            ready = parent.recv_bytes() if parent.poll(START_TIMEOUT) else None
+        except (EOFError, OSError):  # it died, or a close killed it and closed the pipe
             self.kill()
             raise PoolError("a worker process exited while starting") from None
+        if ready is None:
+            self.kill()
+            raise PoolError(f"a worker did not start within {START_TIMEOUT:g}s")
         if ready != b"ready":
             self.kill()
             raise PoolError(f"a worker failed to start: {ready.decode(errors='replace')}")
@@ -152,13 +173,13 @@ class Slot:
         with self._kill_lock:
             process, conn = self.process, self.conn
             self.conn = None
-        if process is not None and process.is_alive():
-            process.kill()
-        if process is not None:
-            process.join(5)
-        if conn is not None:
-            with contextlib.suppress(OSError):
-                conn.close()
+        _end(process, conn)
+
+    def close(self) -> None:
+        """For good (the pool closes): kill the process, and any this slot starts later."""
+        with self._kill_lock:
+            self._closed = True
+        self.kill()
 
     def _respawn(self, why: str) -> bool:
         self.respawning = True
@@ -168,6 +189,8 @@ class Slot:
             self.respawning = False
 
     def _replace(self, why: str) -> bool:
+        """Kill the worker and start another; False if there will be none (the pool
+        closes, or restarts are off)."""
         self.kill()
         if self.pool.closing:
             return False
@@ -175,10 +198,8 @@ class Slot:
             log.error("worker %d %s; restarts are off", self.index, why)
             return False
         self.pool.note_restart()
-        try:
-            pid = self.spawn()
-        except PoolError as exc:
-            log.error("worker %d could not be restarted: %s", self.index, exc)
+        pid = self._start_until_it_works()
+        if pid is None:
             return False
         log.info(
             "worker %d %s; restarted as pid %d (%d restarts so far)",
@@ -188,6 +209,35 @@ class Slot:
             self.pool.restarts,
         )
         return True
+
+    def _start_until_it_works(self) -> int | None:
+        """Start a worker; one that fails to start (a start timeout on a loaded node, an
+        exit while loading, no process to be had) is tried again after a pause that grows
+        up to the pool's longest, until one starts (its pid) or the pool closes (None)."""
+        pool = self.pool
+        pause, longest = pool.respawn_pause
+        failed = False
+        try:
+            while True:
+                try:
+                    return self.spawn()
+                except (PoolError, OSError) as exc:
+                    if pool.closing:
+                        return None
+                    failed = True
+                    pool.note_respawn_failure(self.index)
+                    log.error(
+                        "worker %d could not be restarted: %s; trying again in %.1fs",
+                        self.index,
+                        exc,
+                        pause,
+                    )
+                if pool.pause_unless_closing(pause):
+                    return None
+                pause = min(pause * 2, longest)
+        finally:
+            if failed:
+                pool.activity_log.start_settled(self.index)
 
     def _serve(self) -> None:
         pool = self.pool
@@ -202,9 +252,11 @@ class Slot:
                 break
             if job.abandoned:
                 continue  # dropped on revoke or rewind: never run it
-            if not self.alive and not self._respawn("died while idle"):
-                pool.jobs.put(job)  # another worker may take it
-                break
+            if not self.alive:
+                pool.jobs.put(job)  # another worker may take it while this one is replaced
+                if not self._respawn("died while idle"):
+                    break
+                continue
             pool.activity_log.attempt_started(self.index)
             try:
                 outcome, why = self._attempt(job)
@@ -256,3 +308,14 @@ class Slot:
             except OSError:
                 pass
         self.kill()
+
+
+def _end(process: BaseProcess | None, conn: Connection | None) -> None:
+    """Kill a worker process (if alive), reap it, and close its pipe."""
+    if process is not None and process.is_alive():
+        process.kill()
+    if process is not None:
+        process.join(5)
+    if conn is not None:
+        with contextlib.suppress(OSError):
+            conn.close()

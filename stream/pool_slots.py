@@ -3,8 +3,10 @@
 The thread takes batches from the pool's shared queue, sends each to its process over a
 pipe and waits for the answer within the batch deadline; a worker that dies or overruns
 it is replaced (unless the pool closes or restarts are off) and the batch comes back as
-:class:`WorkerLost`, for the pool to retry. A probe is answered record by record, so the
-record a worker died or hung on is known. Results reach the event loop through
+:class:`WorkerLost`, for the pool to retry. A replacement that fails to start is started
+again after a growing pause until one works or the pool closes. A probe is answered
+record by record, so the record a worker died or hung on is known. A batch whose awaiter
+was cancelled is skipped, never run. Results reach the event loop through
 ``call_soon_threadsafe``: the loop never touches a pipe.
 """
 

@@ -5,7 +5,7 @@ no I/O; :class:`stream.config.run.RunSettings` calls it once its own checks pass
 
 from __future__ import annotations
 
-from stream.config.service import FlowOptions
+from stream.config.service import MAX_TRANSACTION_TIMEOUT, MIN_TRANSACTION_TIMEOUT, FlowOptions
 from stream.options import ConfigError
 
 
@@ -27,11 +27,15 @@ def _check_transaction_interval(settings: FlowOptions) -> None:
         return
     interval, timeout = settings.transaction_interval, settings.transaction_timeout
     if interval > timeout / 2:
+        longest = MAX_TRANSACTION_TIMEOUT / 2
+        way_out = f"at most {timeout / 2:g}s"
+        if interval <= longest:
+            way_out += f", or --drain-timeout at least {interval:g}s"
         raise ConfigError(
             f"--transaction-interval {interval:g}s is more than half the transaction "
-            f"timeout ({timeout:g}s, the larger of 60s and twice --drain-timeout), and the "
-            "broker aborts a transaction open longer than that: give --transaction-interval "
-            f"at most {timeout / 2:g}s, or --drain-timeout at least {interval:g}s"
+            f"timeout ({timeout:g}s: twice --drain-timeout, from {MIN_TRANSACTION_TIMEOUT:g}s "
+            f"to {MAX_TRANSACTION_TIMEOUT:g}s), and the broker aborts a transaction open "
+            f"longer than that: give --transaction-interval {way_out}"
         )
 
 

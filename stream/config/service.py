@@ -28,6 +28,9 @@ OffsetReset = Literal["earliest", "latest"]
 LogFormat = Literal["text", "json"]
 
 MIN_TRANSACTION_TIMEOUT = 60.0  # seconds: Kafka's own default transaction timeout
+# Seconds: the broker's default transaction.max.timeout.ms; it refuses a transactional
+# producer that asks for more (InvalidTransactionTimeout), so the service never does.
+MAX_TRANSACTION_TIMEOUT = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +126,8 @@ class FlowOptions(ProcessingOptions):
         "exactly-once: seconds a partition's transaction stays open before it commits; "
         "outputs are visible to read_committed consumers only then, so longer means "
         "fewer commits and more throughput but later outputs (0: commit after each "
-        "delivery; at most half the transaction timeout, the larger of 60 s and twice "
-        "--drain-timeout)",
+        "delivery; at most half the transaction timeout: twice --drain-timeout, from 60 s "
+        "to 900 s)",
         non_negative_float,
         "SECONDS",
         group=FLOW,
@@ -144,8 +147,9 @@ class FlowOptions(ProcessingOptions):
     def transaction_timeout(self) -> float:
         """Seconds the broker lets a transaction of ours stay open before it aborts it
         (the transactional producers' transaction timeout): room for a whole drain on
-        revoke or shutdown, twice over."""
-        return max(MIN_TRANSACTION_TIMEOUT, 2 * self.drain_timeout)
+        revoke or shutdown, twice over, within what a broker accepts by default (60 s
+        to 15 min)."""
+        return min(MAX_TRANSACTION_TIMEOUT, max(MIN_TRANSACTION_TIMEOUT, 2 * self.drain_timeout))
 
 
 @dataclass(frozen=True, slots=True)

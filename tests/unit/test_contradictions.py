@@ -38,6 +38,21 @@ def test_the_transaction_timeout_follows_the_drain_timeout() -> None:
     assert RunSettings(drain_timeout=45.0).transaction_timeout == 90.0
 
 
+def test_the_transaction_timeout_stays_within_what_a_broker_accepts_by_default() -> None:
+    # A broker refuses a transactional producer asking for more than its
+    # transaction.max.timeout.ms (15 min by default): with --drain-timeout 500 every
+    # exactly-once start ended in "InvalidTransactionTimeout".
+    assert RunSettings(drain_timeout=450.0).transaction_timeout == 900.0
+    assert RunSettings(drain_timeout=500.0).transaction_timeout == 900.0
+    assert RunSettings(drain_timeout=3600.0).transaction_timeout == 900.0
+
+
+def test_past_the_longest_transaction_timeout_no_drain_timeout_helps() -> None:
+    message = refused(drain_timeout=600.0, transaction_interval=500.0, **EOS)
+    assert "at most 450s" in message
+    assert "--drain-timeout at least" not in message
+
+
 @pytest.mark.parametrize(
     ("drain", "interval"),
     [(30.0, 45.0), (30.0, 60.0), (30.0, 120.0), (30.0, 30.5), (100.0, 101.0)],

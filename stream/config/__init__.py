@@ -9,9 +9,11 @@ which the CLI calls after ``load`` and the engine calls at start.
 
 The modules, by job: ``groups`` (the --help sections), ``kafka`` (the connection every
 Kafka command shares), ``registry`` and ``postgres`` (options two commands declare, and
-their checks), ``service`` and ``run`` (``stream run``'s layers and ``RunSettings``),
-``commands`` (produce, topics, lag, bench, try). This module gathers them, and declares
-every command's settings to the loader (``known_settings``).
+their checks), ``dsn`` (what is wrong with a PostgreSQL DSN), ``service`` and ``run``
+(``stream run``'s layers and ``RunSettings``), ``contradictions`` (``stream run``'s
+options that cannot work together), ``commands`` (produce, topics, lag, bench, try).
+This module gathers them, and declares every command's settings to the loader
+(``known_settings``).
 """
 
 from __future__ import annotations

@@ -170,8 +170,13 @@ class Monitor:
                 (p.delivering_since for p in parts if p.delivering_since), default=None
             ),
         )
-        verdict = judge(now, work, self.pool.activity(), self.limits)
-        details |= {"lag": work.lag, "seconds_since_progress": round(verdict.stalled_for, 3)}
+        activity = self.pool.activity()
+        verdict = judge(now, work, activity, self.limits)
+        details |= {
+            "lag": work.lag,
+            "seconds_since_progress": round(verdict.stalled_for, 3),
+            "worker_starts_failing": activity.respawn_failures,
+        }
         return Check(verdict.alive, verdict.reason, details)
 
     def readiness(self) -> Check:

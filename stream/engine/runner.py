@@ -116,6 +116,7 @@ class Engine:
             s.max_record_bytes,
             batch_timeout=s.batch_timeout,
             on_restart=self.metrics.worker_restarts.inc,
+            on_respawn_failure=self.metrics.worker_respawn_failures.inc,
             max_array_length=s.max_array_length,
             formats=formats,
         )

@@ -3,7 +3,8 @@
 It forwards every request to the real registry and counts them by path, so a test can
 say how many lookups the service made. For the few schema ids a test names it answers
 itself instead, with what the real registry cannot be made to say: a 403 or 422, a
-body that is not JSON or holds no schema, a 503, an endless body. That is the only
+body that is not JSON or holds no schema, a 503, an endless body, a redirect (its
+status, and the URL it points to as the body). That is the only
 stand-in: every other answer (schemas, 404s) is the real registry's.
 """
 
@@ -69,6 +70,12 @@ def registry_gate(upstream: str) -> Iterator[Gate]:
                 self._answer(error.code, error.read())
 
         def _canned(self, status: int, body: bytes) -> None:
+            if 300 <= status < 400:  # a redirect to the URL in ``body``
+                self.send_response(status)
+                self.send_header("Location", body.decode())
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if status != ENDLESS:
                 self._answer(status, body)
                 return

@@ -8,8 +8,9 @@ about an id is sorted by what the caller does with it:
 - an outage (connection refused, timeouts, HTTP 5xx, 429 and 408) is retried with
   exponential backoff up to a deadline, then raised as :class:`RegistryUnavailable`
   (the batch waits and runs again; no record is blamed);
-- our credentials refused (HTTP 401, 407) and TLS failures are a :class:`RegistryError`
-  (not about any id: the batch waits too);
+- our credentials refused (HTTP 401, 407), a redirect (never followed: the credentials
+  would go with it) and TLS failures are a :class:`RegistryError` (not about any id:
+  the batch waits too);
 - a 404 for an id is :class:`SchemaNotFound`, and any other permanent answer for an id
   (another 4xx, a body that is not a schema, one over ``max_answer_bytes``) is
   :class:`SchemaRefused`: that id's records are dead letters. Both are remembered for
@@ -58,7 +59,7 @@ class SchemaNotFound(RegistryError):
 
 
 class SchemaRefused(RegistryError):
-    """A permanent answer that is not a schema: a 4xx other than 401, 404, 407, 408,
+    """A lasting answer that is not a schema: a 4xx other than 401, 404, 407, 408,
     409 and 429, a body that is not a schema (or not JSON), or one over the size
     limit. Asking again will not help."""
 
@@ -203,7 +204,9 @@ class RegistryClient:
         context = None
         if config.url.startswith("https:"):
             context = ssl.create_default_context(cafile=config.cafile or None)
-        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+        self._opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=context), _NoRedirect()
+        )
         self._headers = {"Accept": _CONTENT_TYPE}
         if config.username:
             token = base64.b64encode(f"{config.username}:{config.password}".encode()).decode()
@@ -291,6 +294,11 @@ class RegistryClient:
                 raise IncompatibleSchema(f"{where}: HTTP 409 {text}") from None
             if status in (401, 407):
                 raise RegistryError(f"{where}: HTTP {status}: credentials refused") from None
+            if 300 <= status < 400:
+                raise RegistryError(
+                    f"{where}: HTTP {status}: a redirect, not followed (our credentials would "
+                    "go with it); give --schema-registry-url the address it points to"
+                ) from None
             raise SchemaRefused(f"{where}: HTTP {status} {text}") from None
         except ssl.SSLError as exc:
             raise RegistryError(f"schema registry: TLS failed: {exc.reason}") from None
@@ -308,6 +316,14 @@ class RegistryClient:
         if not isinstance(payload, dict):
             raise SchemaRefused(f"{where}: not a JSON object")
         return payload
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are answers, not followed: urllib would send our Authorization header
+    to wherever they point, any origin, https or not."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def _error_body(error: urllib.error.HTTPError) -> bytes:

@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 
 from stream.formats.avro import schema_text
-from stream.formats.registry import RegistryConfig
+from stream.formats.registry import (
+    RegistryClient,
+    RegistryConfig,
+    RegistryError,
+    SchemaNotFound,
+    SchemaRefused,
+)
 from stream.formats.spec import FormatSpec
 from stream.worker import process_batch
 from tests.registry import avro_frame, register
@@ -144,3 +150,23 @@ def test_an_outage_or_refused_credentials_hold_the_batch_and_blame_no_record(
     gate.canned.pop(held)  # the registry answers again: now a plain 404, the record's own
     after = process_batch("identity", values, LIMIT, spec(gate, retry_for=0.5))
     assert [(i, reason) for i, reason, _ in after.errors] == [(1, "unknown_schema")]
+
+
+def test_a_redirect_is_not_followed_and_our_credentials_stay_with_the_registry(
+    gate: Gate, schema_registry_url: str
+) -> None:
+    with registry_gate(schema_registry_url) as elsewhere:  # another origin, counting
+        target = far_id()
+        gate.canned[target] = (307, f"{elsewhere.url}/schemas/ids/{target}".encode())
+        config = RegistryConfig(gate.url, username="u", password="pw-" + "x" * 8, retry_for=0.5)
+        with pytest.raises(RegistryError) as caught:
+            RegistryClient(config).schema(target)
+        assert not isinstance(caught.value, SchemaNotFound | SchemaRefused)
+        assert "HTTP 307" in str(caught.value)
+        assert config.password not in str(caught.value)
+        assert sum(elsewhere.requests.values()) == 0  # nothing went there, credentials included
+        good = avro_frame(known_id(schema_registry_url), TEXT, reading(1))
+        values: list[bytes | None] = [good, reframe(good, target)]
+        result = process_batch("identity", values, LIMIT, spec(gate, retry_for=0.5))
+        assert "HTTP 307" in result.unavailable  # held, like a wrong URL: no record blamed
+        assert result.errors == []

@@ -47,23 +47,22 @@ class RegistryDecoder:
         self._schema_type = schema_type
         self._readers: dict[int, Reader | BadRecord] = {}
 
-    def reader(self, schema_id: int) -> Reader:
-        """The reader of this id, built once; BadRecord when the id has none."""
+    def reader(self, schema_id: int) -> Reader | BadRecord:
+        """The reader of this id (built once), or why the id has none. Returned, not
+        raised: an exception raised again for every record would grow its traceback."""
         found = self._readers.get(schema_id)
         if found is None:
             try:
                 schema = self.client.schema(schema_id)
             except SchemaNotFound:
-                # Not cached here: an id unknown now may be registered later (the client
+                # Not kept here: an id unknown now may be registered later (the client
                 # remembers the answer for a short while).
-                raise BadRecord(
+                return BadRecord(
                     Reason.UNKNOWN_SCHEMA, f"the registry has no schema with id {schema_id}"
-                ) from None
+                )
             except SchemaRefused as exc:
-                raise BadRecord(Reason.SCHEMA_REFUSED, bounded(str(exc))) from None
+                return BadRecord(Reason.SCHEMA_REFUSED, bounded(str(exc)))
             found = self._readers[schema_id] = self._build(schema)
-        if isinstance(found, BadRecord):
-            raise found
         return found
 
     def _build(self, schema: RegisteredSchema) -> Reader | BadRecord:
@@ -82,20 +81,18 @@ class RegistryDecoder:
 
     def decode_batch(self, values: Sequence[bytes | None], max_bytes: int) -> Decoded:
         out = Decoded()
-        missing: dict[int, BadRecord] = {}  # ids without a schema: the registry asked once
+        missing: dict[int, BadRecord] = {}  # ids without a reader: the registry asked once
         for index, checked in enumerate(values):
             try:
                 value = check_size(checked, max_bytes)
                 schema_id, offset = framing.parse(value)
-                if schema_id in missing:
-                    raise missing[schema_id]
-                try:
-                    read = self.reader(schema_id)
-                except BadRecord as bad:
-                    missing[schema_id] = bad
-                    raise
             except BadRecord as bad:
                 out.errors.append((index, bad.reason, bad.message))
+                continue
+            read = missing.get(schema_id) or self.reader(schema_id)
+            if isinstance(read, BadRecord):
+                missing[schema_id] = read
+                out.errors.append((index, read.reason, read.message))
                 continue
             try:
                 item = read(value, offset)

@@ -158,6 +158,21 @@ def test_a_schema_id_of_the_other_type_is_a_decode_error() -> None:
     assert "PROTOBUF, not AVRO" in decoded.errors[0][2]
 
 
+def test_an_id_without_a_reader_is_answered_without_raising_again_per_record() -> None:
+    """A BadRecord raised again for every record of an id would grow its traceback by a
+    frame each time, for the life of the worker."""
+    source, encoder = proto_source()
+    good = encoder.encode_batch([reading()])[0]
+    assert isinstance(good, bytes)
+    decoder = avro_decoder(source)  # the id is PROTOBUF: no reader for it, for good
+    for _ in range(3):
+        decoded = decoder.decode_batch([good] * 500, LIMIT)
+        assert {reason for _, reason, _ in decoded.errors} == {"decode_error"}
+    kept = decoder.reader(12)
+    assert isinstance(kept, BadRecord)
+    assert kept.__traceback__ is None
+
+
 @pytest.mark.parametrize("kind", ["avro", "protobuf"])
 def test_encoders_refuse_what_does_not_fit(kind: str) -> None:
     schema = SENSOR_FEATURES_SCHEMA

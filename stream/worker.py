@@ -183,8 +183,9 @@ def process_batch(
 
     A schema registry that cannot be reached (after the client's retries), or refuses
     our credentials mid-run, fails no record: the result says ``unavailable`` and the
-    pool runs the batch again later. Only an id the registry does not have (404) is a
-    record's fault (``unknown_schema``).
+    pool runs the batch again later. Only what the registry says about a record's own
+    id is that record's fault: no such id (``unknown_schema``), or a lasting refusal of
+    it (``schema_refused``).
     """
     started = time.perf_counter()
     transform = load_transform(spec)
@@ -200,7 +201,7 @@ def process_batch(
             encoder=codecs.encoder,
             same_bytes=formats.same_bytes,
         )
-    except RegistryError as exc:  # SchemaNotFound never gets here: it is per record
+    except RegistryError as exc:  # SchemaNotFound/SchemaRefused never get here: per record
         log.warning("%s; the batch will be retried", exc)
         return BatchResult([], [], time.perf_counter() - started, os.getpid(), str(exc))
     return BatchResult(outcome.outputs, outcome.errors, time.perf_counter() - started, os.getpid())

@@ -19,6 +19,7 @@ from stream.config import (
     TopicsSettings,
     TrySettings,
 )
+from stream.config.lookup_demo import LookupDemoSettings
 from stream.errors import EXIT_USAGE
 from stream.options import env_name, flag_name, load, option_env, option_fields, shown_default
 
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
             TrySettings,
         ),
         ("db", "create the PostgreSQL sink's tables (idempotent)", DbSettings),
+        ("lookup-demo", "serve a demo lookup service to try --enrich-url", LookupDemoSettings),
     ]
     for name, help_text, settings in commands:
         usage = f"stream {name}{' {create,describe}' if name == 'topics' else ''} [options]"

@@ -222,6 +222,18 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lookup_demo(args: argparse.Namespace) -> int:
+    from stream.config.lookup_demo import LookupDemoSettings  # noqa: PLC0415
+    from stream.enrich.demo import serve  # noqa: PLC0415 - aiohttp only when used
+
+    settings: LookupDemoSettings = settings_from(LookupDemoSettings, args)
+
+    def announce(line: str) -> None:
+        print(line, flush=True)  # noqa: T201
+
+    return asyncio.run(serve(settings.host, settings.port, announce))
+
+
 def cmd_transforms(_args: argparse.Namespace) -> int:
     from transforms import available  # noqa: PLC0415
 
@@ -242,4 +254,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "db": cmd_db,
     "transforms": cmd_transforms,
     "try": cmd_try,
+    "lookup-demo": cmd_lookup_demo,
 }

@@ -4,7 +4,7 @@
 (``sensor-0007``), a JSON object that follows from the id alone, so every run and
 every reader sees the same answer::
 
-    {"sensor_id": "sensor-0007", "site": "east-yard", "owner": "team-c"}
+    {"sensor_id": "sensor-0007", "site": "east-yard", "owner": "team-b"}
 
 Any other id is a 404 (what ``--enrich-missing`` decides about). It listens on
 loopback by default and stops on Ctrl-C or SIGTERM.

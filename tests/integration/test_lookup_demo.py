@@ -38,6 +38,7 @@ def demo() -> Iterator[str]:
         cwd=ROOT,
     )
     assert process.stdout is not None
+    assert process.stderr is not None
     line = process.stdout.readline()
     try:
         assert "lookup-demo: serving http://127.0.0.1:" in line, line + process.stderr.read()
@@ -48,7 +49,6 @@ def demo() -> Iterator[str]:
             process.send_signal(signal.SIGINT)
         code = process.wait(10)
         process.stdout.close()
-        assert process.stderr is not None
         errors = process.stderr.read()
         process.stderr.close()
     assert code == 0, errors  # Ctrl-C is the way to stop it: a clean exit, no traceback

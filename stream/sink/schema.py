@@ -8,7 +8,9 @@ replayed record is a conflict, ignored, never a second row.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -79,6 +81,7 @@ class Table:
     columns: tuple[tuple[str, str], ...]
     checks: tuple[str, ...] = ()
     typed: bool = False
+    transform: str = ""  # whose results it holds (names it in `stream db init` hints)
 
     @property
     def column_names(self) -> list[str]:
@@ -128,7 +131,25 @@ def _checks(field: RecordField) -> list[str]:
 def result_table(transform: str, name: str = "") -> Table:
     """The result table of the transform ``transform`` (a name or an import path) names:
     :func:`table_for` its declared output."""
-    return table_for(resolve(transform).output, name)
+    return dataclasses.replace(table_for(resolve(transform).output, name), transform=transform)
+
+
+def init_command(table: Table, name: str = "") -> str:
+    """The `stream db init` that makes ``table`` (under ``name`` if given) for its
+    transform: the options that decide the table, never the DSN (it is a secret; the
+    command reads it from the same place as `stream run`)."""
+    words = ["stream", "db", "init", "--postgres-table", name or table.name]
+    if table.transform:
+        words += ["--transform", table.transform]
+    return shlex.join(words)
+
+
+def _own_name(table: Table) -> str:
+    """A table name for ``table``'s transform beside one that holds another's results:
+    ``sensor_features`` -> ``sensor_features_identity``."""
+    slug = re.sub(r"[^a-z0-9]+", "_", table.transform.lower()).strip("_") or "results"
+    bare = f"{table.bare_name}_{slug}"[:63]
+    return f"{table.schema_name}.{bare}" if table.schema_name else bare
 
 
 def snake_case(name: str) -> str:
@@ -197,8 +218,8 @@ async def check_tables(conn: Connection, table: Table) -> None:
     if missing:
         names = " and ".join(missing)
         raise SchemaError(
-            f"table(s) {names} missing in the database: run `stream db init` "
-            "with the same --postgres-dsn and --postgres-table"
+            f"table(s) {names} missing in the database: create them with "
+            f"`{init_command(table)}` (it reads the DSN as stream run does)"
         )
     for name, want in (
         (table.name, table.column_names),
@@ -213,11 +234,14 @@ async def check_tables(conn: Connection, table: Table) -> None:
         lacking = [c for c in want if c not in have]
         if lacking and name == offsets:
             raise SchemaError(
-                f"table {name} has no column(s) {', '.join(lacking)}: run `stream db init` "
-                "with the same --postgres-dsn and --postgres-table (it adds what is missing)"
+                f"table {name} has no column(s) {', '.join(lacking)}: run "
+                f"`{init_command(table)}` (it adds what is missing)"
             )
         if lacking:
+            own = _own_name(table)
+            made_for = f" --transform {table.transform}" if table.transform else ""
             raise SchemaError(
-                f"table {name} has no column(s) {', '.join(lacking)}: it was not made by "
-                "`stream db init` for this transform (choose another --postgres-table)"
+                f"table {name} has no column(s) {', '.join(lacking)}: it holds another "
+                f"transform's results; give{made_for} a table of its own: "
+                f"`{init_command(table, own)}`, then run with --postgres-table {own}"
             )

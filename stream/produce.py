@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +23,9 @@ from stream.kafka.send import Partitioner, retrieve_later, send_batched
 CHUNK = 1000  # events generated, and sends awaited, together
 TICK = 0.005  # paced: shortest wait between sends of the events due
 DELIVERY_TIMEOUT = 120.0  # seconds for the topic's metadata, room to queue, an answer
+_DEFAULT_SERVERS = next(
+    f.default for f in dataclasses.fields(ProduceSettings) if f.name == "bootstrap_servers"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +129,10 @@ async def produce(settings: ProduceSettings, events: Iterator[Event]) -> tuple[i
     timestamp is when it was queued. Deliveries are awaited every ``CHUNK`` events (and
     at least every 0.2 s)."""
     topic = settings.topic or settings.input_topic
+    # Asked first: the producer would wait for the topic's metadata until its delivery
+    # timeout, and aiokafka logs a line for every retry meanwhile.
+    if not await kafka.partition_ids(settings, topic):
+        raise MissingTopics(missing_topic(settings, topic))
     producer = kafka.make_producer(settings, linger_ms=0, delivery_timeout=DELIVERY_TIMEOUT)
     await kafka.start_client(producer, settings)
     progress = _Progress(settings.count if not settings.file else None, settings.quiet)
@@ -137,11 +146,8 @@ async def produce(settings: ProduceSettings, events: Iterator[Event]) -> tuple[i
             records = [(e.key, e.value, None, None) for e in chunk]
             try:
                 queued = await send_batched(producer, topic, records, partitioner, DELIVERY_TIMEOUT)
-            except UnknownTopic:
-                raise MissingTopics(
-                    f"topic {topic} does not exist (no metadata for it within "
-                    f"{DELIVERY_TIMEOUT:g}s); create it with `stream topics create`"
-                ) from None
+            except UnknownTopic:  # deleted since it was asked for
+                raise MissingTopics(missing_topic(settings, topic)) from None
             pending += [q.future for q in queued]
             sent += len(chunk)
             unacked += len(chunk)
@@ -161,6 +167,15 @@ async def produce(settings: ProduceSettings, events: Iterator[Event]) -> tuple[i
         progress.close()
         await producer.stop()
     return sent, time.monotonic() - started
+
+
+def missing_topic(settings: ProduceSettings, topic: str) -> str:
+    """The one line for a topic that does not exist, with a command that creates it."""
+    command = "stream topics create"
+    if settings.bootstrap_servers != _DEFAULT_SERVERS:
+        command += f" --bootstrap-servers {shlex.quote(settings.bootstrap_servers)}"
+    command += f" --input-topic {shlex.quote(topic)}"
+    return f"topic {topic} does not exist; create it with `{command}`"
 
 
 async def _next_chunk(

@@ -93,31 +93,40 @@ class HttpServer:
             future.cancel()
             return Check(False, f"the event loop did not answer within {LOOP_ANSWER_TIMEOUT:g}s")
 
+    def _answer(self, target: str, accept: str) -> tuple[int, str, bytes]:
+        """Status, content type and body for a request of ``target``."""
+        path = target.split("?", 1)[0]
+        if path == "/metrics":
+            # OpenMetrics when the scraper asks for it (Accept), else plain text.
+            encode, content_type = choose_encoder(accept)
+            return 200, content_type, encode(self._registry)
+        if path in self._checks:
+            result = self._ask_loop(self._checks[path])
+            return 200 if result.ok else 503, "application/json", result.body()
+        if path == "/":
+            return 200, "text/plain; charset=utf-8", b"stream: /metrics /healthz /readyz\n"
+        return 404, "text/plain; charset=utf-8", b"not found\n"
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    # OpenMetrics when the scraper asks for it (Accept), else plain text.
-                    encode, content_type = choose_encoder(self.headers.get("Accept") or "")
-                    self._send(200, content_type, encode(server._registry))
-                elif path in server._checks:
-                    result = server._ask_loop(server._checks[path])
-                    self._send(200 if result.ok else 503, "application/json", result.body())
-                elif path == "/":
-                    body = b"stream: /metrics /healthz /readyz\n"
-                    self._send(200, "text/plain; charset=utf-8", body)
-                else:
-                    self._send(404, "text/plain; charset=utf-8", b"not found\n")
+                self._send(*server._answer(self.path, self.headers.get("Accept") or ""))
 
-            def _send(self, status: int, content_type: str, body: bytes) -> None:
+            def do_HEAD(self) -> None:
+                """As GET, without the body (curl -I, load balancers' checks)."""
+                self._send(*server._answer(self.path, self.headers.get("Accept") or ""), head=True)
+
+            def _send(
+                self, status: int, content_type: str, body: bytes, *, head: bool = False
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not head:
+                    self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("http: " + format, *args)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
+from difflib import get_close_matches
 from typing import Any, NoReturn, TypeVar
 
 from stream import __version__
@@ -27,9 +29,44 @@ S = TypeVar("S")
 
 
 class _Parser(argparse.ArgumentParser):
+    """No abbreviations (``--bootstrap-server`` is not ``--bootstrap-servers``), one-line
+    errors, and a subcommand's unknown option reported by the subcommand's own parser
+    (``stream run: error: ...``) with the closest option it has."""
+
+    def __init__(self, *args: Any, command: bool = False, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.command = command
+
     def error(self, message: str) -> NoReturn:
         """One line, not argparse's usage block."""
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if not self.command:
+            return super().parse_known_args(args, namespace)
+        given = list(args or [])
+        for arg in given:
+            if arg == "--":
+                break
+            name = arg.split("=", 1)[0]
+            if name.startswith("--") and name not in self._option_string_actions:
+                self.error(unknown_option(name, list(self._option_string_actions)))
+        parsed, extras = super().parse_known_args(given, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def unknown_option(name: str, options: Sequence[str]) -> str:
+    """What to say of an option that does not exist: the one it abbreviates, or the
+    closest spelling, if any."""
+    longer = [o for o in options if o.startswith(name)]
+    close = longer if len(longer) == 1 else get_close_matches(name, options, n=1, cutoff=0.75)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"unknown option {name}{hint}"
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -133,14 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     ]
     for name, help_text, settings in commands:
         usage = f"stream {name}{' {create,describe}' if name == 'topics' else ''} [options]"
-        command = sub.add_parser(name, help=help_text, formatter_class=_Formatter, usage=usage)
+        command = sub.add_parser(
+            name, help=help_text, formatter_class=_Formatter, usage=usage, command=True
+        )
         if name == "topics":
             command.add_argument("action", choices=["create", "describe"])
         if name == "db":
             command.add_argument("action", choices=["init"])
         _add_options(command, settings)
 
-    sub.add_parser("transforms", help="list the built-in transforms")
+    sub.add_parser("transforms", help="list the built-in transforms", command=True)
     return parser
 
 

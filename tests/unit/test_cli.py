@@ -182,6 +182,35 @@ def test_usage_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> No
     assert captured.out == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        # An abbreviation is not accepted: it is an unknown option, with the one meant.
+        (
+            ["run", "--bootstrap-server", "h:1"],
+            "--bootstrap-server; did you mean --bootstrap-servers?",
+        ),
+        (["lag", "--group", "g"], "--group; did you mean --group-id?"),
+        # A misspelling: the closest option.
+        (["produce", "--cuont", "5"], "--cuont; did you mean --count?"),
+        (["topics", "create", "--partitons=3"], "--partitons; did you mean --partitions?"),
+        (["run", "--transfrom", "identity", "--workers", "1"], "did you mean --transform?"),
+        # Nothing close: no guess.
+        (["produce", "--frobnicate"], "unknown option --frobnicate (see"),
+    ],
+)
+def test_an_unknown_option_is_the_subcommands_error_with_the_closest_option(
+    args: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(args) == 2
+    captured = capsys.readouterr()
+    line = one_line(captured.err)
+    assert line.startswith(f"stream {args[0]}: error: unknown option --")
+    assert said in line
+    assert line.endswith(f"(see stream {args[0]} --help)")
+    assert captured.out == ""
+
+
 def test_unknown_transform_fails_before_any_connection(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

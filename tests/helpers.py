@@ -292,6 +292,19 @@ def get(url: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+async def scrape_until(url: str, holds: Callable[[str], bool], wait: float = 30.0) -> str:
+    """The exposition at ``url`` once ``holds`` is true of it (or the last one read when
+    ``wait`` seconds pass): for a test to wait for a refresh, not sleep through one."""
+    deadline = time.monotonic() + wait
+    while True:
+        status, body = await asyncio.to_thread(get, url)
+        assert status == 200, body
+        text = body.decode()
+        if holds(text) or time.monotonic() > deadline:
+            return text
+        await asyncio.sleep(0.2)
+
+
 def metrics_url(service: Service) -> str:
     """The /metrics address a service printed in its start line."""
     line = service.wait_for("metrics=http://")

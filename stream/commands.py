@@ -24,7 +24,7 @@ from stream.config import (
     TopicsSettings,
     TrySettings,
 )
-from stream.errors import EXIT_RUNTIME
+from stream.errors import EXIT_RUNTIME, StreamError
 from stream.logs import setup_logging
 from stream.options import ConfigError, option_env, option_fields
 
@@ -107,6 +107,14 @@ def cmd_lag(args: argparse.Namespace) -> int:
         }
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())  # noqa: T201
         return 0
+    if rows and all(r.committed is None for r in rows):
+        # JSON says so with its nulls; a person asking for a table may have mistyped.
+        held = sum(r.lag for r in rows)
+        raise StreamError(
+            f"group {settings.group_id} has no committed offsets on topic "
+            f"{settings.input_topic} (does it exist? a service's group is its --group-id); "
+            f"the topic holds {held} records"
+        )
     table = [("TOPIC", "PARTITION", "COMMITTED", "END", "LAG")]
     for r in rows:
         committed = "-" if r.committed is None else str(r.committed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
+    KafkaError,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
     for_code,
@@ -21,6 +23,7 @@ from aiokafka.structs import TopicPartition
 from stream.config import KafkaSettings
 from stream.errors import MissingTopics, NotAuthorized
 from stream.kafka.connect import start_client
+from stream.kafka.errors import translate
 from stream.kafka.options import client_options
 
 DEFAULT_RECORD_LIMIT = 1_048_588  # Kafka's default message.max.bytes
@@ -112,7 +115,7 @@ async def group_lag(settings: KafkaSettings, group_id: str) -> list[PartitionLag
     topic = settings.input_topic
     async with admin_client(settings) as admin:
         described = await admin.describe_topics([topic])
-        offsets = await admin.list_consumer_group_offsets(group_id)
+        offsets = await _group_offsets(admin, group_id, settings.connect_timeout)
     entry = described[0] if described else {}
     if entry.get("error_code", 0) != 0 or not entry.get("partitions"):
         raise MissingTopics(f"topic {topic} does not exist")
@@ -131,6 +134,23 @@ async def group_lag(settings: KafkaSettings, group_id: str) -> list[PartitionLag
         base = committed if committed is not None else starts[tp]
         rows.append(PartitionLag(topic, tp.partition, committed, ends[tp], max(0, ends[tp] - base)))
     return rows
+
+
+async def _group_offsets(
+    admin: AIOKafkaAdminClient, group_id: str, wait: float
+) -> dict[TopicPartition, Any]:
+    """The group's committed offsets. A fresh broker has no group coordinator until it has
+    made its offsets topic: retriable errors are retried for up to ``wait`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        try:
+            offsets: dict[TopicPartition, Any] = await admin.list_consumer_group_offsets(group_id)
+            return offsets
+        except KafkaError as exc:
+            if not exc.retriable or loop.time() >= deadline:
+                raise translate(exc) from None
+            await asyncio.sleep(0.25)
 
 
 async def require_topics(client: Any, topics: list[str]) -> None:

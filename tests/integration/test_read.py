@@ -9,12 +9,13 @@ import asyncio
 import shlex
 import time
 
+import orjson
 import pytest
 
 from stream.cli import main
 from stream.config import KafkaSettings
 from stream.kafka import delete_topics
-from tests.helpers import Topics
+from tests.helpers import Topics, feed_demo
 
 pytestmark = pytest.mark.broker
 
@@ -56,3 +57,23 @@ async def test_produce_to_a_missing_topic_is_one_line_at_once_with_a_command_tha
     await delete_topics(
         KafkaSettings(bootstrap_servers=topics.bootstrap), [missing, f"{missing}.dlq"]
     )
+
+
+async def test_lag_of_a_group_without_offsets_says_so_and_exits_1(
+    topics: Topics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await feed_demo(topics, 10)
+    group = topics.group + "-never-ran"
+    lag = ["lag", *topics.input_options(), "--group-id", group]
+    assert await run_cli(lag) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"stream lag: error: group {group} has no committed offsets on topic {topics.input} "
+        "(does it exist? a service's group is its --group-id); the topic holds 10 records\n"
+    )
+    # JSON is for scripts: the nulls say it, and the backlog is there.
+    assert await run_cli([*lag, "--json"]) == 0
+    data = orjson.loads(capsys.readouterr().out)
+    assert data["total_lag"] == 10
+    assert all(p["committed"] is None for p in data["partitions"])

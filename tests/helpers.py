@@ -194,15 +194,6 @@ async def wait_caught_up(topics: Topics, wait: float = 120.0) -> bool:
     return False
 
 
-async def until(condition: Callable[[], bool], wait: float = 30.0, what: str = "") -> None:
-    """Poll ``condition`` until it holds; fail after ``wait`` seconds."""
-    deadline = time.monotonic() + wait
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {wait:g}s: {what or 'the condition'}")
-        await asyncio.sleep(0.1)
-
-
 # --- the service as a process -------------------------------------------------------------
 
 

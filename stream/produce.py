@@ -202,12 +202,17 @@ def demo_encoder(settings: ProduceSettings, topic: str) -> Callable[[Any], bytes
     (framed). Blocking HTTP: call it before the loop is busy, or via ``asyncio.to_thread``."""
     # Formats only when used: JSON runs need neither the registry client nor the codecs.
     from stream.formats.registry import RegistryClient, RegistryError  # noqa: PLC0415
-    from stream.formats.setup import register_output, registry_config  # noqa: PLC0415
+    from stream.formats.setup import (  # noqa: PLC0415
+        check_registry_api,
+        register_output,
+        registry_config,
+    )
     from transforms.builtin import SENSOR_READING_SCHEMA  # noqa: PLC0415
     from transforms.codec import Encoder  # noqa: PLC0415
 
     fmt = settings.format
     client = RegistryClient(registry_config(settings))
+    check_registry_api(client)
     subject = f"{topic}-value"
     schema_id, text = register_output(
         client, subject, fmt, SENSOR_READING_SCHEMA, "the demo event schema"

@@ -250,13 +250,25 @@ class RegistryClient:
         self._cache.setdefault(schema_id, RegisteredSchema(schema_id, schema_type, text))
         return schema_id
 
+    def subjects(self) -> list[Any]:
+        """The registry's subjects (``GET /subjects``): a Confluent-compatible registry
+        answers a JSON list. SchemaNotFound or SchemaRefused when it answers otherwise."""
+        found: list[Any] = self._request("GET", "/subjects", what="subjects", expect=list)
+        return found
+
     def _request(
-        self, method: str, path: str, body: dict[str, Any] | None = None, *, what: str
-    ) -> dict[str, Any]:
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        what: str,
+        expect: type = dict,
+    ) -> Any:
         backoff = Backoff(self._clock, self.config.retry_for)
         while True:
             try:
-                return self._once(method, path, body, what)
+                return self._once(method, path, body, what, expect)
             except RegistryUnavailable as exc:
                 wait = backoff.delay()
                 if wait is None:
@@ -267,8 +279,8 @@ class RegistryClient:
                 self._sleep(wait)
 
     def _once(
-        self, method: str, path: str, body: dict[str, Any] | None, what: str
-    ) -> dict[str, Any]:
+        self, method: str, path: str, body: dict[str, Any] | None, what: str, expect: type
+    ) -> Any:
         headers = dict(self._headers)
         data = None
         if body is not None:
@@ -313,8 +325,9 @@ class RegistryClient:
             payload = json.loads(raw)
         except ValueError:
             raise SchemaRefused(f"{where}: not a JSON answer ({_message(raw)})") from None
-        if not isinstance(payload, dict):
-            raise SchemaRefused(f"{where}: not a JSON object")
+        if not isinstance(payload, expect):
+            shape = "object" if expect is dict else "list"
+            raise SchemaRefused(f"{where}: not a JSON {shape}")
         return payload
 
 

@@ -34,6 +34,10 @@ api=http://127.0.0.1:$port/apis/ccompat/v7
 
 log() { printf 'registry: %s\n' "$*" >&2; }
 
+# Maven writes colour codes even in batch mode and off a terminal (Debian's 3.8 starts
+# lines with ESC[0m): strip terminal escape codes from what reaches the user.
+plain() { sed -e $'s/\x1b\\[[0-9;?]*[A-Za-z]//g'; }
+
 fetch() {
   if [ -f "$server/.complete" ]; then return 0; fi
   command -v mvn >/dev/null || { log "Maven (mvn) is needed to fetch the registry"; exit 1; }
@@ -41,9 +45,9 @@ fetch() {
   log "fetching Apicurio Registry $version with Maven into $server"
   rm -rf "$server"
   mkdir -p "$server"
-  mvn -q -B dependency:copy \
+  mvn -q -B -Dstyle.color=never dependency:copy \
     -Dartifact="io.apicurio:apicurio-registry-app:$version:tar.gz:all" \
-    -DoutputDirectory="$server" >&2
+    -DoutputDirectory="$server" 2>&1 | plain >&2
   tar -xzf "$server/apicurio-registry-app-$version-all.tar.gz" -C "$server"
   rm -f "$server/apicurio-registry-app-$version-all.tar.gz"
   touch "$server/.complete"
@@ -88,6 +92,7 @@ start() {
     log "starting Apicurio Registry $version on 127.0.0.1:$port${data:+ (schemas kept in $data)}"
     # setsid: the registry outlives this script and is not hit by the caller's Ctrl-C.
     setsid java -Xms128m -Xmx"$heap" -Djava.awt.headless=true \
+      -Dquarkus.console.color=false \
       -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$port" \
       -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$mport" \
       ${storage[@]+"${storage[@]}"} \
@@ -99,7 +104,7 @@ start() {
   until answers; do
     if ! running_pid >/dev/null; then
       log "the registry exited; last lines of its log:"
-      tail -n 30 "$run/registry.log" >&2 || true
+      tail -n 30 "$run/registry.log" | plain >&2 || true
       exit 1
     fi
     if [ $SECONDS -ge $deadline ]; then

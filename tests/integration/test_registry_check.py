@@ -8,14 +8,16 @@ record as unknown_schema."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from stream.config import ConfigError, RunSettings
 from stream.formats.setup import prepare
 from tests.helpers import ROOT, STREAM, Service, Topics, start_service
-from tests.registry import API
+from tests.registry import API, REGISTRY_SCRIPT
 from transforms import resolve
 
 pytestmark = pytest.mark.broker
@@ -87,3 +89,19 @@ async def test_the_right_address_starts(
     services.append(service)
     await asyncio.to_thread(service.wait_for, " started: ")
     assert await asyncio.to_thread(service.terminate) == 0, service.log()
+
+
+def test_fetching_the_registry_prints_no_terminal_escape_codes(tmp_path: Path) -> None:
+    """`make registry` in a fresh clone fetches the server with Maven first, which writes
+    colour codes even in batch mode and off a terminal: none reach the user."""
+    fetched = subprocess.run(
+        ["bash", str(REGISTRY_SCRIPT), "fetch"],
+        env={**os.environ, "REGISTRY_HOME_DIR": str(tmp_path)},
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    assert b"\x1b" not in fetched.stdout + fetched.stderr, fetched.stderr
+    assert b"fetching Apicurio Registry" in fetched.stderr
+    assert list(tmp_path.glob("apicurio-registry-*/apicurio-registry-app-*-runner.jar"))

@@ -42,6 +42,15 @@ def cmd_produce(args: argparse.Namespace) -> int:
     settings: ProduceSettings = settings_from(ProduceSettings, args)
     from stream.produce import demo_events, file_events, produce  # noqa: PLC0415
 
+    if settings.avro_file:
+        from stream.produce import write_avro_file  # noqa: PLC0415
+
+        written = write_avro_file(settings, settings.avro_file)
+        print(  # noqa: T201
+            f"wrote {written} sensor events ({settings.keys} keys, seed {settings.seed}) to "
+            f"{settings.avro_file} (an Avro object container file)"
+        )
+        return 0
     if settings.file:
         if settings.file == "-":
             events = file_events(sys.stdin.buffer)

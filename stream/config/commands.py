@@ -54,6 +54,12 @@ class ProduceSettings(KafkaSettings):
         "", "send JSON lines from this file ('-' for stdin) instead of demo events", metavar="PATH"
     )
     topic: str = opt("", "topic to send to (default: the input topic)", metavar="TOPIC")
+    avro_file: str = opt(
+        "",
+        "write the sensor demo events to this Avro object container file instead of sending "
+        "them (for `stream try --input-format avro`)",
+        metavar="PATH",
+    )
     quiet: bool = opt(False, "no progress line", boolean)
     format: RecordFormat = opt(
         "json",
@@ -72,6 +78,11 @@ class ProduceSettings(KafkaSettings):
         check_registry(self, (self.format,))
         if self.format != "json" and (self.file or self.kind != "sensor"):
             raise ConfigError("--format avro and protobuf send sensor demo events only")
+        if self.avro_file and (self.file or self.kind != "sensor" or self.format != "json"):
+            raise ConfigError(
+                "--avro-file writes sensor demo events only (not with --file, --kind matrix "
+                "or --format)"
+            )
 
     def resolve(self) -> Self:
         KafkaSettings.resolve(self)

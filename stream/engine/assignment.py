@@ -90,6 +90,7 @@ class Assignment:
         part.nbytes += batch.nbytes
         part.queue.append(batch)
         batch.result.add_done_callback(lambda _: self._answered(part, batch))
+        self._observer.inflight_changed(self.inflight)
 
     def _answered(self, part: Partition, batch: Batch) -> None:
         """A batch's result came back: wake its lifecycle; outputs larger than the inputs

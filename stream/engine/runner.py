@@ -36,6 +36,7 @@ from stream.http import HttpServer
 from stream.kafka.protocols import Clients, Consumer, TopicPartition
 from stream.metrics import Metrics
 from stream.pool import Pool, WorkerPool
+from stream.stages_line import describe_stages
 from transforms import resolve
 
 log = logging.getLogger("stream")
@@ -179,9 +180,10 @@ class Engine:
         consumer.subscribe(
             s.input_topic, self._guard(rebalancer.on_assigned), self._guard(rebalancer.on_revoked)
         )
+        stages_text = describe_stages(s)
         log.info(
             "stream %s started: %s transform=%s workers=%d (pids %s) %s -> %s (dead letters: "
-            "%s) group=%s metrics=http://%s:%s/metrics",
+            "%s) group=%s%s metrics=http://%s:%s/metrics",
             __version__,
             s.guarantee,
             s.transform,
@@ -191,6 +193,7 @@ class Engine:
             s.output_topic,
             s.dead_letter_topic,
             s.group_id,
+            f" ({stages_text})" if stages_text else "",
             s.metrics_host,
             self.metrics_port,
         )

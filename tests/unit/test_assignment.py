@@ -61,3 +61,18 @@ def test_bytes_held_elsewhere_count_against_the_byte_cap() -> None:
     held[0] = 600  # enrichment answers on their way to the workers
     assert flow.full
     assert flow.room == 0
+
+
+async def test_the_in_flight_gauges_follow_tracked_work() -> None:
+    """stream_inflight_messages rises when a batch is tracked, not only when one ends."""
+    metrics = Metrics("identity", "in", "out", "in.dlq")
+    owned = Assignment(InFlight(1000, 1 << 20), Progress(metrics, "in", "out", "in.dlq"))
+    part = owned.add(P0)
+    result: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+    batch = Batch(
+        part.offsets.track(0, 2, 3), [b"k"] * 3, [b"{}"] * 3, [0, 1, 2], [0] * 3, 6, result
+    )
+    owned.track(part, batch)
+    assert metrics.registry.get_sample_value("stream_inflight_messages") == 3
+    assert metrics.registry.get_sample_value("stream_inflight_bytes") == 6
+    result.cancel()

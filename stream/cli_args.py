@@ -17,6 +17,7 @@ from stream.config import (
     DbSettings,
     LagSettings,
     ProduceSettings,
+    ReadSettings,
     RunSettings,
     TopicsSettings,
     TrySettings,
@@ -148,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
             "send demo events (or JSON lines from a file) to the input topic",
             ProduceSettings,
         ),
+        (
+            "read",
+            "print a topic's records, one a line (dead letters with their reasons)",
+            ReadSettings,
+        ),
         ("topics", "create or describe the input, output and dead-letter topics", TopicsSettings),
         (
             "lag",
@@ -169,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("lookup-demo", "serve a demo lookup service to try --enrich-url", LookupDemoSettings),
     ]
     for name, help_text, settings in commands:
-        usage = f"stream {name}{' {create,describe}' if name == 'topics' else ''} [options]"
+        argument = {"topics": " {create,describe}", "db": " {init}", "read": " TOPIC"}
+        usage = f"stream {name}{argument.get(name, '')} [options]"
         command = sub.add_parser(
             name, help=help_text, formatter_class=_Formatter, usage=usage, command=True
         )
@@ -177,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("action", choices=["create", "describe"])
         if name == "db":
             command.add_argument("action", choices=["init"])
+        if name == "read":
+            command.add_argument("topic", metavar="TOPIC", help="the topic to read")
         _add_options(command, settings)
 
     sub.add_parser("transforms", help="list the built-in transforms", command=True)

@@ -1,6 +1,7 @@
 """What each subcommand does once its settings are parsed: ``stream run``, ``produce``,
-``topics``, ``lag``, ``bench``, ``try``, ``db`` and ``transforms``. Each body imports what
-it needs when it runs, so ``stream --help`` stays fast; each returns the exit code."""
+``read``, ``topics``, ``lag``, ``bench``, ``try``, ``db``, ``transforms`` and
+``lookup-demo``. Each body imports what it needs when it runs, so ``stream --help``
+stays fast; each returns the exit code."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from stream.config import (
     DbSettings,
     LagSettings,
     ProduceSettings,
+    ReadSettings,
     RunSettings,
     TopicsSettings,
     TrySettings,
@@ -79,6 +81,27 @@ def cmd_produce(args: argparse.Namespace) -> int:
     topic = settings.topic or settings.input_topic
     rate = count / seconds if seconds > 0 else 0.0
     print(f"sent {count} {what} to {topic} in {seconds:.2f}s ({rate:,.0f}/s)")  # noqa: T201
+    return 0
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    settings: ReadSettings = settings_from(ReadSettings, args)
+    from stream.read import read  # noqa: PLC0415
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    try:
+        tally = asyncio.run(read(settings, args.topic, write))
+    except BrokenPipeError:  # `stream read ... | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    dead = f", {tally.dead_letters} of them dead letters" if tally.dead_letters else ""
+    if settings.count and tally.records >= settings.count:
+        sys.stderr.write(f"stopped after {tally.records} records (--count){dead}\n")
+    else:
+        sys.stderr.write(f"end of {args.topic}: {tally.records} records{dead}\n")
     return 0
 
 
@@ -265,6 +288,7 @@ def cmd_transforms(_args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "produce": cmd_produce,
+    "read": cmd_read,
     "topics": cmd_topics,
     "lag": cmd_lag,
     "bench": cmd_bench,

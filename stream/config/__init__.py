@@ -11,7 +11,7 @@ The modules, by job: ``groups`` (the --help sections), ``kafka`` (the connection
 Kafka command shares), ``registry`` and ``postgres`` (options two commands declare, and
 their checks), ``dsn`` (what is wrong with a PostgreSQL DSN), ``service`` and ``run``
 (``stream run``'s layers and ``RunSettings``), ``contradictions`` (``stream run``'s
-options that cannot work together), ``commands`` (produce, topics, lag, bench, try).
+options that cannot work together), ``commands`` (produce, read, topics, lag, bench, try).
 This module gathers them, and declares every command's settings to the loader
 (``known_settings``).
 """
@@ -22,6 +22,7 @@ from stream.config.commands import (
     BenchSettings,
     LagSettings,
     ProduceSettings,
+    ReadSettings,
     TopicsSettings,
     TrySettings,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "KafkaSettings",
     "LagSettings",
     "ProduceSettings",
+    "ReadSettings",
     "RunSettings",
     "TopicsSettings",
     "TrySettings",
@@ -65,5 +67,11 @@ __all__ = [
 ]
 
 known_settings(
-    RunSettings, ProduceSettings, TopicsSettings, LagSettings, BenchSettings, TrySettings
+    RunSettings,
+    ProduceSettings,
+    ReadSettings,
+    TopicsSettings,
+    LagSettings,
+    BenchSettings,
+    TrySettings,
 )

@@ -1,5 +1,5 @@
 """The settings of the commands other than ``stream run`` and ``stream db``: produce,
-topics, lag, bench and try."""
+read, topics, lag, bench and try."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from stream.options import (
 )
 
 TryFormat = Literal["json", "avro"]
+Isolation = Literal["read_committed", "read_uncommitted"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,53 @@ class ProduceSettings(KafkaSettings):
                 "--avro-file writes sensor demo events only (not with --file, --kind matrix "
                 "or --format)"
             )
+
+    def resolve(self) -> Self:
+        KafkaSettings.resolve(self)
+        resolve_registry(self)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class ReadSettings(KafkaSettings):
+    """Options of ``stream read TOPIC`` (the topic is its argument, not an option)."""
+
+    COMMAND: ClassVar[str] = "read"
+    HIDDEN: ClassVar[frozenset[str]] = frozenset({"input_topic", "output_topic", "dlq_topic"})
+
+    count: int = opt(0, "stop after N records (0: no limit)", non_negative_int, "N")
+    follow: bool = opt(
+        False,
+        "keep waiting for new records until Ctrl-C (default: print what is there and exit)",
+        boolean,
+    )
+    isolation: Isolation = opt(
+        "read_committed",
+        "read_committed: only records of committed transactions, as the service's readers "
+        "see them; read_uncommitted: those of open and aborted transactions too",
+        choice(*get_args(Isolation)),
+    )
+    input_format: RecordFormat = opt(
+        "json",
+        "how to decode the values: json, or avro/protobuf in the Confluent wire format "
+        "through --schema-registry-url (a value that does not decode is printed escaped)",
+        choice(*get_args(RecordFormat)),
+    )
+    max_width: int = opt(
+        2000,
+        "longest value printed, in characters; a longer one is cut, with a note (0: no limit)",
+        non_negative_int,
+        "CHARS",
+    )
+    schema_registry_url: str = registry_url_opt()
+    schema_registry_username: str = registry_username_opt()
+    schema_registry_password: str = registry_password_opt()
+    schema_registry_password_file: str = registry_password_file_opt()
+    schema_registry_cafile: str = registry_cafile_opt()
+
+    def __post_init__(self) -> None:
+        KafkaSettings.__post_init__(self)
+        check_registry(self, (self.input_format,))
 
     def resolve(self) -> Self:
         KafkaSettings.resolve(self)

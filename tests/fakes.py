@@ -13,6 +13,9 @@ from stream.errors import KafkaFailure, OwnershipLost, ProducerBroken, RecordRef
 from stream.kafka.protocols import OutRecord, RebalanceCallback, Sent, TopicPartition
 from stream.kafka.send import Partitioner, group_by_partition
 from stream.pool_activity import PoolActivity
+from stream.sink.errors import SinkFenced
+from stream.sink.position import Claim, Position
+from stream.sink.postgres import Refused
 from stream.worker import BatchResult, process_batch
 
 
@@ -340,3 +343,32 @@ class FakePool:
     @property
     def serving(self) -> int:
         return self.alive
+
+
+class FakeSink:
+    """The database sink as the engine's sink stage uses it: rows by source position,
+    a stored offset and a generation per partition (a claim fences older ones)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, int, int], object] = {}
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.generations: dict[tuple[str, int], int] = {}
+
+    async def write(
+        self, topic: str, partition: int, rows: Sequence[tuple[object, ...]], *, position: Position
+    ) -> list[Refused]:
+        key = (topic, partition)
+        if self.generations.get(key) != position.generation:
+            raise SinkFenced(f"{topic}[{partition}]: another owner claimed the partition")
+        for row in rows:
+            self.rows[(topic, partition, int(str(row[0])))] = row
+        self.offsets[key] = max(self.offsets.get(key, -1), position.next_offset)
+        return []
+
+    async def claim(self, group: str, topic: str, partition: int) -> Claim:
+        key = (topic, partition)
+        self.generations[key] = self.generations.get(key, 0) + 1
+        return Claim(self.offsets.get(key), self.generations[key])
+
+    def forget(self, topic: str, partition: int) -> None:
+        return None

@@ -36,6 +36,7 @@ class Partition:
     closing: bool = False  # revoked or being rewound: take nothing more
     busy_since: float | None = None  # clock time work began waiting (None: none in flight)
     delivering_since: float | None = None  # clock time the delivery step now running began
+    sink_generation: int = 0  # this opening's claim of the partition in the database sink
 
     @property
     def busy(self) -> bool:

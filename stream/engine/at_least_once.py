@@ -91,7 +91,10 @@ class AtLeastOnce:
         if broken in self._senders:
             quiet = self._quiet[broken] = asyncio.Event()
             await quiet.wait()
-        await broken.stop()
+        try:
+            await broken.stop()
+        except Exception as exc:  # noqa: BLE001 - a producer that will not stop is dropped
+            log.warning("stopping a replaced producer failed: %s", exc)
 
     async def close(self) -> None:
         await asyncio.gather(*self._retiring, return_exceptions=True)
@@ -199,7 +202,9 @@ class Acknowledged:
             (_, failed), *_ = refusals
             raise FatalError(f"producing to Kafka failed: {failed[0][1]}")
         shared = self.shared
-        broken = shared.producer
+        # The producer the refused sends went out on (not whichever is current now: a
+        # healthy one must not be replaced).
+        broken = refusals[0][1][0][0].producer or shared.producer
 
         async def renew() -> Producer:
             nonlocal broken
@@ -208,15 +213,17 @@ class Acknowledged:
 
         async def again(producer: Producer, refused: Refusals) -> Refusals:
             left: Refusals = []
-            for batch, failed in refused:
-                only = {at for shipped, _ in failed for at in shipped.records}
-                try:
-                    with shared.sending(producer):
+            # The whole round, settling included, holds the producer: another partition
+            # renewing it meanwhile retires it only once this round is done with it.
+            with shared.sending(producer):
+                for batch, failed in refused:
+                    only = {at for shipped, _ in failed for at in shipped.records}
+                    try:
                         shipped = await shared.sender.send(producer, self.part, batch, only)
-                except KafkaFailure as exc:
-                    raise FatalError(f"producing to Kafka failed: {exc}") from exc
-                if still := await settle(shipped):
-                    left.append((batch, still))
+                    except KafkaFailure as exc:
+                        raise FatalError(f"producing to Kafka failed: {exc}") from exc
+                    if still := await settle(shipped):
+                        left.append((batch, still))
             return left
 
         try:

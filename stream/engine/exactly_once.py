@@ -163,8 +163,13 @@ class Transactional:
         )
         try:
             failed = await asyncio.gather(*(settle(s) for s in txn.shipped))
-        finally:
+        except BaseException:  # cancelled (a drain past its bound) or failed: no orphan
+            offsets.cancel()
             await asyncio.wait([offsets])
+            if not offsets.cancelled():
+                offsets.exception()  # retrieved: the first error is the one raised
+            raise
+        await asyncio.wait([offsets])
         offsets.result()  # a failed offset commit raises: the partition is rewound
         return [(b, f) for b, f in zip(txn.batches, failed, strict=True) if f]
 

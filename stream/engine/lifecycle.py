@@ -28,7 +28,7 @@ from stream.engine.assignment import Assignment, Partition
 from stream.engine.batch import Batch
 from stream.engine.delivery import Delivery, Guarantee
 from stream.engine.policy import CommitPolicy
-from stream.engine.sinking import SinkStage, start_from
+from stream.engine.sinking import SinkStage
 from stream.errors import FatalError, KafkaFailure, OwnershipLost
 from stream.flow import wait_event
 from stream.kafka.protocols import Consumer, TopicPartition
@@ -73,6 +73,7 @@ class PartitionLifecycle:
         self._closed = asyncio.Event()
         self._deadline = 0.0  # clock time the drain ends, once closing
         self._current: tuple[Partition, Delivery] | None = None
+        self._opening: Partition | None = None  # being opened (a rewind's reopening)
         self._failing_since: float | None = None  # first failure of the current episode
         self._failures = 0
         self._opened_at = 0.0  # clock time of the last successful opening
@@ -92,8 +93,8 @@ class PartitionLifecycle:
         self.closing = True
         self._deadline = self.parts.clock() + self.parts.drain_timeout
         self._closed.set()
-        if self._current is not None:
-            part = self._current[0]
+        part = self._current[0] if self._current is not None else self._opening
+        if part is not None:
             part.closing = True
             part.wakeup.set()
 
@@ -101,6 +102,8 @@ class PartitionLifecycle:
         try:
             while self._current is not None:
                 part, delivery = self._current
+                if self.closing:
+                    part.closing = True
                 try:
                     await self._emit(part, delivery)
                 except KafkaFailure as exc:
@@ -124,29 +127,23 @@ class PartitionLifecycle:
 
     async def _open(self) -> tuple[Partition, Delivery]:
         p = self.parts
-        part = p.assignment.add(self.tp)
+        part = self._opening = p.assignment.add(self.tp)
         try:
-            delivery = await p.guarantee.open(part)
-        except BaseException:
-            p.assignment.drop(part)
-            raise
-        try:
-            if p.restorer is not None:
-                await p.restorer.restore(part)
-            committed = await p.consumer.committed(self.tp)
-            if p.stage is not None:  # the database's position may be behind Kafka's
-                committed = start_from(committed, await p.stage.claim(self.tp))
-        except BaseException as exc:
-            await self._release(part, delivery, lost=isinstance(exc, OwnershipLost))
-            raise
+            try:
+                delivery = await p.guarantee.open(part)
+            except BaseException:
+                p.assignment.drop(part)
+                raise
+            try:
+                await self._position(part)
+            except BaseException as exc:
+                await self._release(part, delivery, lost=isinstance(exc, OwnershipLost))
+                raise
+        finally:
+            self._opening = None
         if self.closing:  # revoked meanwhile: run() releases it
             part.closing = True
             return part, delivery
-        part.offsets.mark_committed(committed)
-        if committed is not None:
-            p.consumer.seek(self.tp, committed)
-        else:
-            await p.consumer.seek_to_reset(self.tp)
         labels = (self.tp.topic, str(self.tp.partition))
         p.metrics.consumer_lag.labels(*labels).set(0)
         p.metrics.consumer_lag_seconds.labels(*labels).set(0)
@@ -154,6 +151,23 @@ class PartitionLifecycle:
         part.accepting = True
         self._opened_at = p.clock()
         return part, delivery
+
+    async def _position(self, part: Partition) -> None:
+        """Restore the partition's state, claim its database position (fencing earlier
+        owners' writes), read its committed offset and seek there."""
+        p = self.parts
+        if p.restorer is not None:
+            await p.restorer.restore(part)
+        if p.stage is not None:
+            await p.stage.claim(part)
+        committed = await p.consumer.committed(self.tp)
+        if self.closing:
+            return
+        part.offsets.mark_committed(committed)
+        if committed is not None:
+            p.consumer.seek(self.tp, committed)
+        else:
+            await p.consumer.seek_to_reset(self.tp)
 
     async def _release(self, part: Partition, delivery: Delivery, *, lost: bool) -> None:
         p = self.parts
@@ -250,7 +264,10 @@ class PartitionLifecycle:
                 p.drain_timeout,
                 part.records,
             )
-            p.assignment.drop(part)  # cancels what is queued; what was shipped still commits
+            # Cancels what is queued. Exactly-once still commits the transaction of what
+            # was shipped; at-least-once commits what was acknowledged before the drop
+            # (later acknowledgements no longer count: those records are read again).
+            p.assignment.drop(part)
         try:
             async with (
                 asyncio.timeout(max(0.0, self._deadline - p.clock()) + CLOSE_STEP),
@@ -275,8 +292,8 @@ class PartitionLifecycle:
         batches: list[Batch] = []
         while queue and queue[0].result.done() and len(batches) < MAX_BATCHES:
             batch = queue.popleft()
-            if batch.result.cancelled():
-                continue
+            if batch.result.cancelled():  # only drop() cancels, and it empties the queue
+                raise KafkaFailure(f"{part.label}: a batch was cancelled while it was queued")
             self._duration.observe(batch.result.result().seconds)
             batches.append(batch)
         return batches

@@ -39,6 +39,7 @@ class Rebalancer:
         self.metrics = metrics
         self.drain_timeout = drain_timeout
         self.lifecycles: dict[TopicPartition, tuple[PartitionLifecycle, asyncio.Task[None]]] = {}
+        self._closing: dict[TopicPartition, asyncio.Task[None]] = {}  # being closed now
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.metrics.rebalances.inc()
@@ -61,26 +62,35 @@ class Rebalancer:
         self.membership.rebalancing = True
         self.membership.owned -= revoked
         closing = [tp for tp in revoked if tp in self.lifecycles]
-        if not closing:
-            return
-        await self.close(closing)
-        log.info("revoked partitions: %s", names(revoked))
+        if closing:
+            await self.close(closing)
+            log.info("revoked partitions: %s", names(revoked))
+        # Closed already (a shutdown drains them): the group may hand them on only once
+        # they have committed.
+        if late := [task for tp in revoked if (task := self._closing.get(tp)) is not None]:
+            await asyncio.wait(late, timeout=self.drain_timeout + 2 * CLOSE_STEP)
 
     async def close(self, tps: list[TopicPartition] | None = None) -> None:
         """Close these lifecycles (every one by default) and wait for them; cancel those
         still busy a step past the drain timeout."""
         chosen = [self.lifecycles.pop(tp) for tp in (list(self.lifecycles) if tps is None else tps)]
-        for lifecycle, _ in chosen:
+        for lifecycle, task in chosen:
             lifecycle.close()
+            self._closing[lifecycle.tp] = task
         tasks = [task for _, task in chosen]
         if not tasks:
             return
-        _, late = await asyncio.wait(tasks, timeout=self.drain_timeout + 2 * CLOSE_STEP)
-        for task in late:
-            task.cancel()
-        if late:
-            log.warning("%d partitions did not close in time; abandoned", len(late))
-            await asyncio.wait(late, timeout=CLOSE_STEP)
+        try:
+            _, late = await asyncio.wait(tasks, timeout=self.drain_timeout + 2 * CLOSE_STEP)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("%d partitions did not close in time; abandoned", len(late))
+                await asyncio.wait(late, timeout=CLOSE_STEP)
+        finally:
+            for lifecycle, task in chosen:
+                if self._closing.get(lifecycle.tp) is task:
+                    del self._closing[lifecycle.tp]
 
     async def abandon(self) -> None:
         """A fatal error: stop every lifecycle at once, committing nothing more."""

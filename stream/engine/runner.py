@@ -252,7 +252,7 @@ class Engine:
         for part in list(self.assignment.parts.values()):
             self.assignment.drop(part)
         # Each step is bounded: a broker that is down must not keep the process alive.
-        closing = [] if self.pool is None else [self.pool.close()]
+        closing = [] if self.pool is None else [bounded(self.pool.close(), "closing the pool")]
         if self._guarantee is not None:
             closing.append(bounded(self._guarantee.close(), "closing the producers"))
         await asyncio.gather(*closing)

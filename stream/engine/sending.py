@@ -25,6 +25,7 @@ class Shipped:
     sent: Sent
     records: list[int]
     letters: bool
+    producer: Producer | None = None  # the producer it was queued on
 
 
 Failures = list[tuple[Shipped, BaseException]]
@@ -94,17 +95,17 @@ async def _ship(
 ) -> list[Shipped]:
     if not alone.intersection(index):
         sent = await producer.send(topic, records)
-        return [Shipped(s, [index[i] for i in s.indices], letters) for s in sent]
+        return [Shipped(s, [index[i] for i in s.indices], letters, producer) for s in sent]
     shipped: list[Shipped] = []
     start = 0
     for position, at in enumerate([*index, None]):  # runs between the records sent alone
         if at is not None and at not in alone:
             continue
         for s in await producer.send(topic, records[start:position]):
-            shipped.append(Shipped(s, [index[start + i] for i in s.indices], letters))
+            shipped.append(Shipped(s, [index[start + i] for i in s.indices], letters, producer))
         if at is not None:
             for s in await producer.send(topic, [records[position]]):
-                shipped.append(Shipped(s, [at], letters))
+                shipped.append(Shipped(s, [at], letters, producer))
         start = position + 1
     return shipped
 

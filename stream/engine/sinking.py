@@ -7,16 +7,17 @@ committed offset never passes the database's: a crash between the two replays a 
 records, and the table's primary key (source topic, partition, offset) keeps each row
 once.
 
-Which offset a partition starts from (``start_from``): Kafka's committed offset when
-the group has one, whichever guarantee wrote it; the database's only when Kafka has
-none (expired group offsets). The database's is never behind Kafka's for work this
-version did, and when it is ahead (a crash between the two commits) the Kafka half of
-that work was not committed and must be done again.
+The partition starts from Kafka's committed offset, or from ``--auto-offset-reset``
+when the group has none there, whichever guarantee ran before: the database's stored
+offset is how far its rows reach, never a start. It can be ahead of Kafka's (the Kafka
+half of the last delivery did not commit, or the group is new and its first commit
+failed), and that work must be done again in Kafka; the rows replayed meanwhile are
+deduplicated by their primary key.
 
-Each opening of a partition claims its stored offset: a new generation, stored with it.
-A write carries its owner's generation and is refused whole (its rows too) once a newer
-owner claimed the partition, so a stale owner can neither move the offset back nor
-commit rows after the new owner started.
+Each opening of a partition claims its row in the offsets table: a new generation,
+kept on the opening. A write carries its opening's generation and is refused whole (its
+rows too) once a newer opening claimed the partition, so a stale owner can neither move
+the stored offset back nor commit rows after the new owner started.
 """
 
 from __future__ import annotations
@@ -69,7 +70,6 @@ class SinkStage:
         self.router = router
         self.group = group
         self.to_kafka = to_kafka  # outputs go to the output topic as well
-        self._generations: dict[TopicPartition, int] = {}  # our claim of each partition
 
     async def write(self, part: Partition, batches: list[Batch]) -> None:
         """Write the batches' outputs as rows, with the partition's next offset; a record
@@ -89,24 +89,17 @@ class SinkStage:
                     continue
                 rows.append(row)
                 where.append((batch, index))
-        position = Position(self.group, batches[-1].ticket.end, self._generations[tp])
+        position = Position(self.group, batches[-1].ticket.end, part.sink_generation)
         refused = await self.sink.write(tp.topic, tp.partition, rows, position=position)
         for item in refused:
             batch, index = where[item.index]
             batch.refuse(index, Reason.SINK_REFUSED.value, item.message)
 
-    async def claim(self, tp: TopicPartition) -> int | None:
-        """Claim the partition (fencing its earlier owners' writes); its stored offset."""
+    async def claim(self, part: Partition) -> None:
+        """Claim the partition for this opening (fencing earlier openings' writes)."""
+        tp = part.tp
         claim = await self.sink.claim(self.group, tp.topic, tp.partition)
-        self._generations[tp] = claim.generation
-        return claim.next_offset
+        part.sink_generation = claim.generation
 
     def released(self, tp: TopicPartition) -> None:
-        self._generations.pop(tp, None)
         self.sink.forget(tp.topic, tp.partition)
-
-
-def start_from(kafka: int | None, database: int | None) -> int | None:
-    """Where an assigned partition starts: Kafka's committed offset, or the database's
-    when the group has none in Kafka (see the module's docstring)."""
-    return kafka if kafka is not None else database

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -25,10 +26,12 @@ from stream.engine.policy import CommitPolicy
 from stream.engine.progress import Progress
 from stream.engine.routing import Router
 from stream.engine.sending import Sender
+from stream.engine.sinking import SinkStage
 from stream.errors import FatalError, KafkaFailure
 from stream.flow import InFlight
 from stream.kafka.protocols import TopicPartition
 from stream.metrics import Metrics
+from stream.sink.rows import Row
 from stream.worker import BatchResult
 from tests.fakes import (
     FakeBroker,
@@ -36,6 +39,7 @@ from tests.fakes import (
     FakeConsumer,
     FakePool,
     FakeProducer,
+    FakeSink,
     FakeTransactionalProducer,
     Record,
 )
@@ -470,3 +474,57 @@ async def test_an_idle_look_before_the_records_return_does_not_end_a_failure_epi
         with pytest.raises(FatalError, match="no progress"):
             await task
         assert rig.committed() is None
+
+
+async def test_a_new_group_whose_first_commit_fails_loses_no_output_with_a_database_sink() -> None:
+    """The rows (with the partition's next offset) reach the database before Kafka; when
+    a new group's first transaction fails, the database is ahead and Kafka has no
+    offset. The partition must start from the reset position, not the database's offset,
+    or the outputs of that first delivery are never written to Kafka (found in review)."""
+    rig = make(EXACTLY_ONCE)
+    router = Router(False, 1 << 20, 1 << 20)
+    sink = FakeSink()
+
+    def row(key: bytes | None, value: bytes, topic: str, partition: int, offset: int) -> Row:
+        return (offset, value)
+
+    stage = SinkStage(sink, row, ValueError, router, "g", to_kafka=True)
+    assert isinstance(rig.guarantee, ExactlyOnce)
+    rig.guarantee.sender = Sender(router, "out", "in.dlq", stage)
+    rig.lifecycle.parts = dataclasses.replace(rig.lifecycle.parts, stage=stage)
+    async with running(rig):
+        rig.clients.producers[-1].fail_commit = 1  # the group's first transaction fails
+        rig.broker.feed(0, values(10))
+        await until(lambda: rig.committed() == 10)
+        assert sink.offsets[("in", 0)] == 10
+        assert rig.outputs() == list(range(10))  # each output once, none lost
+        assert len(sink.rows) == 10
+
+
+async def test_a_close_while_the_partition_reads_its_position_leaves_it_closed() -> None:
+    """A revoke that lands while an opening (the first one or a rewind's) moves to its
+    reset position (no committed offset): the partition never accepts records and run()
+    ends at once, releasing it (found in review: the check ran before the last await)."""
+    rig = make(EXACTLY_ONCE)
+    reading = asyncio.Event()
+    proceed = asyncio.Event()
+    reset = rig.consumer.seek_to_reset
+
+    async def slow(tp: TopicPartition) -> None:
+        reading.set()
+        await proceed.wait()
+        await reset(tp)
+
+    rig.consumer.seek_to_reset = slow  # type: ignore[method-assign]
+    opening = asyncio.create_task(rig.lifecycle.open())
+    await asyncio.wait_for(reading.wait(), 2)
+    rig.lifecycle.close()
+    proceed.set()
+    await asyncio.wait_for(opening, 2)
+    part = rig.part
+    assert part is not None
+    assert part.closing
+    assert not part.accepting
+    await asyncio.wait_for(rig.lifecycle.run(), 2)
+    assert rig.part is None
+    assert rig.clients.producers[-1].stopped

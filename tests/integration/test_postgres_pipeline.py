@@ -266,7 +266,7 @@ async def kill_and_restart(
     last one finish."""
     rng = random.Random(os.environ.get("STREAM_CHAOS_SEED", "postgres-chaos"))
     moments = sorted(rng.uniform(0.1, 0.8) for _ in range(kills))
-    feeding = asyncio.create_task(feed_at(topics, count, rate=count / 30, seed=21))
+    feeding = asyncio.create_task(feed_at(topics, count, rate=count / 20, seed=21))
     try:
         service = start_service(topics, *options)
         services.append(service)
@@ -324,8 +324,8 @@ async def test_postgres_stopped_for_20s_mid_stream_nothing_lost_or_doubled(
     )
     services.append(service)
     service.wait_for("assigned partitions")
-    # Fed for 30 s: the 20 s outage starts after ~5 s (500 rows), input arrives throughout.
-    feeding = asyncio.create_task(feed_at(topics, count, rate=count / 30, seed=31))
+    # Fed for 25 s: the 20 s outage starts after ~4 s (500 rows), input arrives throughout.
+    feeding = asyncio.create_task(feed_at(topics, count, rate=count / 25, seed=31))
     try:
         assert await wait_rows(postgres_dsn, table, 500, service) >= 500, service.log()
         await asyncio.to_thread(postgres.stop)

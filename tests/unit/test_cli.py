@@ -17,6 +17,7 @@ from stream.cli import main
 from stream.config import (
     LagSettings,
     ProduceSettings,
+    ReadSettings,
     RunSettings,
     TopicsSettings,
 )
@@ -73,6 +74,7 @@ def one_line(text: str) -> str:
     [
         ("run", RunSettings),
         ("produce", ProduceSettings),
+        ("read", ReadSettings),
         ("topics", TopicsSettings),
         ("lag", LagSettings),
     ],
@@ -103,7 +105,7 @@ def test_help_shows_defaults_and_choices(capsys: pytest.CaptureFixture[str]) -> 
 def test_top_level_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("run", "produce", "topics", "lag", "transforms"):
+    for command in ("run", "produce", "read", "topics", "lag", "transforms"):
         assert command in out
     assert "precedence" in out
 

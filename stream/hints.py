@@ -10,12 +10,24 @@ record among good ones, or a few, says nothing: the streak must reach ``min_reco
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from transforms.messages import bounded
 from transforms.reasons import KNOWN, Reason
 
 MIN_RECORDS = 10  # records in a row, all dead-lettered for one reason, before a warning
 INTERVAL = 60.0  # seconds between two warnings
+
+
+class RunOptions(Protocol):
+    """What the hints name: ``stream run``'s settings have these."""
+
+    @property
+    def transform(self) -> str: ...
+    @property
+    def input_format(self) -> str: ...
+    @property
+    def dead_letter_topic(self) -> str: ...
 
 
 class DeadLetterStreak:
@@ -40,6 +52,10 @@ class DeadLetterStreak:
         self._reason = ""
         self._streak = 0  # records in a row dead-lettered for self._reason
         self._warned_at: float | None = None
+
+    @classmethod
+    def of(cls, settings: RunOptions) -> DeadLetterStreak:
+        return cls(settings.transform, settings.input_format, settings.dead_letter_topic)
 
     def observe(self, count: int, reasons: Sequence[str], now: float) -> str | None:
         if count == 0:

@@ -62,3 +62,15 @@ def test_a_transforms_own_reason_is_shown_quoted_and_cut() -> None:
     assert warning is not None
     assert "\x1b" not in warning
     assert "x" * 70 not in warning
+
+
+def test_made_from_the_run_settings() -> None:
+    from stream.config import RunSettings
+
+    settings = RunSettings(transform="identity", input_topic="events", input_format="json")
+    hints = DeadLetterStreak.of(settings)
+    warning = hints.observe(10, ["invalid_json"] * 10, now=0.0)
+    assert warning is not None
+    assert warning.endswith(
+        "is --input-format json right for this input? (see them with `stream read events.dlq`)"
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from collections.abc import Sequence
 from difflib import get_close_matches
 from typing import Any, NoReturn, TypeVar
@@ -47,6 +48,7 @@ class _Parser(argparse.ArgumentParser):
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         if not self.command:
+            self._options_before_the_command(list(sys.argv[1:] if args is None else args))
             return super().parse_known_args(args, namespace)
         given = list(args or [])
         for arg in given:
@@ -59,6 +61,17 @@ class _Parser(argparse.ArgumentParser):
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         return parsed, extras
+
+    def _options_before_the_command(self, given: list[str]) -> None:
+        """``stream --bootstrap-servers h run``: say where the option goes."""
+        first = given[0].split("=", 1)[0] if given else ""
+        if not first.startswith("-") or first in self._option_string_actions:
+            return
+        commands = next(
+            (a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {}
+        )
+        command = next((arg for arg in given if arg in commands), "COMMAND")
+        self.error(f"{first}: options go after the command (stream {command} {first} ...)")
 
 
 def unknown_option(name: str, options: Sequence[str]) -> str:

@@ -213,6 +213,16 @@ def test_an_unknown_option_is_the_subcommands_error_with_the_closest_option(
     assert captured.out == ""
 
 
+def test_an_option_before_the_command_says_where_it_goes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run_cli(["--bootstrap-servers", "h:1", "run", "--workers", "1"]) == 2
+    assert one_line(capsys.readouterr().err) == (
+        "stream: error: --bootstrap-servers: options go after the command "
+        "(stream run --bootstrap-servers ...) (see stream --help)"
+    )
+
+
 def test_unknown_transform_fails_before_any_connection(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -150,6 +150,7 @@ async def read_topic(bootstrap: str, topic: str, expect: int, wait: float = 60.0
             await more()
         if len(records) >= expect:
             ends = await consumer.end_offsets(parts)
+            deadline = max(deadline, time.monotonic() + 10)  # the rest is already written
             while time.monotonic() < deadline:
                 behind = [tp for tp in parts if await consumer.position(tp) < ends[tp]]
                 if not behind:

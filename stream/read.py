@@ -109,15 +109,25 @@ def json_values(values: Sequence[bytes | None], limit: int) -> list[str]:
         try:
             item = orjson.loads(value)
         except orjson.JSONDecodeError:
-            try:
-                value.decode("utf-8")
-                why = "not JSON"
-            except UnicodeDecodeError:
-                why = "not UTF-8 text"
-            out.append(undecoded_text(value, why, limit))
+            out.append(undecoded_text(value, _not_json(value), limit))
             continue
         out.append(decoded_text(item, limit))
     return out
+
+
+def _not_json(value: bytes) -> str:
+    """Why a value is not JSON, as a newcomer would want it said."""
+    if len(value) >= 5 and value[0] == 0:
+        schema_id = int.from_bytes(value[1:5], "big")
+        return (
+            f"not JSON: the Schema Registry's wire format, schema id {schema_id}; "
+            "--input-format avro or protobuf decodes it"
+        )
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    return "not JSON"
 
 
 def dead_letter_line(headers: Sequence[tuple[str, bytes]], limit: int) -> str | None:

@@ -93,6 +93,14 @@ def test_nothing_reaches_the_terminal_raw(raw: str, shown: str) -> None:
     assert escaped(raw) == (shown, False)
 
 
+def test_a_registry_framed_value_read_as_json_says_which_option_decodes_it() -> None:
+    (text,) = json_values([b"\x00\x00\x00\x00\x07\x02ab"], 2000)
+    assert text == (
+        "(not JSON: the Schema Registry's wire format, schema id 7; --input-format avro or "
+        'protobuf decodes it, 8 bytes) "\\x00\\x00\\x00\\x00\\x07\\x02ab"'
+    )
+
+
 def test_hostile_keys_headers_and_json_strings_are_escaped() -> None:
     assert key_text(b"sensor-0007") == "sensor-0007"
     assert key_text(None) == "null"

@@ -353,15 +353,27 @@ class FakeSink:
         self.rows: dict[tuple[str, int, int], object] = {}
         self.offsets: dict[tuple[str, int], int] = {}
         self.generations: dict[tuple[str, int], int] = {}
+        self.up = asyncio.Event()  # cleared: the database is away, writes wait (as retries do)
+        self.up.set()
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def pool_connections(self) -> tuple[int, int]:
+        return (0, 1) if self.up.is_set() else (0, 0)
 
     async def write(
         self, topic: str, partition: int, rows: Sequence[tuple[object, ...]], *, position: Position
     ) -> list[Refused]:
+        await self.up.wait()
         key = (topic, partition)
         if self.generations.get(key) != position.generation:
             raise SinkFenced(f"{topic}[{partition}]: another owner claimed the partition")
-        for row in rows:
-            self.rows[(topic, partition, int(str(row[0])))] = row
+        for row in rows:  # the primary key: the row's source position, its first columns
+            self.rows[(str(row[0]), int(str(row[1])), int(str(row[2])))] = row
         self.offsets[key] = max(self.offsets.get(key, -1), position.next_offset)
         return []
 

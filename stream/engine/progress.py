@@ -3,6 +3,7 @@ metrics and in totals for the summary lines, and when work last finished."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,8 +13,11 @@ import numpy as np
 from stream.engine.assignment import Partition
 from stream.engine.batch import Batch
 from stream.flow import InFlight
+from stream.hints import DeadLetterStreak
 from stream.metrics import Metrics
 from transforms.reasons import label
+
+log = logging.getLogger("stream")
 
 
 @dataclass(slots=True)
@@ -33,10 +37,12 @@ class Progress:
         output_topic: str,
         dead_letter_topic: str,
         *,
+        streak: DeadLetterStreak | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.metrics = metrics
+        self.streak = streak  # warns when record after record is dead-lettered for one reason
         self.clock = clock
         self.wall = wall
         self.counts = Counts()
@@ -64,6 +70,10 @@ class Progress:
             for _, reason, _message in batch.errors:
                 m.failed.labels(label(reason)).inc()
                 m.dead_lettered.labels(label(reason)).inc()
+        if self.streak is not None:
+            reasons = [reason for _, reason, _ in batch.errors]
+            if warning := self.streak.observe(count, reasons, self.clock()):
+                log.warning("%s", warning)
         now = self.wall()
         stamps = np.fromiter(batch.timestamps_ms, dtype=np.float64, count=count)
         m.latency.observe_many(np.maximum(0.0, now - stamps / 1000))

@@ -28,10 +28,12 @@ from stream.engine.progress import Progress
 from stream.engine.rebalance import Rebalancer
 from stream.engine.routing import Router
 from stream.engine.sending import Sender
+from stream.engine.sinking import Database
 from stream.engine.state import EngineState, Membership
 from stream.engine.tasks import Tasks
 from stream.errors import PortUnavailable
 from stream.flow import InFlight
+from stream.hints import DeadLetterStreak
 from stream.http import HttpServer
 from stream.kafka.protocols import Clients, Consumer, TopicPartition
 from stream.metrics import Metrics
@@ -46,7 +48,11 @@ class Engine:
     """One instance of the stream processor. ``await run()``; ``stop()`` to drain and end."""
 
     def __init__(
-        self, settings: RunSettings, clients: Clients | None = None, pool: Pool | None = None
+        self,
+        settings: RunSettings,
+        clients: Clients | None = None,
+        pool: Pool | None = None,
+        sink: Database | None = None,
     ) -> None:
         self.settings = s = settings.resolve()  # the files the options name, read now
         self.transform = resolve(s.transform)  # unknown: a usage error, before anything starts
@@ -62,14 +68,20 @@ class Engine:
         self.state = EngineState()
         self.membership = Membership()
         self.tasks = Tasks(self.state)
-        self.progress = Progress(self.metrics, s.input_topic, s.output_topic, s.dead_letter_topic)
+        self.progress = Progress(
+            self.metrics,
+            s.input_topic,
+            s.output_topic,
+            s.dead_letter_topic,
+            streak=DeadLetterStreak.of(s),
+        )
         # Made now: a --enrich function that cannot be loaded is a usage error.
         self.enricher = enricher = stages.make_enricher(s, self.metrics)
         held = None if enricher is None else (lambda: enricher.held_bytes)
         self.assignment = Assignment(
             InFlight(s.max_inflight_records, s.max_inflight_bytes, held), self.progress
         )
-        self.sink = stages.make_sink(s, self.metrics)
+        self.sink = sink or stages.make_sink(s, self.metrics)
         self.pool = pool  # made at start, once the formats are known
         self.monitor: Monitor | None = None
         self.metrics_port: int | None = None

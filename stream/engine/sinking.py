@@ -53,6 +53,14 @@ class Sink(Protocol):
     def forget(self, topic: str, partition: int) -> None: ...
 
 
+class Database(Sink, Protocol):
+    """A sink the engine starts, watches and closes (``PostgresSink``)."""
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    def pool_connections(self) -> tuple[int, int]: ...
+
+
 class SinkStage:
     def __init__(
         self,

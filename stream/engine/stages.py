@@ -18,7 +18,7 @@ from stream.engine.fetcher import Process
 from stream.engine.policy import CommitPolicy
 from stream.engine.routing import Router
 from stream.engine.sending import Sender
-from stream.engine.sinking import SinkStage
+from stream.engine.sinking import Database, SinkStage
 from stream.formats.spec import JSON, FormatSpec
 from stream.kafka.protocols import Clients, Consumer
 from stream.metrics import Metrics
@@ -119,7 +119,7 @@ def make_sink(settings: RunSettings, metrics: Metrics) -> PostgresSink | None:
     return sink
 
 
-async def start_sink(settings: RunSettings, sink: PostgresSink, router: Router) -> SinkStage:
+async def start_sink(settings: RunSettings, sink: Database, router: Router) -> SinkStage:
     """The pool started and the tables checked (one line if one is missing); its stage."""
     from stream.sink.rows import RowError, row_builder  # noqa: PLC0415
 

@@ -517,3 +517,18 @@ async def test_an_old_failure_does_not_make_a_later_one_fatal() -> None:
         await until(lambda: run.committed(P0) == 7)
         assert not run.task.done()
         assert run.outputs() == [0, 1, 2, 3, 4, 0]
+
+
+async def test_record_after_record_dead_lettered_for_one_reason_is_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stream the service cannot read at all (here: not JSON) says so once in its log,
+    with a hint, instead of dead-lettering everything silently (issue 21)."""
+    broker = FakeBroker()
+    broker.feed(0, [b"not json %d" % i for i in range(30)])
+    async with running(broker, assign={P0}) as run:
+        await until(lambda: run.committed(P0) == 30)
+        assert len(broker.records("in.dlq")) == 30
+    warnings = [r.getMessage() for r in caplog.records if "were dead-lettered" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "stream read in.dlq" in warnings[0]

@@ -486,7 +486,7 @@ async def test_a_new_group_whose_first_commit_fails_loses_no_output_with_a_datab
     sink = FakeSink()
 
     def row(key: bytes | None, value: bytes, topic: str, partition: int, offset: int) -> Row:
-        return (offset, value)
+        return (topic, partition, offset, value)
 
     stage = SinkStage(sink, row, ValueError, router, "g", to_kafka=True)
     assert isinstance(rig.guarantee, ExactlyOnce)

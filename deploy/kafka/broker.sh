@@ -55,6 +55,10 @@ pidfile=$run/broker.pid
 
 log() { printf 'broker: %s\n' "$*" >&2; }
 
+# Maven writes colour codes even in batch mode and off a terminal (Debian's 3.8 starts
+# lines with ESC[0m): strip terminal escape codes from what reaches the user.
+plain() { sed -e $'s/\x1b\\[[0-9;?]*[A-Za-z]//g'; }
+
 fetch() {
   if [ -f "$jars/.complete" ]; then return 0; fi
   command -v mvn >/dev/null || { log "Maven (mvn) is needed to fetch Kafka's jars"; exit 1; }
@@ -63,7 +67,7 @@ fetch() {
   rm -rf "$jars"
   mkdir -p "$jars"
   mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$jars" >&2
+    -DincludeScope=runtime -DoutputDirectory="$jars" 2>&1 | plain >&2
   touch "$jars/.complete"
 }
 

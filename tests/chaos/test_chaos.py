@@ -223,6 +223,9 @@ async def test_sigterm_under_load_drains_and_a_restart_replays_nothing(
     second = start_service(topics, *options)
     services.append(second)
     report = await check(topics, count)
+    # Ready before its SIGTERM: one sent while it still starts ends it by the signal's
+    # default action, before its handlers exist (when the first drained nearly all).
+    await asyncio.to_thread(second.wait_for, "assigned partitions")
     assert second.terminate() == 0, second.log()
     assert report.lost == [], report.summary()
     assert report.duplicates == 0, report.summary()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -121,7 +122,11 @@ def test_a_lasting_refusal_for_an_id_dead_letters_its_records_and_the_rest_flow(
     outputs = [v for v in result.materialize(values) if v is not None]
     assert [json.loads(v) for v in outputs] == [reading(i) for i in range(30)]
     # The endless body was refused while it was read, not buffered: the gate could send
-    # little more than the limit and the sockets' buffers before the client left.
+    # little more than the limit and the sockets' buffers before the client left. The
+    # gate's thread notes what it sent once it sees the client gone: wait for that.
+    deadline = time.monotonic() + 10
+    while not gate.endless_sent and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert len(gate.endless_sent) == 1
     assert gate.endless_sent[0] < 64 << 20
 

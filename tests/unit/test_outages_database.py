@@ -10,8 +10,8 @@ import asyncio
 import pytest
 
 from stream.engine import Engine
+from tests.engine_run import P0, settings, until, values
 from tests.fakes import FakeBroker, FakeClients, FakePool, FakeSink
-from tests.unit.test_engine import P0, settings, until, values
 
 
 @pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])

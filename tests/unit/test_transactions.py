@@ -9,8 +9,8 @@ import asyncio
 import orjson
 
 from stream.kafka.protocols import OutRecord
+from tests.engine_run import P0, running, until, values
 from tests.fakes import FakeBroker
-from tests.unit.test_engine import P0, running, until, values
 
 EOS = {"guarantee": "exactly-once"}
 

@@ -1,0 +1,141 @@
+"""Partial aggregates per (key, window), computed and merged with numpy.
+
+A partial holds ``count``, ``sum``, ``m2`` (the sum of squared deviations from the mean),
+``min`` and ``max`` of the readings it has seen; the mean is ``sum / count`` and the
+population standard deviation ``sqrt(m2 / count)``. Two partials merge in O(1) with
+Chan, Golub and LeVeque's parallel update of ``m2``, so a batch is reduced on its own and
+then merged into the state, and any split of the same readings into batches gives the
+same counts, sums, minima and maxima (and ``m2`` up to rounding).
+
+Every function works on whole arrays: one ``np.lexsort`` and a few ``reduceat`` calls per
+batch, no Python loop per record, reading or window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+Value = float | int | Sequence[float | int] | NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class Partials:
+    """Partial aggregates, one entry per (key id, window start), all arrays one length."""
+
+    key_id: NDArray[np.int64]
+    start: NDArray[np.int64]
+    count: NDArray[np.int64]
+    sum: NDArray[np.float64]
+    m2: NDArray[np.float64]
+    min: NDArray[np.float64]
+    max: NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+    def take(self, index: NDArray[np.intp]) -> Partials:
+        """The entries at ``index``, in that order."""
+        return Partials(
+            self.key_id[index],
+            self.start[index],
+            self.count[index],
+            self.sum[index],
+            self.m2[index],
+            self.min[index],
+            self.max[index],
+        )
+
+
+def readings(values: Sequence[Value]) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+    """Flatten record values into readings: ``(per_record, flat)``, where ``per_record[i]``
+    is how many readings record ``i`` has and ``flat`` holds them all in record order.
+
+    A value is a number (one reading) or a flat sequence of numbers (one reading each,
+    possibly none). When every value is a number this is one ``np.asarray``; otherwise
+    each value is converted once (the records arrive as Python objects). Raises
+    ``ValueError`` naming the first record whose value is neither."""
+    try:
+        flat = np.asarray(values, dtype=np.float64)
+        if flat.ndim == 1:
+            return np.ones(len(flat), dtype=np.intp), flat
+        if flat.ndim == 2:  # every record an array of the same length
+            return np.full(flat.shape[0], flat.shape[1], dtype=np.intp), flat.reshape(-1)
+    except (ValueError, TypeError):
+        pass
+    arrays: list[NDArray[np.float64]] = []
+    for i, value in enumerate(values):
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise ValueError(f"record {i}: value is not a number or an array of numbers") from None
+        if array.ndim > 1:
+            raise ValueError(f"record {i}: value is a nested array, not a flat one")
+        arrays.append(array.reshape(-1))
+    per_record = np.fromiter((len(a) for a in arrays), dtype=np.intp, count=len(arrays))
+    flat = np.concatenate(arrays) if arrays else np.empty(0, dtype=np.float64)
+    return per_record, flat
+
+
+def reduce_batch(
+    key_id: NDArray[np.int64], start: NDArray[np.int64], value: NDArray[np.float64]
+) -> Partials:
+    """Per-(key id, window start) partials of one batch of readings (one entry per
+    reading in each array), sorted by key id then window start: one ``np.lexsort``, then
+    ``np.add.reduceat`` for count, sum and (two-pass, around each group's mean) ``m2``,
+    and ``np.minimum.reduceat`` / ``np.maximum.reduceat``."""
+    if len(value) == 0:
+        return empty_partials()
+    order = np.lexsort((start, key_id))
+    keys, starts, values = key_id[order], start[order], value[order]
+    boundary = np.flatnonzero((keys[1:] != keys[:-1]) | (starts[1:] != starts[:-1])) + 1
+    first = np.concatenate((np.zeros(1, dtype=np.intp), boundary))
+    count = np.diff(np.append(first, len(values))).astype(np.int64)
+    total = np.add.reduceat(values, first)
+    deviation = values - np.repeat(total / count, count)
+    return Partials(
+        key_id=keys[first],
+        start=starts[first],
+        count=count,
+        sum=total,
+        m2=np.add.reduceat(deviation * deviation, first),
+        min=np.minimum.reduceat(values, first),
+        max=np.maximum.reduceat(values, first),
+    )
+
+
+def merge(
+    a: tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]],
+    b: tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]],
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """``(count, sum, m2)`` of two sets of partials merged entry by entry (Chan et al.):
+    ``m2 = m2_a + m2_b + delta^2 * n_a * n_b / n`` with ``delta`` the difference of the
+    means. Every count must be positive. Minimum and maximum merge with
+    ``np.minimum`` / ``np.maximum``."""
+    count_a, sum_a, m2_a = a
+    count_b, sum_b, m2_b = b
+    count = count_a + count_b
+    delta = sum_b / count_b - sum_a / count_a
+    m2 = m2_a + m2_b + delta * delta * (count_a * count_b / count)
+    return count, sum_a + sum_b, m2
+
+
+def mean(count: NDArray[np.int64], total: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The mean of each partial."""
+    return total / count
+
+
+def std(count: NDArray[np.int64], m2: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The population standard deviation of each partial (``m2`` below zero by rounding
+    counts as zero)."""
+    return np.sqrt(np.maximum(m2, 0.0) / count)
+
+
+def empty_partials() -> Partials:
+    """No partials."""
+    ints = np.empty(0, dtype=np.int64)
+    floats = np.empty(0, dtype=np.float64)
+    return Partials(ints, ints, ints, floats, floats, floats, floats)

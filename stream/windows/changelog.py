@@ -1,0 +1,77 @@
+"""The bytes of window state changes, for a compacted changelog: one record per window.
+
+A change is ``(record key, record value)``. A window's record key is ``b"w"`` (or
+``b"n"`` for a record without a key) then its start as 8 big-endian bytes, then the
+input key's bytes; its value is the partial as 40 little-endian bytes (count as int64;
+sum, m2, min, max as float64), or None for a window that closed (a tombstone). The
+partition's stream time is the record keyed ``b"t"``, its value 8 big-endian bytes.
+Plain code, no I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+from numpy.typing import NDArray
+
+Key = bytes | None
+Change = tuple[bytes, bytes | None]
+
+STREAM_TIME_KEY = b"t"
+PARTIAL = np.dtype(
+    [("count", "<i8"), ("sum", "<f8"), ("m2", "<f8"), ("min", "<f8"), ("max", "<f8")]
+)
+_START = struct.Struct(">q")
+
+
+def window_key(key: Key, start: int) -> bytes:
+    """The record key of window ``[start, ...)`` of input key ``key``."""
+    if key is None:
+        return b"n" + _START.pack(start)
+    return b"w" + _START.pack(start) + key
+
+
+def parse_window_key(record_key: bytes) -> tuple[Key, int]:
+    """``(input key, window start)`` of a window's record key."""
+    tag = record_key[:1]
+    if tag not in (b"w", b"n") or len(record_key) < 9 or (tag == b"n" and len(record_key) != 9):
+        raise ValueError(f"changelog key {record_key[:20]!r}: not a window key")
+    (start,) = _START.unpack_from(record_key, 1)
+    return (None if tag == b"n" else record_key[9:]), start
+
+
+def stream_time_change(stream_time: int) -> Change:
+    """The record holding a partition's stream time."""
+    return STREAM_TIME_KEY, _START.pack(stream_time)
+
+
+def parse_stream_time(value: bytes) -> int:
+    """The stream time in a ``b"t"`` record's value."""
+    if len(value) != _START.size:
+        raise ValueError(f"changelog stream time: {len(value)} bytes, expected {_START.size}")
+    (stream_time,) = _START.unpack(value)
+    return int(stream_time)
+
+
+def encode_partials(
+    count: NDArray[np.int64],
+    total: NDArray[np.float64],
+    m2: NDArray[np.float64],
+    minimum: NDArray[np.float64],
+    maximum: NDArray[np.float64],
+) -> list[bytes]:
+    """One 40-byte value per partial (packed in one numpy call, then cut)."""
+    packed = np.empty(len(count), dtype=PARTIAL)
+    packed["count"], packed["sum"], packed["m2"] = count, total, m2
+    packed["min"], packed["max"] = minimum, maximum
+    data = packed.tobytes()
+    size = PARTIAL.itemsize
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def decode_partials(values: list[bytes]) -> NDArray[np.void]:
+    """The partials in 40-byte values, as one structured array (fields as ``PARTIAL``)."""
+    if any(len(value) != PARTIAL.itemsize for value in values):
+        raise ValueError(f"changelog window value: expected {PARTIAL.itemsize} bytes")
+    return np.frombuffer(b"".join(values), dtype=PARTIAL)

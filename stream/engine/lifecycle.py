@@ -3,10 +3,11 @@
 ``open()``: register the partition (records fetched for it meanwhile are sought back),
 open its delivery (exactly-once: start its transactional producer, which fences the
 previous owner and settles its open transaction), restore its state (the place for
-per-partition state such as windows), read its committed offset, seek there, and only
-then accept records. ``run()``: hand finished batches to the delivery in input order
-and commit on the commit policy, until ``close()``: then finish what is queued (within
-the drain timeout), commit it, and release the partition.
+per-partition state such as windows), claim its row in the database sink if one is on
+(fencing earlier owners' writes), read its committed offset, seek there (or to the
+reset position), and only then accept records. ``run()``: hand finished batches to the
+delivery in input order and commit on the commit policy, until ``close()``: then finish
+what is queued (within the drain timeout), commit it, and release the partition.
 
 A Kafka failure (a failed transaction, a fenced producer) rewinds the partition here:
 its in-flight work is dropped and it is opened again the same way, backing off while it

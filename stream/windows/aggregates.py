@@ -7,8 +7,10 @@ Chan, Golub and LeVeque's parallel update of ``m2``, so a batch is reduced on it
 then merged into the state, and any split of the same readings into batches gives the
 same counts, sums, minima and maxima (and ``m2`` up to rounding).
 
-Every function works on whole arrays: one ``np.lexsort`` and a few ``reduceat`` calls per
-batch, no Python loop per record, reading or window.
+``reduce_batch`` and ``merge`` work on whole arrays: one ``np.lexsort`` and a few
+``reduceat`` calls per batch, no Python loop per record, reading or window.
+``readings`` turns the records' values into one array of readings; only when they are
+arrays of several lengths does it touch each value once from Python.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 Value = float | int | Sequence[float | int] | NDArray[np.float64]
+_NUMERIC = "iuf"  # numpy kinds taken as readings: signed, unsigned, float
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,31 +53,37 @@ class Partials:
         )
 
 
-def readings(values: Sequence[Value]) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+def readings(
+    values: Sequence[Value] | NDArray[np.float64],
+) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
     """Flatten record values into readings: ``(per_record, flat)``, where ``per_record[i]``
     is how many readings record ``i`` has and ``flat`` holds them all in record order.
 
     A value is a number (one reading) or a flat sequence of numbers (one reading each,
-    possibly none). When every value is a number this is one ``np.asarray``; otherwise
-    each value is converted once (the records arrive as Python objects). Raises
-    ``ValueError`` naming the first record whose value is neither."""
+    possibly none); text and None are not numbers. When every value is a number, or
+    every one an array of one length, this is one ``np.asarray``; otherwise each value is
+    converted once (the records arrive as Python objects). Raises ``ValueError`` naming
+    the first record whose value is neither."""
     try:
-        flat = np.asarray(values, dtype=np.float64)
+        whole = np.asarray(values)
+    except (ValueError, TypeError):  # ragged: arrays of several lengths
+        whole = np.empty(0, dtype=np.object_)
+    if whole.dtype.kind in _NUMERIC and whole.ndim in (1, 2):
+        flat = whole.astype(np.float64, copy=False)
         if flat.ndim == 1:
             return np.ones(len(flat), dtype=np.intp), flat
-        if flat.ndim == 2:  # every record an array of the same length
-            return np.full(flat.shape[0], flat.shape[1], dtype=np.intp), flat.reshape(-1)
-    except (ValueError, TypeError):
-        pass
+        return np.full(flat.shape[0], flat.shape[1], dtype=np.intp), flat.reshape(-1)
     arrays: list[NDArray[np.float64]] = []
     for i, value in enumerate(values):
         try:
-            array = np.asarray(value, dtype=np.float64)
-        except (ValueError, TypeError):
-            raise ValueError(f"record {i}: value is not a number or an array of numbers") from None
+            array = np.asarray(value)
+        except (ValueError, TypeError):  # a ragged nested list
+            raise ValueError(f"record {i}: value is a nested array, not a flat one") from None
+        if array.dtype.kind not in _NUMERIC and not (array.ndim == 1 and len(array) == 0):
+            raise ValueError(f"record {i}: value is not a number or an array of numbers")
         if array.ndim > 1:
             raise ValueError(f"record {i}: value is a nested array, not a flat one")
-        arrays.append(array.reshape(-1))
+        arrays.append(array.astype(np.float64).reshape(-1))
     per_record = np.fromiter((len(a) for a in arrays), dtype=np.intp, count=len(arrays))
     flat = np.concatenate(arrays) if arrays else np.empty(0, dtype=np.float64)
     return per_record, flat

@@ -169,6 +169,9 @@ def test_readings_flatten_numbers_and_arrays() -> None:
     [
         ([1.0, "x"], "record 1: value is not a number"),
         ([1.0, {"a": 1}], "record 1: value is not a number"),
+        ([1.0, "2.5"], "record 1: value is not a number"),
+        ([1.0, None], "record 1: value is not a number"),
+        ([[1.0], [2.0, [3.0]]], "record 1: value is a nested array"),
         ([[1.0], [[2.0]]], "record 1: value is a nested array"),
     ],
 )

@@ -1,0 +1,112 @@
+"""Open windows as numpy columns sorted by one int64 code per window.
+
+The code is ``window_index << bits | key_id`` (``window_index = start // advance``), so
+windows sort by start, then key id, and the windows due to close first are a prefix.
+Columns: ``count`` (int64), ``sum``, ``m2``, ``min``, ``max`` (float64) and ``dirty``
+(changed since the changelog last took them): 49 bytes a window with its code. Lookups
+are one ``np.searchsorted``; merges, inserts and removals are whole-array numpy calls
+(an insert or removal copies the columns once). Plain code, no I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from stream.windows.aggregates import Partials, merge
+
+Floats = NDArray[np.float64]
+Columns = tuple[NDArray[np.int64], Floats, Floats, Floats, Floats]  # count, sum, m2, min, max
+
+
+class WindowTable:
+    """The columns of the open windows, in code order."""
+
+    def __init__(self) -> None:
+        self.code = np.empty(0, dtype=np.int64)
+        self.count = np.empty(0, dtype=np.int64)
+        self.sum = np.empty(0, dtype=np.float64)
+        self.m2 = np.empty(0, dtype=np.float64)
+        self.min = np.empty(0, dtype=np.float64)
+        self.max = np.empty(0, dtype=np.float64)
+        self.dirty = np.empty(0, dtype=np.bool_)
+
+    def __len__(self) -> int:
+        return len(self.code)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the columns."""
+        columns = (self.code, self.count, self.sum, self.m2, self.min, self.max, self.dirty)
+        return sum(c.nbytes for c in columns)
+
+    def find(self, codes: NDArray[np.int64]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+        """For sorted ``codes``: the row where each is or would go, and which exist."""
+        pos = np.searchsorted(self.code, codes)
+        found = pos < len(self.code)
+        found[found] = self.code[pos[found]] == codes[found]
+        return pos, found
+
+    def merge(self, codes: NDArray[np.int64], p: Partials) -> None:
+        """Merge partials (unique ``codes``, sorted, in the partials' order) into the
+        windows: existing ones with Chan's update and min/max, new ones inserted. Marks
+        them changed."""
+        pos, found = self.find(codes)
+        rows = pos[found]
+        self.count[rows], self.sum[rows], self.m2[rows] = merge(
+            (self.count[rows], self.sum[rows], self.m2[rows]),
+            (p.count[found], p.sum[found], p.m2[found]),
+        )
+        self.min[rows] = np.minimum(self.min[rows], p.min[found])
+        self.max[rows] = np.maximum(self.max[rows], p.max[found])
+        self.dirty[rows] = True
+        new = ~found
+        columns = (p.count[new], p.sum[new], p.m2[new], p.min[new], p.max[new])
+        self.insert(pos[new], codes[new], columns, dirty=True)
+
+    def put(self, codes: NDArray[np.int64], columns: Columns) -> None:
+        """Set windows (unique ``codes``, sorted) to the given values, replacing what
+        they held; not marked changed (as a restore does)."""
+        pos, found = self.find(codes)
+        rows = pos[found]
+        count, total, m2, minimum, maximum = columns
+        self.count[rows], self.sum[rows], self.m2[rows] = count[found], total[found], m2[found]
+        self.min[rows], self.max[rows] = minimum[found], maximum[found]
+        new = ~found
+        rest = (count[new], total[new], m2[new], minimum[new], maximum[new])
+        self.insert(pos[new], codes[new], rest, dirty=False)
+
+    def insert(
+        self, pos: NDArray[np.intp], codes: NDArray[np.int64], columns: Columns, dirty: bool
+    ) -> None:
+        """Insert new windows before rows ``pos`` (sorted codes keep the order)."""
+        if len(pos) == 0:
+            return
+        count, total, m2, minimum, maximum = columns
+        self.code = np.insert(self.code, pos, codes)
+        self.count = np.insert(self.count, pos, count)
+        self.sum = np.insert(self.sum, pos, total)
+        self.m2 = np.insert(self.m2, pos, m2)
+        self.min = np.insert(self.min, pos, minimum)
+        self.max = np.insert(self.max, pos, maximum)
+        self.dirty = np.insert(self.dirty, pos, dirty)
+
+    def remove(self, codes: NDArray[np.int64]) -> None:
+        """Remove the windows with these (sorted) codes; codes not held are ignored."""
+        pos, found = self.find(codes)
+        if found.any():
+            self.keep(np.setdiff1d(np.arange(len(self.code)), pos[found], assume_unique=True))
+
+    def keep(self, rows: NDArray[np.intp]) -> None:
+        """Keep only the windows at ``rows`` (increasing)."""
+        self.code, self.count, self.sum = self.code[rows], self.count[rows], self.sum[rows]
+        self.m2, self.min, self.max = self.m2[rows], self.min[rows], self.max[rows]
+        self.dirty = self.dirty[rows]
+
+    def recode(self, bits: int, new_bits: int, remap: NDArray[np.int64] | None) -> None:
+        """Move the key-id field from ``bits`` to ``new_bits`` wide and/or renumber key
+        ids (``remap[old]``, increasing, so the order of the windows stays)."""
+        key_id = self.code & ((1 << bits) - 1)
+        if remap is not None:
+            key_id = remap[key_id]
+        self.code = ((self.code >> bits) << new_bits) | key_id

@@ -11,6 +11,7 @@ Plain code, no I/O.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -75,3 +76,23 @@ def decode_partials(values: list[bytes]) -> NDArray[np.void]:
     if any(len(value) != PARTIAL.itemsize for value in values):
         raise ValueError(f"changelog window value: expected {PARTIAL.itemsize} bytes")
     return np.frombuffer(b"".join(values), dtype=PARTIAL)
+
+
+def parse_changes(
+    changes: Iterable[Change],
+) -> tuple[int | None, list[Key], NDArray[np.int64], NDArray[np.void]]:
+    """The state in changelog records read in order, a later record of a window replacing
+    an earlier one: ``(stream time or None, input keys, window starts, partials)``, one
+    entry per window; a removed window's partial has count 0."""
+    latest: dict[bytes, bytes | None] = {}
+    stream_time: int | None = None
+    for record_key, value in changes:
+        if record_key == STREAM_TIME_KEY:
+            stream_time = None if value is None else parse_stream_time(value)
+        else:
+            latest[record_key] = value
+    windows = [parse_window_key(record_key) for record_key in latest]
+    removed = bytes(PARTIAL.itemsize)  # count 0: no window holds that
+    partials = decode_partials([removed if v is None else v for v in latest.values()])
+    starts = np.fromiter((s for _, s in windows), dtype=np.int64, count=len(windows))
+    return stream_time, [key for key, _ in windows], starts, partials

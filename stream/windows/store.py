@@ -89,8 +89,9 @@ class WindowStore:
         """Add a batch of records, in offset order: input keys, event times (epoch ms) and
         values (a number or an array of numbers each). Returns which records are late
         (every window of theirs already closed): they changed nothing, and the caller
-        dead-letters them with reason ``late``. Raises ``ValueError`` for a value that is
-        not numeric, before changing anything."""
+        dead-letters them with reason ``late``. A record with an empty array moves stream
+        time and opens no window. Raises ``ValueError`` before changing anything for a
+        value that is not numeric or a window whose code would not fit in int64."""
         stamps = np.asarray(times, dtype=np.int64)
         if not len(keys) == len(stamps) == len(values):
             raise ValueError(f"{len(keys)} keys, {len(stamps)} times, {len(values)} values")
@@ -180,7 +181,7 @@ class WindowStore:
         the partition's stream time forward to it (never back): quiet input closing on
         the wall clock."""
         if stream_time is not None:
-            self.stream_time = max(stream_time, self.stream_time or _INT64_MIN)
+            self._advance(stream_time)
         if self.stream_time is None or len(self._table) == 0:
             return []
         spec = self.spec
@@ -271,25 +272,27 @@ class WindowStore:
     def apply(self, changes: Iterable[Change]) -> None:
         """Apply changelog records in order (a later record of a window replaces an
         earlier one; None removes it), as a restore does. Applied windows are not marked
-        changed: they are in the changelog already."""
-        latest: dict[bytes, bytes | None] = {}
-        restored: int | None = None
-        for record_key, value in changes:
-            if record_key == changelog.STREAM_TIME_KEY:
-                restored = None if value is None else changelog.parse_stream_time(value)
-            else:
-                latest[record_key] = value
-        windows = [changelog.parse_window_key(k) for k in latest]
-        values = list(latest.values())
-        kept = np.fromiter((v is not None for v in values), dtype=np.bool_, count=len(values))
-        partials = changelog.decode_partials([v for v in values if v is not None])
-        starts = np.fromiter((s for _, s in windows), dtype=np.int64, count=len(windows))
-        keys = [key for key, _ in windows]
+        changed: they are in the changelog already. Raises ``ValueError``, before changing
+        anything, for a record that is not the store's (a bad key or value, or a window
+        start off this spec's grid)."""
+        restored, keys, starts, partials = changelog.parse_changes(changes)
+        kept = partials["count"] > 0
+        misaligned = starts % self.spec.advance_ms != 0
+        if misaligned.any():
+            raise ValueError(
+                f"changelog window start {int(starts[misaligned][0])} ms is not aligned to"
+                f" {self.spec.describe()}: was the changelog written for other windows?"
+            )
         codes = self._codes(self._intern_in_range(keys, starts), starts)
         self._table.remove(np.sort(codes[~kept]))
         order = np.argsort(codes[kept], kind="stable")
-        fields = [partials[name][order] for name in ("count", "sum", "m2", "min", "max")]
+        fields = [partials[name][kept][order] for name in ("count", "sum", "m2", "min", "max")]
         count, total, m2, minimum, maximum = fields
         self._table.put(codes[kept][order], (count, total, m2, minimum, maximum))
         if restored is not None:
-            self.stream_time = max(restored, self.stream_time or _INT64_MIN)
+            self._advance(restored)
+
+    def _advance(self, stream_time: int) -> None:
+        """Move stream time forward to ``stream_time`` (never back)."""
+        if self.stream_time is None or stream_time > self.stream_time:
+            self.stream_time = stream_time

@@ -82,3 +82,30 @@ def test_a_value_that_is_not_finite_is_null_in_json() -> None:
         "sum": None,
         "std": None,
     }
+
+
+def test_a_changelog_of_other_windows_is_refused_before_anything_changes() -> None:
+    minute = WindowStore(WindowSpec.parse("tumbling:1m"))
+    minute.add([b"a"], [30_000], [1.0])
+    minute.add([b"a"], [90_000], [1.0])
+    hour = WindowStore(WindowSpec.parse("tumbling:1h"))
+    with pytest.raises(ValueError, match="60000 ms is not aligned to tumbling:3600000ms"):
+        hour.apply(minute.take_changes())
+    assert (len(hour), hour.stream_time, hour.key_count) == (0, None, 0)
+
+
+def test_parse_changes_keeps_the_last_record_of_each_window() -> None:
+    one = changelog.encode_partials(
+        np.array([3]), np.array([6.0]), np.array([2.0]), np.array([1.0]), np.array([3.0])
+    )[0]
+    records = [
+        (changelog.window_key(b"a", 0), one),
+        changelog.stream_time_change(7),
+        (changelog.window_key(None, 10), one),
+        (changelog.window_key(b"a", 0), None),
+        changelog.stream_time_change(9),
+    ]
+    stream_time, keys, starts, partials = changelog.parse_changes(records)
+    assert (stream_time, keys, starts.tolist()) == (9, [b"a", None], [0, 10])
+    assert partials["count"].tolist() == [0, 3]  # count 0: removed
+    assert partials["sum"].tolist() == [0.0, 6.0]

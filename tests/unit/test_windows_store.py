@@ -225,6 +225,10 @@ def test_idle_close_moves_stream_time_forward_only() -> None:
     assert store.close(1_000) == []
     assert store.stream_time == 60_000
     assert store.add([b"a"], [59_000], [1.0]).tolist() == [True]
+    at_zero = WindowStore(WindowSpec.parse("tumbling:1m"))
+    at_zero.add([b"a"], [0], [1.0])
+    at_zero.close(-5)
+    assert at_zero.stream_time == 0  # zero is a stream time too
 
 
 def test_a_hopping_record_counts_in_every_window_it_falls_in() -> None:

@@ -45,6 +45,11 @@ def values(n: int, start: int = 0) -> list[bytes]:
     return [orjson.dumps({"n": i}) for i in range(start, start + n)]
 
 
+def outputs_of(broker: FakeBroker, key: bytes) -> list[int]:
+    """The output values of one key, in the order they were written."""
+    return [orjson.loads(r.value)["n"] for r in broker.records("out") if r.value and r.key == key]
+
+
 @dataclass
 class Run:
     broker: FakeBroker

@@ -11,15 +11,12 @@ engine is in tests/unit/test_engine.py."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-import orjson
-
-from stream.config import RunSettings
 from stream.engine import Engine
 from stream.errors import KafkaFailure
 from stream.kafka.protocols import OutRecord, Sent, TopicPartition
+from tests.engine_run import P0, P1, outputs_of, settings, until, values
 from tests.fakes import (
     FakeBroker,
     FakeClients,
@@ -29,8 +26,6 @@ from tests.fakes import (
     Record,
 )
 
-P0 = TopicPartition("in", 0)
-P1 = TopicPartition("in", 1)
 OUTAGE = 1.5  # seconds: several rewinds and backoffs, well within the delivery timeout
 
 
@@ -114,49 +109,14 @@ class OutageClients(FakeClients):
         return producer
 
 
-def settings() -> RunSettings:
-    return RunSettings(
-        bootstrap_servers="fake:9092",
-        input_topic="in",
-        output_topic="out",
-        group_id="g",
-        transform="identity",
-        workers=1,
-        metrics_port=0,
-        stats_interval=0,
-        commit_interval=0.02,
-        lag_interval=0.05,
-        drain_timeout=2.0,
-        delivery_timeout=10.0,
-        require_key=False,
-        batch_max_records=10,
-        guarantee="exactly-once",
-    )
-
-
-def values(n: int, start: int = 0) -> list[bytes]:
-    return [orjson.dumps({"n": i}) for i in range(start, start + n)]
-
-
-def outputs(broker: FakeBroker, key: bytes) -> list[int]:
-    """The committed output values of one key, in the order they were written."""
-    return [orjson.loads(r.value)["n"] for r in broker.records("out") if r.value and r.key == key]
-
-
-async def until(condition: Callable[[], bool], wait: float = 10.0) -> None:
-    deadline = time.monotonic() + wait
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
-
-
 async def test_exactly_once_rides_out_a_broker_outage_shorter_than_the_delivery_timeout() -> None:
     broker = FakeBroker()
     outage = Outage()
     clients = OutageClients(broker, outage)
     pool = FakePool()
-    engine = Engine(settings(), clients=clients, pool=pool)
+    engine = Engine(
+        settings(delivery_timeout=10.0, guarantee="exactly-once"), clients=clients, pool=pool
+    )
     task = asyncio.create_task(engine.run())
     try:
         await asyncio.wait_for(clients.consumer_made.subscribed.wait(), 3)
@@ -167,14 +127,14 @@ async def test_exactly_once_rides_out_a_broker_outage_shorter_than_the_delivery_
 
         broker.feed(0, values(20), key=b"a")
         broker.feed(1, values(20, start=1000), key=b"b")
-        await until(lambda: committed(P0) == 20 and committed(P1) == 20)
+        await until(lambda: committed(P0) == 20 and committed(P1) == 20, wait=10.0)
 
         # Work in flight when the broker goes: its transactions cannot commit.
         pool.gate.clear()
         started = pool.started
         broker.feed(0, values(30, start=20), key=b"a")
         broker.feed(1, values(30, start=1020), key=b"b")
-        await until(lambda: pool.started > started)
+        await until(lambda: pool.started > started, wait=10.0)
         outage.down = True
         pool.gate.set()
         await asyncio.sleep(OUTAGE)
@@ -186,9 +146,9 @@ async def test_exactly_once_rides_out_a_broker_outage_shorter_than_the_delivery_
 
         outage.down = False  # the broker is back
         broker.feed(0, values(10, start=50), key=b"a")  # and new input arrives
-        await until(lambda: committed(P0) == 60 and committed(P1) == 50)
-        assert outputs(broker, b"a") == list(range(60))
-        assert outputs(broker, b"b") == list(range(1000, 1050))
+        await until(lambda: committed(P0) == 60 and committed(P1) == 50, wait=10.0)
+        assert outputs_of(broker, b"a") == list(range(60))
+        assert outputs_of(broker, b"b") == list(range(1000, 1050))
         assert broker.records("in.dlq") == []
         assert not task.done()
     finally:

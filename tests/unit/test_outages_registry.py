@@ -11,57 +11,15 @@ Here both guarantees, with the engine's timers far shorter than the outage."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
-import orjson
 import pytest
 
-from stream.config import RunSettings
 from stream.engine import Engine
 from stream.kafka.protocols import TopicPartition
+from tests.engine_run import P0, P1, outputs_of, settings, until, values
 from tests.fakes import FakeBroker, FakeClients, FakePool
 
-P0 = TopicPartition("in", 0)
-P1 = TopicPartition("in", 1)
 OUTAGE = 1.5  # seconds: many commit intervals, three delivery timeouts
-
-
-def settings(guarantee: str) -> RunSettings:
-    return RunSettings(
-        bootstrap_servers="fake:9092",
-        input_topic="in",
-        output_topic="out",
-        group_id="g",
-        transform="identity",
-        workers=1,
-        metrics_port=0,
-        stats_interval=0,
-        commit_interval=0.02,
-        lag_interval=0.05,
-        drain_timeout=2.0,
-        delivery_timeout=0.5,
-        require_key=False,
-        batch_max_records=10,
-        guarantee=guarantee,  # type: ignore[arg-type]
-    )
-
-
-def values(n: int, start: int = 0) -> list[bytes]:
-    return [orjson.dumps({"n": i}) for i in range(start, start + n)]
-
-
-def outputs(broker: FakeBroker, key: bytes) -> list[int]:
-    """The output values of one key, in the order they were written."""
-    return [orjson.loads(r.value)["n"] for r in broker.records("out") if r.value and r.key == key]
-
-
-async def until(condition: Callable[[], bool], wait: float = 5.0) -> None:
-    deadline = time.monotonic() + wait
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
 
 
 @pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
@@ -71,7 +29,7 @@ async def test_a_registry_outage_holds_batches_and_loses_or_repeats_nothing(
     broker = FakeBroker()
     clients = FakeClients(broker)
     pool = FakePool()
-    engine = Engine(settings(guarantee), clients=clients, pool=pool)
+    engine = Engine(settings(delivery_timeout=0.5, guarantee=guarantee), clients=clients, pool=pool)
     task = asyncio.create_task(engine.run())
     try:
         await asyncio.wait_for(clients.consumer_made.subscribed.wait(), 3)
@@ -83,14 +41,14 @@ async def test_a_registry_outage_holds_batches_and_loses_or_repeats_nothing(
         # Before the outage: records flow and are committed.
         broker.feed(0, values(20), key=b"a")
         broker.feed(1, values(20, start=1000), key=b"b")
-        await until(lambda: committed(P0) == 20 and committed(P1) == 20)
+        await until(lambda: committed(P0) == 20 and committed(P1) == 20, wait=5.0)
 
         # The registry goes away: every batch from now on waits for it.
         pool.gate.clear()
         started = pool.started
         broker.feed(0, values(30, start=20), key=b"a")
         broker.feed(1, values(30, start=1020), key=b"b")
-        await until(lambda: pool.started > started)
+        await until(lambda: pool.started > started, wait=5.0)
         await asyncio.sleep(OUTAGE)
         assert not task.done(), "the engine stopped during the outage"
         assert committed(P0) == 20, "committed past records not yet processed"
@@ -99,9 +57,9 @@ async def test_a_registry_outage_holds_batches_and_loses_or_repeats_nothing(
 
         # The registry is back: everything comes out once, in order, and is committed.
         pool.gate.set()
-        await until(lambda: committed(P0) == 50 and committed(P1) == 50)
-        assert outputs(broker, b"a") == list(range(50))
-        assert outputs(broker, b"b") == list(range(1000, 1050))
+        await until(lambda: committed(P0) == 50 and committed(P1) == 50, wait=5.0)
+        assert outputs_of(broker, b"a") == list(range(50))
+        assert outputs_of(broker, b"b") == list(range(1000, 1050))
         assert broker.records("in.dlq") == []
         assert not task.done()
     finally:

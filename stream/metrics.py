@@ -146,6 +146,36 @@ class EnrichMetrics:
             self.records.labels(result)
 
 
+class WindowMetrics:
+    """A windowed run's metrics (``--window``), registered in the service's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        # gauge: windows open in this instance (at most --max-windows)
+        self.open = Gauge("stream_windows_open", "Windows open.", registry=r)
+        # gauge: bytes the open windows' columns hold
+        self.state_bytes = Gauge(
+            "stream_window_state_bytes", "Bytes held by the open windows.", registry=r
+        )
+        # counter: windows closed and written to the output topic
+        self.closed = Counter("stream_windows_closed", "Windows closed and output.", registry=r)
+        # counter: records every window of which had closed (dead-lettered, reason late)
+        self.late = Counter(
+            "stream_window_late_records", "Records too late for their windows.", registry=r
+        )
+        # histogram: seconds one partition's state took to restore from the changelog
+        self.restore_duration = Histogram(
+            "stream_window_restore_seconds",
+            "Seconds to restore a partition's windows.",
+            buckets=(0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0, 300.0),
+            registry=r,
+        )
+        # gauge: partitions restoring their windows now (not ready meanwhile)
+        self.restoring = Gauge(
+            "stream_window_restoring_partitions", "Partitions restoring windows.", registry=r
+        )
+
+
 class Metrics:
     """The service's metrics, in a registry of its own (one per service instance)."""
 

@@ -38,6 +38,8 @@ from stream.errors import PoolError
 from stream.formats.spec import JSON, FormatSpec
 from stream.pool_activity import ActivityLog, PoolActivity
 from stream.pool_slots import Answer, Context, Queued, Slot, WorkerLost
+from stream.windows.aggregates import Records, empty_records
+from stream.windows.extract import WindowInput
 from stream.worker import BatchResult, Job
 from transforms.reasons import Reason
 
@@ -62,6 +64,7 @@ class Pool(Protocol):
         *,
         enrichment: list[bytes | None] | None = None,
         field: str = "meta",
+        timestamps: list[int] | None = None,
     ) -> BatchResult: ...
     async def close(self) -> None: ...
     def pids(self) -> list[int]: ...
@@ -88,9 +91,11 @@ class WorkerPool:
         restart: bool = True,
         max_array_length: int = 100_000,
         formats: FormatSpec | None = None,
+        windowing: WindowInput | None = None,
     ) -> None:
         self.transform = transform
         self.formats = formats or JSON  # how workers decode and encode; None: JSON both ways
+        self.windowing = windowing  # a windowed run: workers reduce each record's readings
         self.max_array_length = max_array_length
         self.workers = workers
         self.max_record_bytes = max_record_bytes
@@ -227,6 +232,7 @@ class WorkerPool:
         *,
         enrichment: list[bytes | None] | None = None,
         field: str = "meta",
+        timestamps: list[int] | None = None,
     ) -> BatchResult:
         """Process one batch; a record that kills or hangs workers comes back as an error.
 
@@ -237,7 +243,7 @@ class WorkerPool:
         by record, each answered as it is done, so the record it fails on is known at once
         (within two deadlines of the first try, whatever the batch size). A record the
         worker died on is tried once more alone; the records after it go on as a batch."""
-        job = Job(values, False, enrichment, field)
+        job = Job(values, False, enrichment, field, timestamps)
         try:
             return await self._attempt_until_available(job)
         except WorkerLost as exc:
@@ -259,7 +265,7 @@ class WorkerPool:
             return await self._single(job, lost, tries=1)
         done: list[BatchResult] = []
         try:
-            answer = await self._attempt(Job(values, True, job.enrichment, job.field))
+            answer = await self._attempt(job.part(0, probe=True))
             assert isinstance(answer, list)  # a probe: one result per record
             done = answer
             if any(r.unavailable for r in done):  # the registry went away meanwhile
@@ -285,7 +291,8 @@ class WorkerPool:
             except WorkerLost as exc:
                 lost = exc
         message = f"{lost} ({self.max_attempts} tries)"
-        return BatchResult([None], [(0, lost.reason, message)], 0.0, 0)
+        window = None if self.windowing is None else empty_records(1)
+        return BatchResult([None], [(0, lost.reason, message)], 0.0, 0, window=window)
 
     async def close(self) -> None:
         """Stop every worker (busy ones get ``CLOSE_GRACE``, then are killed), and any a
@@ -314,9 +321,21 @@ def _combine(parts: list[tuple[BatchResult, int]], values: list[bytes | None]) -
     outputs: list[bytes | None] = []
     errors: list[tuple[int, str, str]] = []
     seconds = 0.0
+    windows: list[Records] = []
+    start = 0
     for part, count in parts:
-        start = len(outputs)
-        outputs += part.materialize(values[start : start + count])
+        if part.window is None:
+            outputs += part.materialize(values[start : start + count])
+        else:
+            windows.append(part.window)
         errors += [(start + i, reason, message) for i, reason, message in part.errors]
         seconds += part.seconds
-    return BatchResult(outputs, errors, seconds, parts[0][0].pid if parts else 0)
+        start += count
+    window = Records.concat(windows) if windows else None
+    return BatchResult(
+        [] if window is not None else outputs,
+        errors,
+        seconds,
+        parts[0][0].pid if parts else 0,
+        window=window,
+    )

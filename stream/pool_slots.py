@@ -28,6 +28,7 @@ from stream import worker
 from stream.errors import PoolError
 from stream.formats.spec import FormatSpec
 from stream.pool_activity import ActivityLog
+from stream.windows.extract import WindowInput
 from stream.worker import BatchResult
 from transforms.reasons import Reason
 
@@ -50,6 +51,7 @@ class SlotOwner(Protocol):
     max_record_bytes: int
     max_array_length: int
     formats: FormatSpec
+    windowing: WindowInput | None
     batch_timeout: float
     restart: bool
     restarts: int
@@ -137,6 +139,7 @@ class Slot:
                 pool.max_record_bytes,
                 pool.max_array_length,
                 pool.formats,
+                pool.windowing,
             ),
             name=f"stream-worker-{self.index}",
             daemon=True,

@@ -21,6 +21,8 @@ from multiprocessing.connection import Connection
 from stream.formats.registry import RegistryError
 from stream.formats.spec import JSON, Codecs, FormatSpec
 from stream.formats.spec import build as build_codecs
+from stream.windows.aggregates import Records
+from stream.windows.extract import WindowInput, window_batch
 from transforms import Transform, resolve, set_limits
 from transforms.batch import run_batch
 
@@ -53,6 +55,9 @@ class BatchResult:
     # Not empty: the schema registry could not be reached; nothing was processed and
     # the batch must be run again (the pool does that; callers never see it).
     unavailable: str = ""
+    # A windowed run: each record's event time and partial (``outputs`` is then empty:
+    # the windows' outputs are made on the event loop, where the state is).
+    window: Records | None = None
 
     def materialize(self, values: list[bytes | None]) -> list[bytes | None]:
         """The outputs, one per record, with None where the record failed."""
@@ -72,17 +77,21 @@ class Job:
     probe: bool = False
     enrichment: list[bytes | None] | None = None
     field: str = "meta"
+    timestamps: list[int] | None = None  # the records' Kafka timestamps (windowed runs)
 
     def records(self) -> list[Job]:
-        extra = self.enrichment
-        return [
-            Job([v], False, None if extra is None else [extra[i]], self.field)
-            for i, v in enumerate(self.values)
-        ]
+        return [self.part(i, i + 1, probe=False) for i in range(len(self.values))]
 
-    def part(self, start: int, end: int | None = None) -> Job:
+    def part(self, start: int, end: int | None = None, *, probe: bool | None = None) -> Job:
         extra = None if self.enrichment is None else self.enrichment[start:end]
-        return Job(self.values[start:end], self.probe, extra, self.field)
+        stamps = None if self.timestamps is None else self.timestamps[start:end]
+        return Job(
+            self.values[start:end],
+            self.probe if probe is None else probe,
+            extra,
+            self.field,
+            stamps,
+        )
 
 
 _transforms: dict[str, Transform] = {}
@@ -96,12 +105,13 @@ def init_worker() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def serve(
+def serve(  # noqa: PLR0917 - the worker process's arguments, given in order
     conn: Connection,
     spec: str,
     max_record_bytes: int,
     max_array_length: int,
     formats: FormatSpec = JSON,
+    windowing: WindowInput | None = None,
 ) -> None:
     """A worker process's main loop: batches in, results out, over one pipe.
 
@@ -131,24 +141,10 @@ def serve(
                 # One record at a time, each answered at once: the parent then knows
                 # which record a crash or a hang is on.
                 for one in job.records():
-                    result = process_batch(
-                        spec,
-                        one.values,
-                        max_record_bytes,
-                        formats,
-                        enrichment=one.enrichment,
-                        field=one.field,
-                    )
+                    result = process_job(spec, one, max_record_bytes, formats, windowing)
                     conn.send_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
                 continue
-            result = process_batch(
-                spec,
-                job.values,
-                max_record_bytes,
-                formats,
-                enrichment=job.enrichment,
-                field=job.field,
-            )
+            result = process_job(spec, job, max_record_bytes, formats, windowing)
         except Exception:
             log.error("a batch failed outside the transform", exc_info=True)
             raise
@@ -168,6 +164,56 @@ def _codecs(formats: FormatSpec) -> Codecs:
     if found is None:
         found = _formats[formats] = build_codecs(formats)
     return found
+
+
+def process_job(
+    spec: str,
+    job: Job,
+    max_record_bytes: int,
+    formats: FormatSpec,
+    windowing: WindowInput | None,
+) -> BatchResult:
+    """One job: a batch through the transform, or through a windowed run's reduction."""
+    if windowing is None:
+        return process_batch(
+            spec,
+            job.values,
+            max_record_bytes,
+            formats,
+            enrichment=job.enrichment,
+            field=job.field,
+        )
+    return process_window_batch(
+        spec,
+        job.values,
+        job.timestamps or [0] * len(job.values),
+        max_record_bytes,
+        windowing=windowing,
+        formats=formats,
+    )
+
+
+def process_window_batch(
+    spec: str,
+    values: list[bytes | None],
+    timestamps: list[int],
+    max_record_bytes: int,
+    *,
+    windowing: WindowInput,
+    formats: FormatSpec = JSON,
+) -> BatchResult:
+    """Decode, transform and reduce each record's readings (``stream.windows.extract``)."""
+    started = time.perf_counter()
+    transform = load_transform(spec)
+    codecs = _codecs(formats)
+    try:
+        errors, records = window_batch(
+            transform, values, timestamps, max_record_bytes, windowing, decoder=codecs.decoder
+        )
+    except RegistryError as exc:
+        log.warning("%s; the batch will be retried", exc)
+        return BatchResult([], [], time.perf_counter() - started, os.getpid(), str(exc))
+    return BatchResult([], errors, time.perf_counter() - started, os.getpid(), window=records)
 
 
 def process_batch(

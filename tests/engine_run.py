@@ -83,8 +83,9 @@ async def running(
 ) -> AsyncIterator[Run]:
     broker = broker or FakeBroker()
     clients = FakeClients(broker)
-    pool = FakePool()
-    engine = Engine(settings(**changes), clients=clients, pool=pool)
+    chosen = settings(**changes)
+    pool = FakePool(chosen.transform, chosen.window_input)
+    engine = Engine(chosen, clients=clients, pool=pool)
     task = asyncio.create_task(engine.run())
     run = Run(broker, clients, pool, engine, task)
     try:

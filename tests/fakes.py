@@ -6,17 +6,18 @@ never finish. The broker suites stay the end-to-end proof."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from stream.errors import KafkaFailure, OwnershipLost, ProducerBroken, RecordRefused
-from stream.kafka.protocols import OutRecord, RebalanceCallback, Sent, TopicPartition
+from stream.kafka.protocols import Change, OutRecord, RebalanceCallback, Sent, TopicPartition
 from stream.kafka.send import Partitioner, group_by_partition
 from stream.pool_activity import PoolActivity
 from stream.sink.errors import SinkFenced
 from stream.sink.position import Claim, Position
 from stream.sink.postgres import Refused
-from stream.worker import BatchResult, process_batch
+from stream.windows.extract import WindowInput
+from stream.worker import BatchResult, process_batch, process_window_batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +262,10 @@ class FakeTransactionalProducer(FakeProducer):
 
 class FakeClients:
     def __init__(self, broker: FakeBroker, group: str = "g") -> None:
+        self.restores: list[int] = []  # the changelog partitions read back, in order
+        self.restore_chunk = 1000
+        self.restore_gate = asyncio.Event()
+        self.restore_gate.set()
         self.broker = broker
         self.group = group
         self.consumer_made = FakeConsumer(broker, group)
@@ -297,12 +302,26 @@ class FakeClients:
         self.broker.partitions[topic] = self.broker.partitions[like]
         return True
 
+    async def ensure_changelog(self, topic: str, like: str) -> bool:
+        return await self.ensure_topic(topic, like)
+
+    async def read_changelog(self, topic: str, partition: int) -> AsyncIterator[list[Change]]:
+        """The committed records (the fake broker holds no others), in chunks of
+        ``restore_chunk``; each chunk waits for ``restore_gate``."""
+        self.restores.append(partition)
+        log = list(self.broker.log(TopicPartition(topic, partition)))
+        for start in range(0, len(log), self.restore_chunk):
+            await self.restore_gate.wait()
+            chunk = log[start : start + self.restore_chunk]
+            yield [(r.key, r.value) for r in chunk if r.key is not None]
+
 
 class FakePool:
     """Runs batches in-process through the worker's code path; ``gate`` holds them."""
 
-    def __init__(self, transform: str = "identity") -> None:
+    def __init__(self, transform: str = "identity", windowing: WindowInput | None = None) -> None:
         self.transform = transform
+        self.windowing = windowing
         self.gate = asyncio.Event()
         self.gate.set()
         self.stuck = asyncio.Event()  # batches with a b"stuck" record wait for this
@@ -319,11 +338,17 @@ class FakePool:
         *,
         enrichment: list[bytes | None] | None = None,
         field: str = "meta",
+        timestamps: list[int] | None = None,
     ) -> BatchResult:
         self.started += 1
         await self.gate.wait()
         if any(v and b"stuck" in v for v in values):
             await self.stuck.wait()
+        if self.windowing is not None:
+            stamps = timestamps or [0] * len(values)
+            return process_window_batch(
+                self.transform, values, stamps, 1 << 20, windowing=self.windowing
+            )
         return process_batch(self.transform, values, 1 << 20)
 
     async def close(self) -> None:

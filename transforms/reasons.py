@@ -35,6 +35,8 @@ class Reason(StrEnum):
     ENRICH_FAILED = "enrich_failed"  # a lookup of the enrichment stage failed for good
     ENRICH_REFUSED = "enrich_refused"  # its values would change the lookup's path, or overlong
     SINK_REFUSED = "sink_refused"  # a row the database refused
+    # windows
+    LATE = "late"  # every window of its event time had closed (past the grace period)
     # the worker pool
     WORKER_CRASH = "worker_crash"
     WORKER_TIMEOUT = "worker_timeout"

@@ -18,6 +18,7 @@ from stream.config.registry import (
     registry_username_opt,
     resolve_registry,
 )
+from stream.config.service import DEFAULT_TRANSFORM
 from stream.options import (
     ConfigError,
     boolean,
@@ -245,8 +246,9 @@ class TrySettings:
     COMMAND: ClassVar[str] = "try"
 
     transform: str = opt(
-        "sensor-features",
-        "transform: a built-in name (see `stream transforms`) or package.module:function",
+        "",
+        f"transform: a built-in name (see `stream transforms`) or package.module:function "
+        f"(default: {DEFAULT_TRANSFORM})",
         metavar="NAME",
         shared=True,
     )
@@ -279,3 +281,7 @@ class TrySettings:
         False, "exit 0 even when records were dead-lettered (default: exit 1)", boolean
     )
     quiet: bool = opt(False, "print the dead letters and the summary, not each output", boolean)
+
+    def __post_init__(self) -> None:
+        if not self.transform:
+            object.__setattr__(self, "transform", DEFAULT_TRANSFORM)

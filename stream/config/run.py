@@ -4,6 +4,7 @@ that options of different groups fit together."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Self, get_args
 
@@ -29,10 +30,12 @@ from stream.config.registry import (
     registry_username_opt,
     resolve_registry,
 )
-from stream.config.service import ObservabilityOptions
+from stream.config.service import DEFAULT_TRANSFORM
+from stream.config.windows import NEEDS_WINDOW, WindowOptions
 from stream.options import (
     ConfigError,
     choice,
+    flag_name,
     non_negative_float,
     non_negative_int,
     opt,
@@ -46,6 +49,7 @@ EnrichMissing = Literal["fail", "pass"]
 EnrichRedirects = Literal["same-origin", "none"]
 Sink = Literal["kafka", "postgres"]
 SINK_NAMES: tuple[str, ...] = get_args(Sink)
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(WindowOptions)}
 
 
 def parse_sinks(text: str) -> str:
@@ -67,7 +71,7 @@ def _enrich_url(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class SinkOptions(ObservabilityOptions):
+class SinkOptions(WindowOptions):
     """``stream run``: where results go, the dead-letter topic and the PostgreSQL sink."""
 
     delivery_timeout: float = opt(
@@ -263,6 +267,34 @@ class RunSettings(EnrichOptions):
         if self.postgres_pool_min > self.postgres_pool_max:
             raise ConfigError("--postgres-pool-min must not exceed --postgres-pool-max")
         check_contradictions(self, self.sinks)
+        self._check_windows()
+
+    def _check_windows(self) -> None:
+        """--window runs exactly once, into Kafka, on JSON; its options need it."""
+        if not self.window:
+            given = [name for name in NEEDS_WINDOW if getattr(self, name) != _DEFAULTS[name]]
+            if given:
+                raise ConfigError(f"{flag_name(given[0])} needs --window")
+            if not self.transform:
+                object.__setattr__(self, "transform", DEFAULT_TRANSFORM)
+            return
+        if not self.transform:  # the windows aggregate the decoded records themselves
+            object.__setattr__(self, "transform", "identity")
+        if self.guarantee != "exactly-once":
+            raise ConfigError(
+                "--window needs --guarantee exactly-once: window state, outputs and offsets "
+                "commit together only in a transaction (at-least-once would count a "
+                "replayed record twice)"
+            )
+        for other, why in (
+            (self.sinks != ("kafka",), "--sink postgres"),
+            (bool(self.enrich_url or self.enrich), "--enrich-url and --enrich"),
+            (self.output_format != "json", "--output-format avro or protobuf"),
+        ):
+            if other:
+                raise ConfigError(
+                    f"--window does not work with {why} yet: windows are JSON to Kafka"
+                )
 
     def resolve(self) -> Self:
         KafkaSettings.resolve(self)

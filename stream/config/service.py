@@ -27,6 +27,7 @@ Guarantee = Literal["at-least-once", "exactly-once"]
 OffsetReset = Literal["earliest", "latest"]
 LogFormat = Literal["text", "json"]
 
+DEFAULT_TRANSFORM = "sensor-features"
 MIN_TRANSACTION_TIMEOUT = 60.0  # seconds: Kafka's own default transaction timeout
 # Seconds: the broker's default transaction.max.timeout.ms; it refuses a transactional
 # producer that asks for more (InvalidTransactionTimeout), so the service never does.
@@ -41,8 +42,10 @@ class ProcessingOptions(KafkaSettings):
         "stream", "consumer group id; instances with one id share the work", group=PROCESSING
     )
     transform: str = opt(
-        "sensor-features",
-        "transform: a built-in name (see `stream transforms`) or package.module:function",
+        "",
+        f"transform: a built-in name (see `stream transforms`) or package.module:function "
+        f"(default: {DEFAULT_TRANSFORM}; with --window, none: the windows aggregate the "
+        "decoded records)",
         metavar="NAME",
         group=PROCESSING,
     )

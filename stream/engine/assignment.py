@@ -37,6 +37,7 @@ class Partition:
     busy_since: float | None = None  # clock time work began waiting (None: none in flight)
     delivering_since: float | None = None  # clock time the delivery step now running began
     sink_generation: int = 0  # this opening's claim of the partition in the database sink
+    restoring: bool = False  # its window state is being read back from the changelog
 
     @property
     def busy(self) -> bool:

@@ -40,6 +40,16 @@ class Routed:
     errors: list[Error] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class WindowOut:
+    """What a batch did to its partition's windows (a windowed run): the outputs of the
+    windows it closed (or changed, with ``--emit update``) and the changelog records of
+    the state it left, sent in the same transaction as its offsets."""
+
+    outputs: list[OutRecord]
+    changes: list[OutRecord]
+
+
 @dataclass(slots=True, eq=False)
 class Batch:
     """Records of one partition, in order, sent to a worker together."""
@@ -56,6 +66,7 @@ class Batch:
     finished: bool = False
     plan: Plan = field(default_factory=Plan)
     routed: Routed | None = None  # made from ``plan``; None until routed or after it changed
+    window_out: WindowOut | None = None  # a windowed run: made once, when it is shipped
 
     def __len__(self) -> int:
         return len(self.values)

@@ -21,8 +21,9 @@ from stream.flow import split_batches, wait_event
 from stream.kafka.protocols import ConsumedRecord, Consumer
 from stream.worker import BatchResult
 
-# A batch's keys and values in, its result out: the pool, behind enrichment if on.
-Process = Callable[[list[bytes | None], list[bytes | None]], Awaitable[BatchResult]]
+# A batch's keys, values and timestamps in, its result out: the pool, behind enrichment
+# if on.
+Process = Callable[[list[bytes | None], list[bytes | None], list[int]], Awaitable[BatchResult]]
 
 FETCH_TIMEOUT_MS = 200
 ROOM_WAIT = 1.0
@@ -146,14 +147,15 @@ class Fetcher:
             )
             values = [r.value for r in chunk]
             batch_keys = [r.key for r in chunk]
+            stamps = [r.timestamp for r in chunk]
             batch = Batch(
                 ticket=ticket,
                 keys=batch_keys,
                 values=values,
                 offsets=[r.offset for r in chunk],
-                timestamps_ms=[r.timestamp for r in chunk],
+                timestamps_ms=stamps,
                 nbytes=nbytes,
-                result=asyncio.ensure_future(self.process(batch_keys, values)),
+                result=asyncio.ensure_future(self.process(batch_keys, values, stamps)),
             )
             self.assignment.track(part, batch)
             sizes.append(len(chunk))

@@ -25,6 +25,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from prometheus_client import Histogram
+
 from stream.engine.assignment import Assignment, Partition
 from stream.engine.batch import Batch
 from stream.engine.delivery import Delivery, Guarantee
@@ -43,10 +45,15 @@ MAX_BATCHES = 32  # most finished batches shipped at once
 CLOSE_STEP = 3.0  # seconds one closing step (a final commit, closing a client) may take
 
 
-class Restorer(Protocol):
-    """Per-partition state, restored after fencing and before records are accepted."""
+class State(Protocol):
+    """Per-partition state (windows): restored after fencing and before records are
+    accepted, moved on by each batch shipped, dropped with the opening."""
 
     async def restore(self, part: Partition) -> None: ...
+    def check(self, part: Partition, committed: int | None) -> None: ...
+    def step(self, part: Partition, batches: list[Batch]) -> None: ...
+    async def idle(self, part: Partition, consumer: Consumer) -> Batch | None: ...
+    def release(self, tp: TopicPartition) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +69,7 @@ class Parts:
     drain_timeout: float
     delivery_timeout: float
     stage: SinkStage | None = None
-    restorer: Restorer | None = None
+    state: State | None = None
     clock: Callable[[], float] = time.monotonic
 
 
@@ -157,13 +164,15 @@ class PartitionLifecycle:
         """Restore the partition's state, claim its database position (fencing earlier
         owners' writes), read its committed offset and seek there."""
         p = self.parts
-        if p.restorer is not None:
-            await p.restorer.restore(part)
+        if p.state is not None:
+            await p.state.restore(part)
         if p.stage is not None:
             await p.stage.claim(part)
         committed = await p.consumer.committed(self.tp)
         if self.closing:
             return
+        if p.state is not None:
+            p.state.check(part, committed)
         part.offsets.mark_committed(committed)
         if committed is not None:
             p.consumer.seek(self.tp, committed)
@@ -177,6 +186,8 @@ class PartitionLifecycle:
         for gauge in (p.metrics.consumer_lag, p.metrics.consumer_lag_seconds):
             with contextlib.suppress(KeyError):
                 gauge.remove(*labels)
+        if p.state is not None:
+            p.state.release(self.tp)
         await delivery.close(lost=lost)
         if p.stage is not None:
             p.stage.released(self.tp)
@@ -232,9 +243,11 @@ class PartitionLifecycle:
         p = self.parts
         while True:
             part.wakeup.clear()
-            batches = self._finished(part)
+            batches = _finished(part, self._duration)
             if batches:
                 async with self._delivering(part):
+                    if p.state is not None:
+                        p.state.step(part, batches)
                     await delivery.ship(batches)
             now = p.clock()
             if part.closing and (not part.queue or now >= self._deadline):
@@ -287,22 +300,15 @@ class PartitionLifecycle:
         finally:
             part.delivering_since = None
 
-    def _finished(self, part: Partition) -> list[Batch]:
-        """The finished batches at the head of the queue, taken off it."""
-        queue = part.queue
-        batches: list[Batch] = []
-        while queue and queue[0].result.done() and len(batches) < MAX_BATCHES:
-            batch = queue.popleft()
-            if batch.result.cancelled():  # only drop() cancels, and it empties the queue
-                raise KafkaFailure(f"{part.label}: a batch was cancelled while it was queued")
-            self._duration.observe(batch.result.result().seconds)
-            batches.append(batch)
-        return batches
-
     async def _idle(self, part: Partition, delivery: Delivery) -> None:
         """Nothing finished for a while: move an idle partition to the consumer's
         position (past transaction markers) and commit it if it moved."""
         if part.busy or part.closing:
+            return
+        quiet = await _quiet(self.parts, part)
+        if quiet is not None:  # windows closed on quiet input: into the transaction
+            async with self._delivering(part):
+                await delivery.ship([quiet])
             return
         with contextlib.suppress(KafkaFailure):
             part.offsets.advance_idle(await self.parts.consumer.position(self.tp))
@@ -310,3 +316,25 @@ class PartitionLifecycle:
             async with self._delivering(part):
                 await delivery.commit(final=False)
             self._progressed()
+
+
+async def _quiet(p: Parts, part: Partition) -> Batch | None:
+    """The windows quiet input closed (``--idle-close``), as a batch of no records."""
+    if p.state is None:
+        return None
+    with contextlib.suppress(KafkaFailure):  # the broker did not answer: next time
+        return await p.state.idle(part, p.consumer)
+    return None
+
+
+def _finished(part: Partition, duration: Histogram) -> list[Batch]:
+    """The finished batches at the head of the queue, taken off it."""
+    queue = part.queue
+    batches: list[Batch] = []
+    while queue and queue[0].result.done() and len(batches) < MAX_BATCHES:
+        batch = queue.popleft()
+        if batch.result.cancelled():  # only drop() cancels, and it empties the queue
+            raise KafkaFailure(f"{part.label}: a batch was cancelled while it was queued")
+        duration.observe(batch.result.result().seconds)
+        batches.append(batch)
+    return batches

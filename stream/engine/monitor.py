@@ -188,6 +188,10 @@ class Monitor:
             return Check(False, "rebalancing: waiting for a partition assignment", details)
         if not self.assignment.parts:
             return Check(False, "no partitions assigned", details)
+        restoring = [p.label for p in self.assignment.parts.values() if p.restoring]
+        if restoring:
+            details["restoring"] = sorted(restoring)
+            return Check(False, "restoring window state from the changelog", details)
         if self.database is not None and not any(self.database.pool_connections()):
             return Check(False, "the database pool has no connection", details)
         seen = self.broker_seen

@@ -41,7 +41,7 @@ class CommitPolicy:
         return (
             ending
             or pending.urgent
-            or now - pending.since >= self.interval
+            or now >= pending.since + self.interval  # as wait() computes it: no rounding gap
             or pending.records * CAPS_SHARE >= self.max_records
             or pending.nbytes * CAPS_SHARE >= self.max_bytes
         )

@@ -65,6 +65,13 @@ class Router:
         keys, values, plan = batch.keys, batch.values, batch.plan
         result = batch.result.result()
         errors = {index: (reason, message) for index, reason, message in result.errors}
+        if result.window is not None:  # a windowed run: records have no outputs of their own
+            for index in range(len(values)):
+                if index in plan.refused:
+                    errors[index] = plan.refused[index]
+                if index in errors or (keys[index] is None and self.require_key):
+                    self._letter(routed, tp, batch, index, errors.get(index))
+            return routed
         refused = plan.refused
         for index, output in enumerate(result.materialize(values)):
             key = keys[index]
@@ -88,22 +95,33 @@ class Router:
                 routed.outputs.append((key, output, None, tp.partition if key is None else None))
                 routed.output_index.append(index)
                 continue
-            reason, message = errors.get(index) or (
-                Reason.NULL_KEY.value,
-                "the record has no key (--require-key is on)",
-            )
-            routed.errors.append((index, reason, message))
-            offset, value = batch.offsets[index], values[index]
-            if index in plan.minimal:
-                size = len(value or b"") + len(key or b"")
-                letter = self.minimal(tp, offset, reason, size)
-            else:
-                letter = self.dead_letter(
-                    tp, offset, key=key, value=value, reason=reason, message=message
-                )
-            routed.letters.append(letter)
-            routed.letter_index.append(index)
+            self._letter(routed, tp, batch, index, errors.get(index))
         return routed
+
+    def _letter(
+        self,
+        routed: Routed,
+        tp: TopicPartition,
+        batch: Batch,
+        index: int,
+        error: tuple[str, str] | None,
+    ) -> None:
+        """Record ``index`` of the batch as a dead letter (no error: its key is null)."""
+        reason, message = error or (
+            Reason.NULL_KEY.value,
+            "the record has no key (--require-key is on)",
+        )
+        routed.errors.append((index, reason, message))
+        key, offset, value = batch.keys[index], batch.offsets[index], batch.values[index]
+        if index in batch.plan.minimal:
+            size = len(value or b"") + len(key or b"")
+            letter = self.minimal(tp, offset, reason, size)
+        else:
+            letter = self.dead_letter(
+                tp, offset, key=key, value=value, reason=reason, message=message
+            )
+        routed.letters.append(letter)
+        routed.letter_index.append(index)
 
     @property
     def _output_room(self) -> int:

@@ -132,6 +132,7 @@ class Engine:
             on_respawn_failure=self.metrics.worker_respawn_failures.inc,
             max_array_length=s.max_array_length,
             formats=formats,
+            windowing=s.window_input,
         )
         monitor = self.monitor = Monitor(
             s,
@@ -153,7 +154,14 @@ class Engine:
         self.clients.fit_batches(min(out_limit, dlq_limit))
         router = Router(s.require_key, s.max_record_bytes, dlq_limit, out_limit)
         stage = None if self.sink is None else await stages.start_sink(s, self.sink, router)
-        sender = Sender(router, s.output_topic, s.dead_letter_topic, stage)
+        windowing = await stages.make_windowing(s, self.clients, self.metrics)
+        sender = Sender(
+            router,
+            s.output_topic,
+            s.dead_letter_topic,
+            stage,
+            changelog_topic=windowing.config.topic if windowing else "",
+        )
         guarantee = self._guarantee = await stages.make_guarantee(
             s,
             clients=self.clients,
@@ -172,6 +180,7 @@ class Engine:
             drain_timeout=s.drain_timeout,
             delivery_timeout=s.delivery_timeout,
             stage=stage,
+            state=windowing,
         )
         rebalancer = self._rebalancer = Rebalancer(
             functools.partial(PartitionLifecycle, parts=parts),
@@ -186,7 +195,7 @@ class Engine:
             s,
             consumer,
             self.assignment,
-            stages.make_process(pool, self.enricher),
+            stages.make_process(pool, self.enricher, windowed=windowing is not None),
             self.progress.fetched,
         )
         consumer.subscribe(

@@ -26,6 +26,7 @@ class Shipped:
     records: list[int]
     letters: bool
     producer: Producer | None = None  # the producer it was queued on
+    state: bool = False  # windows' outputs or changelog records, not the batch's records
 
 
 Failures = list[tuple[Shipped, BaseException]]
@@ -44,10 +45,12 @@ class Sender:
         output_topic: str,
         dlq_topic: str,
         stage: SinkStage | None = None,
+        changelog_topic: str = "",
     ) -> None:
         self.router = router
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
+        self.changelog_topic = changelog_topic  # a windowed run's state
         self.stage = stage  # the database, written before Kafka
         self.outputs = stage is None or stage.to_kafka  # outputs go to the output topic
 
@@ -71,6 +74,16 @@ class Sender:
             shipped += await _ship(producer, self.output_topic, *outputs, alone, letters=False)
         letters = _select(routed.letters, routed.letter_index, only)
         shipped += await _ship(producer, self.dlq_topic, *letters, alone, letters=True)
+        out = batch.window_out
+        if out is not None and only is None:
+            for topic, records in (
+                (self.output_topic, out.outputs),
+                (self.changelog_topic, out.changes),
+            ):
+                shipped += [
+                    Shipped(s, [], letters=False, producer=producer, state=True)
+                    for s in await producer.send(topic, records)
+                ]
         return shipped
 
 
@@ -121,6 +134,8 @@ def learn(batch: Batch, failed: Failures) -> None:
             continue  # not written: sent again as it was, by a new producer
         if not isinstance(error, RecordRefused):
             raise error if isinstance(error, KafkaFailure) else KafkaFailure(repr(error))
+        if shipped.state:  # a window's output or state: no record of the input to blame
+            raise FatalError(f"the broker refused a window's output or changelog record: {error}")
         if len(shipped.records) > 1:
             plan.alone.update(shipped.records)
             continue

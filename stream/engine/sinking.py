@@ -91,7 +91,7 @@ class SinkStage:
             for output, index in zip(routed.outputs, routed.output_index, strict=True):
                 try:
                     offset = batch.offsets[index]
-                    row = self.rows(output[0], output[1], tp.topic, tp.partition, offset)
+                    row = self.rows(output[0], output[1] or b"", tp.topic, tp.partition, offset)
                 except self.row_error as exc:
                     batch.refuse(index, Reason.SINK_REFUSED.value, str(exc))
                     continue

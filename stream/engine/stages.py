@@ -19,9 +19,10 @@ from stream.engine.policy import CommitPolicy
 from stream.engine.routing import Router
 from stream.engine.sending import Sender
 from stream.engine.sinking import Database, SinkStage
+from stream.engine.windowing import WindowConfig, Windowing, changelog_topic
 from stream.formats.spec import JSON, FormatSpec
 from stream.kafka.protocols import Clients, Consumer
-from stream.metrics import Metrics
+from stream.metrics import Metrics, WindowMetrics
 from stream.pool import Pool
 from stream.worker import BatchResult
 from transforms import Transform
@@ -92,17 +93,27 @@ def make_enricher(settings: RunSettings, metrics: Metrics) -> Enricher | None:
     return Enricher.from_settings(settings, metrics.enrich)
 
 
-def make_process(pool: Pool, enricher: Enricher | None) -> Process:
-    """What the fetcher awaits for each batch: the pool, behind enrichment if it is on."""
+def make_process(pool: Pool, enricher: Enricher | None, *, windowed: bool = False) -> Process:
+    """What the fetcher awaits for each batch: the pool, behind enrichment if it is on
+    (a windowed run's workers also take the records' timestamps)."""
     if enricher is None:
 
-        async def run(_keys: list[bytes | None], values: list[bytes | None]) -> BatchResult:
-            return await pool.run(values)
+        async def run(
+            _keys: list[bytes | None], values: list[bytes | None], stamps: list[int]
+        ) -> BatchResult:
+            return await pool.run(values, timestamps=stamps if windowed else None)
 
         return run
     from stream.enrich.stage import enrich_then_process  # noqa: PLC0415 - aiohttp if on
 
-    return functools.partial(enrich_then_process, enricher, pool.run)
+    enriched = functools.partial(enrich_then_process, enricher, pool.run)
+
+    async def run_enriched(
+        keys: list[bytes | None], values: list[bytes | None], _stamps: list[int]
+    ) -> BatchResult:
+        return await enriched(keys, values)
+
+    return run_enriched
 
 
 def make_sink(settings: RunSettings, metrics: Metrics) -> PostgresSink | None:
@@ -132,6 +143,28 @@ async def start_sink(settings: RunSettings, sink: Database, router: Router) -> S
         settings.group_id,
         to_kafka="kafka" in settings.sinks,
     )
+
+
+async def make_windowing(
+    settings: RunSettings, clients: Clients, metrics: Metrics
+) -> Windowing | None:
+    """With --window: the changelog topic made (or checked) and the window state."""
+    spec = settings.window_spec
+    if spec is None:
+        return None
+    topic = changelog_topic(settings.group_id, settings.input_topic)
+    if await clients.ensure_changelog(topic, settings.input_topic):
+        log.info("created the windows' changelog topic %s (compacted)", topic)
+    config = WindowConfig(
+        spec,
+        settings.aggregates,
+        topic,
+        require_key=settings.require_key,
+        emit_update=settings.emit == "update",
+        idle_close_ms=settings.idle_close_ms,
+        max_windows=settings.max_windows,
+    )
+    return Windowing(config, clients, WindowMetrics(metrics.registry))
 
 
 async def check_topics(settings: RunSettings, clients: Clients, consumer: Consumer) -> None:

@@ -4,18 +4,19 @@ they do). Each method turns aiokafka's errors into ``stream.errors`` types."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
 from stream.config import KafkaSettings, RunSettings
 from stream.errors import KafkaFailure
-from stream.kafka import admin
+from stream.kafka import admin, changelog
 from stream.kafka.connect import start_client
 from stream.kafka.errors import CAUGHT, translate
 from stream.kafka.options import client_options
 from stream.kafka.protocols import (
+    Change,
     ConsumedRecord,
     OutRecord,
     RebalanceCallback,
@@ -281,6 +282,14 @@ class KafkaClients:
         return await admin.ensure_topic(
             self.settings, topic, like, self.settings.dlq_replication_factor
         )
+
+    async def ensure_changelog(self, topic: str, like: str) -> bool:
+        return await changelog.ensure_changelog(
+            self.settings, topic, like, self.settings.dlq_replication_factor
+        )
+
+    def read_changelog(self, topic: str, partition: int) -> AsyncIterator[list[Change]]:
+        return changelog.read_changelog(self.settings, topic, partition)
 
 
 __all__ = ["KafkaClients", "KafkaConsumer", "KafkaFailure", "KafkaProducer", "make_producer"]

@@ -9,13 +9,14 @@ aiokafka's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from aiokafka.structs import TopicPartition
 
 __all__ = [
+    "Change",
     "Clients",
     "ConsumedRecord",
     "Consumer",
@@ -27,8 +28,10 @@ __all__ = [
     "TransactionalProducer",
 ]
 
-# key, value, headers, partition (None: by key, or any partition for a null key)
-OutRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]] | None, int | None]
+# key, value (None: a tombstone), headers, partition (None: by key, or any partition for a
+# null key)
+OutRecord = tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None, int | None]
+Change = tuple[bytes, bytes | None]  # a changelog record: key, value (None: removed)
 RebalanceCallback = Callable[[set[TopicPartition]], Awaitable[None]]
 
 
@@ -106,3 +109,12 @@ class Clients(Protocol):
 
     async def ensure_topic(self, topic: str, like: str) -> bool:
         """Create ``topic`` with as many partitions as ``like`` if missing; True if made."""
+
+    async def ensure_changelog(self, topic: str, like: str) -> bool:
+        """Create the compacted changelog ``topic`` with as many partitions as ``like`` if
+        missing (True if made); ``FatalError`` in one line if it exists with another
+        number of partitions or without compaction."""
+
+    def read_changelog(self, topic: str, partition: int) -> AsyncIterator[list[Change]]:
+        """The committed records of one changelog partition, from its start to its end
+        offset as it was when reading began, a fetch at a time."""

@@ -52,15 +52,16 @@ class Partitioner:
 def group_by_partition(
     records: Sequence[OutRecord], partitions: list[int], partitioner: Partitioner
 ) -> dict[int, list[int]]:
-    """Record indices per partition, in order: by key; a null key goes to the partition
-    number it asks for (its input's) when the topic has it, or any partition."""
+    """Record indices per partition, in order: to the partition number a record asks for
+    (a changelog record: its input's; a null key: its input's) when the topic has it, by
+    key otherwise, or any partition for a null key that asks for none."""
     count = len(partitions)
     grouped: dict[int, list[int]] = {}
     for index, (key, _value, _headers, wanted) in enumerate(records):
-        if key is not None:
-            slot = partitioner(key, count)
-        elif wanted is not None:
+        if wanted is not None:
             slot = wanted % count
+        elif key is not None:
+            slot = partitioner(key, count)
         else:
             slot = random.randrange(count)
         grouped.setdefault(partitions[slot], []).append(index)
@@ -153,7 +154,7 @@ async def _queue_all(
                     is None
                 ):
                     # Larger than a whole batch: the broker would refuse it anyway.
-                    sent.append(_refused(index, len(value)))
+                    sent.append(_refused(index, len(value or b"")))
                     continue
             held.append(index)
         if held:

@@ -89,6 +89,106 @@ def readings(
     return per_record, flat
 
 
+@dataclass(frozen=True, slots=True)
+class Records:
+    """Per record: its event time (epoch ms) and the partial of its own readings (count
+    0 for a record with none). What a worker process sends back for a batch, so that
+    the readings never cross to the event loop: merging is per record, not per reading."""
+
+    time: NDArray[np.int64]
+    count: NDArray[np.int64]
+    sum: NDArray[np.float64]
+    m2: NDArray[np.float64]
+    min: NDArray[np.float64]
+    max: NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    def take(self, index: NDArray[np.intp] | NDArray[np.bool_]) -> Records:
+        """The records at ``index`` (or where it is True), in that order."""
+        return Records(
+            self.time[index],
+            self.count[index],
+            self.sum[index],
+            self.m2[index],
+            self.min[index],
+            self.max[index],
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[Records]) -> Records:
+        """Consecutive slices of a batch, as one."""
+        if not parts:
+            return empty_records(0)
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in _RECORD_FIELDS))
+
+
+_RECORD_FIELDS = ("time", "count", "sum", "m2", "min", "max")
+
+
+def empty_records(n: int) -> Records:
+    """``n`` records without readings (event time 0): failed records' place holders."""
+    ints = np.zeros(n, dtype=np.int64)
+    floats = np.zeros(n, dtype=np.float64)
+    return Records(ints, ints.copy(), floats, floats.copy(), floats.copy(), floats.copy())
+
+
+def per_record(
+    times: NDArray[np.int64], counts: NDArray[np.intp], flat: NDArray[np.float64]
+) -> Records:
+    """Each record's partial of its own readings (``counts[i]`` readings of ``flat``, in
+    record order, as :func:`readings` gives them): whole-array numpy, a fixed-width
+    batch as one 2-D reduction."""
+    n = len(counts)
+    count = np.asarray(counts, dtype=np.int64)
+    total, m2 = np.zeros(n), np.zeros(n)
+    low, high = np.full(n, np.inf), np.full(n, -np.inf)
+    if n and len(flat) == n * int(count[0]) and bool((count == count[0]).all()) and count[0]:
+        grid = flat.reshape(n, int(count[0]))
+        total = grid.sum(axis=1)
+        deviation = grid - (total / count)[:, None]
+        m2 = np.einsum("ij,ij->i", deviation, deviation)
+        low, high = grid.min(axis=1), grid.max(axis=1)
+    elif len(flat):
+        some = count > 0
+        first = (np.cumsum(count) - count)[some]
+        total[some] = np.add.reduceat(flat, first)
+        deviation = flat - np.repeat(total[some] / count[some], count[some])
+        m2[some] = np.add.reduceat(deviation * deviation, first)
+        low[some] = np.minimum.reduceat(flat, first)
+        high[some] = np.maximum.reduceat(flat, first)
+    return Records(np.asarray(times, dtype=np.int64), count, total, m2, low, high)
+
+
+def reduce_records(key_id: NDArray[np.int64], start: NDArray[np.int64], r: Records) -> Partials:
+    """Per-(key id, window start) partials of per-record partials (one entry per record
+    and window, every count positive), sorted by key id then window start: one
+    ``np.lexsort``, then grouped sums with Chan's correction of ``m2`` around each
+    group's mean, and ``np.minimum.reduceat`` / ``np.maximum.reduceat``."""
+    if len(r) == 0:
+        return empty_partials()
+    order = np.lexsort((start, key_id))
+    keys, starts = key_id[order], start[order]
+    count, total, m2 = r.count[order], r.sum[order], r.m2[order]
+    boundary = np.flatnonzero((keys[1:] != keys[:-1]) | (starts[1:] != starts[:-1])) + 1
+    first = np.concatenate((np.zeros(1, dtype=np.intp), boundary))
+    sizes = np.diff(np.append(first, len(count)))
+    group_count = np.add.reduceat(count, first)
+    group_sum = np.add.reduceat(total, first)
+    deviation = total / count - np.repeat(group_sum / group_count, sizes)
+    group_m2 = np.add.reduceat(m2 + count * deviation * deviation, first)
+    return Partials(
+        key_id=keys[first],
+        start=starts[first],
+        count=group_count,
+        sum=group_sum,
+        m2=group_m2,
+        min=np.minimum.reduceat(r.min[order], first),
+        max=np.maximum.reduceat(r.max[order], first),
+    )
+
+
 def reduce_batch(
     key_id: NDArray[np.int64], start: NDArray[np.int64], value: NDArray[np.float64]
 ) -> Partials:

@@ -4,7 +4,8 @@ A change is ``(record key, record value)``. A window's record key is ``b"w"`` (o
 ``b"n"`` for a record without a key) then its start as 8 big-endian bytes, then the
 input key's bytes; its value is the partial as 40 little-endian bytes (count as int64;
 sum, m2, min, max as float64), or None for a window that closed (a tombstone). The
-partition's stream time is the record keyed ``b"t"``, its value 8 big-endian bytes.
+partition's stream time is the record keyed ``b"t"``, its value 8 big-endian bytes, and
+the input offset the state reaches is the record keyed ``b"o"``, alike.
 Plain code, no I/O.
 """
 
@@ -20,6 +21,7 @@ Key = bytes | None
 Change = tuple[bytes, bytes | None]
 
 STREAM_TIME_KEY = b"t"
+POSITION_KEY = b"o"  # the input partition's next offset when the state was written
 PARTIAL = np.dtype(
     [("count", "<i8"), ("sum", "<f8"), ("m2", "<f8"), ("min", "<f8"), ("max", "<f8")]
 )
@@ -45,6 +47,12 @@ def parse_window_key(record_key: bytes) -> tuple[Key, int]:
 def stream_time_change(stream_time: int) -> Change:
     """The record holding a partition's stream time."""
     return STREAM_TIME_KEY, _START.pack(stream_time)
+
+
+def position_change(offset: int) -> Change:
+    """The record holding the input offset the state reaches (written in the same
+    transaction as the consumer group's offset, so the two agree)."""
+    return POSITION_KEY, _START.pack(offset)
 
 
 def parse_stream_time(value: bytes) -> int:

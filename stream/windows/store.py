@@ -25,7 +25,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from stream.windows import changelog
-from stream.windows.aggregates import Partials, Value, readings, reduce_batch
+from stream.windows.aggregates import (
+    Partials,
+    Records,
+    Value,
+    per_record,
+    readings,
+    reduce_records,
+)
 from stream.windows.aggregates import mean as mean_of
 from stream.windows.aggregates import std as std_of
 from stream.windows.changelog import Change, Key
@@ -95,9 +102,17 @@ class WindowStore:
         stamps = np.asarray(times, dtype=np.int64)
         if not len(keys) == len(stamps) == len(values):
             raise ValueError(f"{len(keys)} keys, {len(stamps)} times, {len(values)} values")
+        counts, flat = readings(values)
+        return self.add_records(keys, per_record(stamps, counts, flat))
+
+    def add_records(self, keys: Sequence[Key], records: Records) -> NDArray[np.bool_]:
+        """``add`` for records whose readings are already reduced per record (as worker
+        processes send them): the same state, late records and windows."""
+        stamps = records.time
+        if len(keys) != len(records):
+            raise ValueError(f"{len(keys)} keys, {len(records)} records")
         if len(stamps) == 0:
             return np.zeros(0, dtype=np.bool_)
-        per_record, flat = readings(values)
         before = _INT64_MIN if self.stream_time is None else self.stream_time
         running = np.maximum.accumulate(np.maximum(stamps, before))  # with the record itself
         which, starts = self.spec.windows(stamps)
@@ -107,13 +122,9 @@ class WindowStore:
         late[which] = False
         ids = self._intern_in_range(keys, starts)
         self.stream_time = int(running[-1])
-        # One entry per (window, reading): each window entry repeated by its record's readings.
-        reps = per_record[which]
-        entry = np.repeat(np.arange(len(which)), reps)
-        first_reading = (np.cumsum(per_record) - per_record)[which]
-        within = np.arange(len(entry)) - np.repeat(np.cumsum(reps) - reps, reps)
-        reading = first_reading[entry] + within
-        self._merge(reduce_batch(ids[which][entry], starts[entry], flat[reading]))
+        some = records.count[which] > 0  # a record without readings opens no window
+        which, starts = which[some], starts[some]
+        self._merge(reduce_records(ids[which], starts, records.take(which)))
         return late
 
     def _intern_in_range(self, keys: Sequence[Key], starts: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -122,7 +133,7 @@ class WindowStore:
         before = len(self._keys)
         try:
             ids = self._intern(keys)
-            self._check_range(starts)
+            _check_range(self.spec, starts, self._bits, len(self._keys))
         except ValueError:
             for key in self._keys[before:]:
                 del self._ids[key]
@@ -142,20 +153,6 @@ class WindowStore:
             self._recode(self._bits + 4, None)
         return np.fromiter(map(ids.__getitem__, keys), dtype=np.int64, count=len(keys))
 
-    def _check_range(self, starts: NDArray[np.int64], bits: int | None = None) -> None:
-        """Refuse windows whose code would not fit in int64: window indexes beyond
-        ``2**(62 - bits)`` (event times thousands of years away, or a tiny advance with
-        millions of keys)."""
-        if len(starts) == 0:
-            return
-        limit = 1 << (62 - (self._bits if bits is None else bits))
-        low, high = int(starts.min()), int(starts.max())
-        if low // self.spec.advance_ms < -limit or high // self.spec.advance_ms >= limit:
-            raise ValueError(
-                f"window start {high if high >= 0 else low} ms is out of range for"
-                f" {self.spec.describe()} with {len(self._keys)} keys"
-            )
-
     def _codes(self, key_id: NDArray[np.int64], start: NDArray[np.int64]) -> NDArray[np.int64]:
         return ((start // self.spec.advance_ms) << self._bits) | key_id
 
@@ -163,7 +160,12 @@ class WindowStore:
         """Widen the key-id field to ``bits`` and/or renumber key ids (``remap[old]``,
         increasing, so the order of the windows stays)."""
         if bits > self._bits:
-            self._check_range((self._table.code >> self._bits) * self.spec.advance_ms, bits)
+            _check_range(
+                self.spec,
+                (self._table.code >> self._bits) * self.spec.advance_ms,
+                bits,
+                len(self._keys),
+            )
         self._table.recode(self._bits, bits, remap)
         self._bits = bits
 
@@ -200,7 +202,12 @@ class WindowStore:
         """Every open window's current aggregates, by window start then input key."""
         return self._results(slice(0, len(self._table)))
 
-    def _results(self, rows: slice) -> list[WindowResult]:
+    def changed(self) -> list[WindowResult]:
+        """The open windows changed since the changelog last took the changes (their
+        current aggregates, for ``--emit update``), by window start then input key."""
+        return self._results(np.flatnonzero(self._table.dirty))
+
+    def _results(self, rows: slice | NDArray[np.intp]) -> list[WindowResult]:
         table = self._table
         code, count, total = table.code[rows], table.count[rows], table.sum[rows]
         start = (code >> self._bits) * self.spec.advance_ms
@@ -296,3 +303,18 @@ class WindowStore:
         """Move stream time forward to ``stream_time`` (never back)."""
         if self.stream_time is None or stream_time > self.stream_time:
             self.stream_time = stream_time
+
+
+def _check_range(spec: WindowSpec, starts: NDArray[np.int64], bits: int, keys: int) -> None:
+    """Refuse windows whose code would not fit in int64: window indexes beyond
+    ``2**(62 - bits)`` (event times thousands of years away, or a tiny advance with
+    millions of keys)."""
+    if len(starts) == 0:
+        return
+    limit = 1 << (62 - bits)
+    low, high = int(starts.min()), int(starts.max())
+    if low // spec.advance_ms < -limit or high // spec.advance_ms >= limit:
+        raise ValueError(
+            f"window start {high if high >= 0 else low} ms is out of range for"
+            f" {spec.describe()} with {keys} keys"
+        )

@@ -97,7 +97,7 @@ def test_help_lists_every_option_with_its_env_var(
 def test_help_shows_defaults_and_choices(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(["run", "--help"]) == 0
     flat = " ".join(capsys.readouterr().out.split())
-    assert "(default: sensor-features)" in flat
+    assert "(default: sensor-features; with --window" in flat
     assert "{earliest,latest}" in flat
     assert "{text,json}" in flat
 

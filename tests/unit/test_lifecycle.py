@@ -148,7 +148,9 @@ def make(
     )
     pool = FakePool()
 
-    async def process(_keys: list[bytes | None], batch: list[bytes | None]) -> BatchResult:
+    async def process(
+        _keys: list[bytes | None], batch: list[bytes | None], _stamps: list[int]
+    ) -> BatchResult:
         return await pool.run(batch)
 
     fetcher = Fetcher(settings, consumer, assignment, process, progress.fetched)

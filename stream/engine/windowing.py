@@ -1,0 +1,259 @@
+"""Window state of the partitions this instance owns (``--window``), exactly once.
+
+Each opening of a partition restores its windows from the changelog (after its
+transactional producer fenced the previous owner, before any record is accepted),
+reading committed records to the end offset; then checks the state reaches the offset
+the group committed. Each batch shipped moves the state on in input order: its records
+are added (late ones become dead letters, reason ``late``), windows due close, and the
+batch carries the closed windows' outputs and the changelog records of the new state
+into the partition's transaction, with its offsets. An abort or a fence releases the
+opening, and with it the state; the next opening reads the changelog again, so state
+never runs ahead of what was committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream.engine.assignment import Partition
+from stream.engine.batch import Batch, WindowOut
+from stream.errors import FatalError, UsageError
+from stream.kafka.protocols import Clients, Consumer, OutRecord, TopicPartition
+from stream.metrics import WindowMetrics
+from stream.offsets import Ticket
+from stream.windows import changelog
+from stream.windows.aggregates import empty_records
+from stream.windows.output import window_value
+from stream.windows.spec import WindowSpec
+from stream.windows.store import WindowResult, WindowStore
+from stream.worker import BatchResult
+from transforms.reasons import Reason
+
+log = logging.getLogger("stream")
+
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def changelog_topic(group_id: str, input_topic: str) -> str:
+    """The changelog topic of a group's windows over an input topic."""
+    name = f"{group_id}-{input_topic}-windows-changelog"
+    if not _TOPIC_NAME.fullmatch(name):
+        raise UsageError(
+            f"the windows' changelog topic would be named {name!r}, which Kafka does not "
+            "take (letters, digits, '.', '_', '-'; at most 249): choose a --group-id of those"
+        )
+    return name
+
+
+@dataclass(slots=True)
+class Owned:
+    """One opening's windows: the store, the input offset the state reaches, and when
+    a record last moved it (wall clock, seconds)."""
+
+    store: WindowStore
+    position: int | None
+    last_record: float
+
+
+@dataclass(frozen=True, slots=True)
+class WindowConfig:
+    spec: WindowSpec
+    aggregates: tuple[str, ...]
+    topic: str  # the changelog
+    require_key: bool = False
+    emit_update: bool = False
+    idle_close_ms: int | None = None
+    max_windows: int = 10_000_000
+
+
+class Windowing:
+    """The restore step of every opening, and the state step of every batch shipped."""
+
+    def __init__(
+        self,
+        config: WindowConfig,
+        clients: Clients,
+        metrics: WindowMetrics,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.clients = clients
+        self.metrics = metrics
+        self.wall = wall
+        self.owned: dict[TopicPartition, Owned] = {}
+
+    # ---- the restore step ---------------------------------------------------------------
+
+    async def restore(self, part: Partition) -> None:
+        """Read the partition's changelog back into a new store (cancelled with the
+        opening on a revoke)."""
+        c, tp = self.config, part.tp
+        self.owned.pop(tp, None)
+        store, position, records = WindowStore(c.spec), None, 0
+        started = time.monotonic()
+        part.restoring = True
+        self.metrics.restoring.inc()
+        try:
+            async for chunk in self.clients.read_changelog(c.topic, tp.partition):
+                windows = []
+                for key, value in chunk:
+                    if key == changelog.POSITION_KEY:
+                        position = None if value is None else changelog.parse_stream_time(value)
+                    else:
+                        windows.append((key, value))
+                records += len(chunk)
+                try:
+                    store.apply(windows)
+                except ValueError as exc:
+                    raise FatalError(f"the changelog {c.topic}[{tp.partition}]: {exc}") from None
+                await asyncio.sleep(0)  # a large restore shares the loop
+        finally:
+            part.restoring = False
+            self.metrics.restoring.dec()
+        seconds = time.monotonic() - started
+        self.metrics.restore_duration.observe(seconds)
+        self.owned[tp] = Owned(store, position, self.wall())
+        self._gauges()
+        if records:
+            log.info(
+                "%s: restored %d windows from %d changelog records in %.1fs",
+                part.label,
+                len(store),
+                records,
+                seconds,
+            )
+        self._check_cap()
+
+    def check(self, part: Partition, committed: int | None) -> None:
+        """The restored state reaches at most the group's committed offset (both commit
+        in one transaction; the group may be further on, past transaction markers):
+        else the records between would be counted twice."""
+        owned = self.owned.get(part.tp)
+        if owned is None or owned.position is None:
+            return
+        if committed is None or committed < owned.position:
+            where = "has no committed offset" if committed is None else f"is at {committed}"
+            raise FatalError(
+                f"{part.label}: the windows' changelog {self.config.topic} holds state up to "
+                f"offset {owned.position}, but the group {where}: reading from there would "
+                f"count records twice; reset the group to {owned.position}, or delete the "
+                "changelog topic to start the windows afresh"
+            )
+
+    def release(self, tp: TopicPartition) -> None:
+        """The opening ended (closed, revoked or rewound): its state goes with it."""
+        self.owned.pop(tp, None)
+        self._gauges()
+
+    # ---- the state step -----------------------------------------------------------------
+
+    def step(self, part: Partition, batches: list[Batch]) -> None:
+        """Move the partition's windows on by each batch, in input order; each batch
+        then carries its outputs and changelog records (made once: a batch sent again
+        sends the same)."""
+        owned = self.owned[part.tp]
+        for batch in batches:
+            if batch.window_out is None:
+                self._step(part, owned, batch)
+        self._gauges()
+        self._check_cap()
+
+    def _step(self, part: Partition, owned: Owned, batch: Batch) -> None:
+        result = batch.result.result()
+        records = result.window
+        if records is None:
+            raise FatalError(f"{part.label}: a batch came back without window data")
+        valid = np.ones(len(batch), dtype=np.bool_)
+        for failed, _reason, _message in result.errors:
+            valid[failed] = False
+        if self.config.require_key:
+            valid &= np.fromiter((k is not None for k in batch.keys), np.bool_, len(batch))
+        index = np.flatnonzero(valid)
+        keys = [batch.keys[i] for i in index.tolist()]
+        store = owned.store
+        try:
+            late = store.add_records(keys, records.take(index))
+        except ValueError as exc:
+            raise FatalError(f"{part.label}: {exc}") from None
+        for i in index[late].tolist():
+            batch.refuse(
+                i,
+                Reason.LATE.value,
+                f"every window of its event time had closed (stream time {store.stream_time} "
+                f"ms, {self.config.spec.describe()})",
+            )
+        self.metrics.late.inc(int(late.sum()))
+        if len(index):
+            owned.last_record = self.wall()
+        batch.window_out = self._out(part, owned, store.close(), batch.ticket.end)
+
+    def _out(
+        self, part: Partition, owned: Owned, closed: list[WindowResult], end: int
+    ) -> WindowOut:
+        c = self.config
+        results = closed + (owned.store.changed() if c.emit_update else [])
+        outputs: list[OutRecord] = [
+            (
+                r.key,
+                window_value(r, c.aggregates),
+                None,
+                part.tp.partition if r.key is None else None,
+            )
+            for r in results
+        ]
+        owned.position = end
+        changes = [*owned.store.take_changes(), changelog.position_change(end)]
+        self.metrics.closed.inc(len(closed))
+        p = part.tp.partition
+        return WindowOut(outputs, [(key, value, None, p) for key, value in changes])
+
+    # ---- quiet input --------------------------------------------------------------------
+
+    async def idle(self, part: Partition, consumer: Consumer) -> Batch | None:
+        """With ``--idle-close``: a partition read to its end and quiet for that long
+        moves its stream time on with the wall clock; a batch of no records carrying
+        the windows that closed, or None."""
+        c, owned = self.config, self.owned.get(part.tp)
+        if c.idle_close_ms is None or owned is None or not len(owned.store):
+            return None
+        store = owned.store
+        quiet_ms = (self.wall() - owned.last_record) * 1000
+        end = part.offsets.position if part.offsets.position is not None else part.offsets.committed
+        if quiet_ms < c.idle_close_ms or store.stream_time is None or end is None:
+            return None
+        position = await consumer.position(part.tp)
+        last = (await consumer.end_offsets([part.tp])).get(part.tp, 0)
+        if position < last:
+            return None  # behind: a replay must not close windows early
+        closed = store.close(store.stream_time + int(quiet_ms))
+        owned.last_record = self.wall()  # the stream time now includes the quiet time
+        if not closed:
+            return None
+        result: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        result.set_result(BatchResult([], [], 0.0, 0, window=empty_records(0)))
+        batch = Batch(Ticket(end, end, 0, self.wall()), [], [], [], [], 0, result)
+        batch.window_out = self._out(part, owned, closed, end)
+        self._gauges()
+        return batch
+
+    # ---- bounds -------------------------------------------------------------------------
+
+    def _gauges(self) -> None:
+        stores = [o.store for o in self.owned.values()]
+        self.metrics.open.set(sum(len(s) for s in stores))
+        self.metrics.state_bytes.set(sum(s.nbytes for s in stores))
+
+    def _check_cap(self) -> None:
+        total = sum(len(o.store) for o in self.owned.values())
+        if total > self.config.max_windows:
+            raise FatalError(
+                f"{total} windows are open, more than --max-windows {self.config.max_windows}: "
+                "raise it (about 50 bytes a window), or shorten the windows or the grace"
+            )

@@ -22,6 +22,10 @@ LOOKUP_SENSORS = 100  # records per distinct sensor in the io group's input (99%
 
 MATRIX_SHARE = 20  # a ~1 ms matrix record is ~100x a sensor event's bytes and CPU: fewer do
 
+WINDOW_KEYS = 10_000  # sensors in the windows group's input
+WINDOW_SPAN = 300.0  # seconds of event time in its input: 5 windows, 4 closed by its end
+QUIX_COMMIT_INTERVAL = 1.0  # seconds; quix's default is 5, a tail the timing would count
+
 
 @dataclass(frozen=True, slots=True)
 class Payload:
@@ -33,11 +37,18 @@ class Payload:
     format: str = "json"  # "json", or a schema format (its schema in the registry)
     per_key: int = 0  # records per key (a sensor per 100 records); 0: 64 keys
     share: int = 1  # the topic holds --count // share records
+    key_count: int = 0  # exactly this many keys, whatever the count (over per_key)
+    # Seconds of event time the events' ``ts`` span, evenly in offset order from a minute
+    # boundary in the past (0: ``ts`` is when each event was made, as `stream produce`
+    # sends them: a topic filled in seconds would span one window or two).
+    event_span: float = 0.0
 
     def records(self, count: int) -> int:
         return max(1, count // self.share)
 
     def keys(self, count: int) -> int:
+        if self.key_count:
+            return self.key_count
         return max(1, count // self.per_key) if self.per_key else 64
 
 
@@ -52,8 +63,14 @@ class Case:
     enrich: str = ""  # --enrich-url path on the lookup server, if the case enriches
     reference: str = "ceiling"  # the case of the same run that --compare judges it against
     # Throughput from the first output ("first output"), or from the service's ready line
-    # ("ready"), so that work done before the first output counts (see stream.bench.measure).
+    # ("ready"), so that work done before the first output counts; or from the ready line
+    # until the group's committed offsets reach the input's end ("committed": the windows
+    # group, whose outputs are few and come as windows close). See stream.bench.measure.
     timed_from: str = "first output"
+    latency: bool = True  # a latency run after the throughput (not for windows)
+    # Also timed as the "committed" cases are (the windows group's stateless reference),
+    # beside its own timing, so that their ratio is of one clock.
+    committed_too: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +86,34 @@ class Pair:
 PAIRS = (
     Pair("sensor", "sensor-features", "sensor-features, exactly-once"),
     Pair("sensor-large", "sensor-features-large", "sensor-features-large, exactly-once"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """The windows group: our windowed aggregation, the same in quix-streams, and the
+    stateless case both are set beside (all exactly-once)."""
+
+    ours: str
+    peer: str
+    reference: str
+
+
+WINDOWS = Windows(
+    "sensor-windows, exactly-once",
+    "quix-streams windows, exactly-once",
+    PAIRS[0].exactly_once,
+)
+# What the service is asked in the windows case (the issue's command, without --grace).
+WINDOW_OPTIONS = (
+    "--window",
+    "tumbling:60s",
+    "--aggregate",
+    "count,sum,mean,std,min,max",
+    "--value-field",
+    "values",
+    "--event-time",
+    "ts",
 )
 MATRIX_REFERENCE = "matrix-inverse, batched inline"  # the matrix cases' reference
 SINK_REFERENCE = "sink-per-row"
@@ -106,7 +151,15 @@ def catalogue(settings: BenchSettings, cpus: int) -> list[Case]:
     large = Payload("sensor-large", "sensor", settings.values)
     exactly_once = ["--guarantee", "exactly-once"]
     cases += [
-        Case(PAIRS[0].exactly_once, sensor, [*service, *features, *exactly_once], "guarantees"),
+        Case(
+            PAIRS[0].exactly_once,
+            sensor,
+            [*service, *features, *exactly_once],
+            "guarantees",
+            committed_too=True,
+        ),
+        # Right after the stateless exactly-once case: their ratio on the same footing.
+        *window_cases(service, values),
         Case(PAIRS[1].at_least_once, large, [*service, *features], "guarantees"),
         Case(PAIRS[1].exactly_once, large, [*service, *features, *exactly_once], "guarantees"),
     ]
@@ -133,6 +186,41 @@ def catalogue(settings: BenchSettings, cpus: int) -> list[Case]:
     cases += matrix_cases(service, engine, all_cores)
     cases += lookup_cases(service, values)
     return cases
+
+
+def window_cases(service: list[str], values: int) -> list[Case]:
+    """Our service's windows (1-minute tumbling, per sensor, count, sum, mean, std, min and
+    max of the readings, exactly-once) and the same in quix-streams, on one input: the
+    sensor events of the stateless cases with ``WINDOW_KEYS`` sensors and event times over
+    ``WINDOW_SPAN`` seconds, so that windows close as the input is read (at 200,000
+    records: 4 events per sensor and window, 40,000 windows closed). Both are timed until
+    their committed offsets reach the input's end; neither has a latency run."""
+    windows = Payload(
+        "sensor-windows",
+        "sensor",
+        values,
+        key_count=WINDOW_KEYS,
+        event_span=WINDOW_SPAN,
+    )
+    peer = [
+        *(sys.executable, "-m", "stream.bench.quix_windows"),
+        *("--window", "60", "--value-field", "values", "--event-time", "ts"),
+        *("--commit-interval", f"{QUIX_COMMIT_INTERVAL:g}"),
+    ]
+    ours = [*service, "--guarantee", "exactly-once", *WINDOW_OPTIONS]
+    return [
+        Case(
+            name,
+            windows,
+            command,
+            "windows",
+            service=name == WINDOWS.ours,
+            reference=WINDOWS.reference,
+            timed_from="committed",
+            latency=False,
+        )
+        for name, command in ((WINDOWS.ours, ours), (WINDOWS.peer, peer))
+    ]
 
 
 def format_cases(service: list[str], registry_url: str, values: int) -> list[Case]:
@@ -221,10 +309,12 @@ def lookup_cases(service: list[str], values: int) -> list[Case]:
 
 
 def choose(cases: list[Case], settings: BenchSettings) -> tuple[list[Case], list[str]]:
-    """The cases ``--cases`` names (by name or group; all when empty), each exactly-once
-    case with its at-least-once twin, in catalogue order; and a line per group skipped
-    for want of a registry or a database."""
-    wanted = {c.strip() for c in settings.cases.split(",") if c.strip()}
+    """The cases ``--cases`` names (by name, commas and all, or group; all when empty),
+    each exactly-once case with its at-least-once twin, a windows case with the rest of
+    its group and its stateless reference, in catalogue order; and a line per group
+    skipped for want of a registry or a database."""
+    tokens = [c.strip() for c in settings.cases.split(",") if c.strip()]
+    wanted = set(tokens)
     notes = []
     if (
         not settings.quick
@@ -235,10 +325,25 @@ def choose(cases: list[Case], settings: BenchSettings) -> tuple[list[Case], list
             "formats cases skipped: they need a Schema Registry "
             "(--schema-registry-url or STREAM_BENCH_SCHEMA_REGISTRY_URL)"
         )
-    names = {c.name for c in cases if not wanted or c.name in wanted or c.group in wanted}
+    names = {
+        c.name
+        for c in cases
+        if not wanted or c.name in wanted or c.group in wanted or _named(c.name, tokens)
+    }
+    if names & {WINDOWS.ours, WINDOWS.peer}:  # the group, and the case it is set beside
+        names |= {WINDOWS.ours, WINDOWS.peer, WINDOWS.reference}
     names |= {p.at_least_once for p in PAIRS if p.exactly_once in names}
     chosen = [c for c in cases if c.name in names]
     if not settings.postgres_dsn and any(c.sink for c in chosen):
         notes.append("sink cases skipped: give --postgres-dsn (or STREAM_BENCH_POSTGRES_DSN)")
         chosen = [c for c in chosen if not c.sink]
     return chosen, notes
+
+
+def _named(name: str, tokens: list[str]) -> bool:
+    """Whether ``--cases``' comma-separated ``tokens`` name a case whose name has commas
+    ("sensor-features, exactly-once"): its parts, in a row."""
+    parts = [p.strip() for p in name.split(",")]
+    return len(parts) > 1 and any(
+        tokens[i : i + len(parts)] == parts for i in range(len(tokens) - len(parts) + 1)
+    )

@@ -18,7 +18,17 @@ transaction's commit. The throughput's time starts at one of:
   lookups in flight allow (issue 12). From the ready line, the lookups' work counts.
   The ready time is this machine's clock and the outputs' times the broker's: they are
   taken as one clock, as the CPU sampling already does (the bench runs beside its
-  broker).
+  broker);
+- the ready line until the end (``"committed"``: the windows group): input records over
+  the time from the ready line until the case's consumer group has committed the
+  input's end offsets, polled every 25 ms with the admin client (this machine's clock
+  throughout). A windows case writes one output per key and closed window, as event
+  time passes, so its outputs cannot time it; its offsets can, and ours and quix-streams
+  commit them alike (in their transactions). The stateless exactly-once case, which the
+  windows are set beside, is timed this way too (``Case.committed_too``), beside its own
+  first-to-last-output rate, so that their ratio is of one clock. A group commits after
+  its last record, so the time counts one commit interval at most beyond the work: our
+  service's --transaction-interval (0.1 s), quix's commit_interval (1 s in the case).
 
 The sink cases count rows by the database's clock (a ``written_at`` column) and have
 no latency run.
@@ -58,7 +68,11 @@ class Result:
     ratio_to_ceiling: float | None = None
     error: str = ""
     reference: str = "ceiling"  # the case --compare judges this one against
-    timed_from: str = "first output"  # or "ready": where its throughput's time starts
+    timed_from: str = "first output"  # or "ready", "committed": how its throughput is timed
+    outputs: int = 0  # records in its output topic (the windows cases: windows closed)
+    # Input records over the time from the ready line until the group's committed offsets
+    # reached the input's end: the "committed" cases, and their stateless reference.
+    committed_records_per_s: float | None = None
 
 
 def timed_span(stamps: list[float], ready_at: float | None) -> tuple[float, int, float]:
@@ -100,10 +114,17 @@ class CaseRunner:
             if case.sink:
                 await self.sink_throughput(case, input_topic, count, result)
                 self.say(f"{label} {case.name}: {result.records_per_s:,.0f} rows/s")
+            elif case.timed_from == "committed":
+                await self.committed_throughput(case, input_topic, result)
+                self.say(
+                    f"{label} {case.name}: {result.records_per_s:,.0f} records/s to the "
+                    f"input's end ({result.outputs:,} outputs)"
+                )
             else:
                 await self.throughput(case, input_topic, count, result)
                 self.say(f"{label} {case.name}: {result.records_per_s:,.0f} records/s; latency")
-                await self.latency(case, result)
+                if case.latency:
+                    await self.latency(case, result)
         except (RuntimeError, OSError, StreamError) as exc:
             result.error = str(exc)
             self.say(f"{label} {case.name}: failed: {exc}")
@@ -140,12 +161,20 @@ class CaseRunner:
     async def throughput(self, case: Case, input_topic: str, count: int, result: Result) -> None:
         output = self.topics.name(f"{slug(case.name)}-out")
         await self.topics.create(output, output + ".dlq", log_append_time=True)
-        command = self.command(case, input_topic, output, self.group_id(case))
+        group = self.group_id(case)
+        command = self.command(case, input_topic, output, group)
         started = await start(command, _ready_line(case), self.env())
         sampler = Sampler(started.process.pid)
         sampler.start()
         try:
-            await self.topics.wait_outputs(output, count, self.s.case_seconds)
+            outputs = self.topics.wait_outputs(output, count, self.s.case_seconds)
+            if case.committed_too:  # the input's end committed, by the windows' clock
+                waits = self.topics.wait_committed(group, input_topic, self.s.case_seconds)
+                _, committed = await asyncio.gather(outputs, waits)
+                span = max(1e-3, committed.at - started.ready_at)
+                result.committed_records_per_s = committed.records / span
+            else:
+                await outputs
         finally:
             await sampler.stop()
             await asyncio.to_thread(stop_group, started.process)
@@ -155,6 +184,33 @@ class CaseRunner:
         ready_at = started.ready_at if case.timed_from == "ready" else None
         stamps = [r.timestamp / 1000 for r in records]
         self._record(case, result, len(records), timed_span(stamps, ready_at), sampler)
+
+    async def committed_throughput(self, case: Case, input_topic: str, result: Result) -> None:
+        """Input records over the time from the ready line until the case's consumer group
+        has committed the input's end (or ``--case-seconds`` passed: then the records its
+        offsets cover by then). Outputs are counted, not timed: a window case writes one
+        per key and closed window, as event time passes, not one per record."""
+        output = self.topics.name(f"{slug(case.name)}-out")
+        await self.topics.create(output, output + ".dlq", log_append_time=True)
+        group = self.group_id(case)
+        started = await start(
+            self.command(case, input_topic, output, group), _ready_line(case), self.env()
+        )
+        sampler = Sampler(started.process.pid)
+        sampler.start()
+        try:
+            committed = await self.topics.wait_committed(group, input_topic, self.s.case_seconds)
+        finally:
+            await sampler.stop()
+            await asyncio.to_thread(stop_group, started.process)
+        if committed.records < 2:
+            raise RuntimeError(f"{case.name}: committed {committed.records} records")
+        if not committed.complete:
+            self.say(f"{case.name}: --case-seconds passed before the input's end was committed")
+        result.outputs = len(await read_all(self.s, output))
+        span = (started.ready_at, committed.records, max(1e-3, committed.at - started.ready_at))
+        self._record(case, result, committed.records, span, sampler)
+        result.committed_records_per_s = result.records_per_s
 
     async def sink_throughput(
         self, case: Case, input_topic: str, count: int, result: Result

@@ -15,6 +15,7 @@ from typing import Any
 from stream import __version__
 from stream.bench.cases import PAIRS
 from stream.bench.measure import Result
+from stream.bench.windows import window_lines, windows
 from stream.config import BenchSettings
 
 # Issue 14: exactly-once at the speed of at-least-once, for both sizes of event.
@@ -60,6 +61,7 @@ def assemble(
         "sink_ratios": sink_ratios(results),
     }
     report["guarantees"] = guarantees(report)
+    report["windows"] = windows(report)
     return report
 
 
@@ -199,6 +201,12 @@ def table(report: dict[str, Any]) -> str:
     timed = [r["name"] for r in report["results"] if r.get("timed_from") == "ready"]
     if timed:
         lines.append("records/s from the ready line, not the first output: " + ", ".join(timed))
+    timed = [r["name"] for r in report["results"] if r.get("timed_from") == "committed"]
+    if timed:
+        lines.append(
+            "input records/s from the ready line until the input's end was committed: "
+            + ", ".join(timed)
+        )
     sink = report.get("sink_ratios") or {}
     if sink:
         parts = []
@@ -207,7 +215,7 @@ def table(report: dict[str, Any]) -> str:
         if "to_kafka_sink" in sink:
             parts.append(f"{sink['to_kafka_sink']:.2f}x the Kafka sink (sensor-features)")
         lines.append("PostgreSQL sink (sensor-features-postgres, rows/s): " + ", ".join(parts))
-    return "\n".join(lines + guarantee_lines(report) + io_table(report))
+    return "\n".join(lines + guarantee_lines(report) + window_lines(report) + io_table(report))
 
 
 def _ratio(value: float | None) -> str:

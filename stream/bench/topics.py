@@ -5,19 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import math
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from stream.config import BenchSettings, KafkaSettings, ProduceSettings
 from stream.kafka import (
     CommittedReader,
     add_topics,
+    admin_client,
     delete_topics,
     end_offsets,
     partition_ids,
 )
+from stream.kafka.admin import _group_offsets
 from stream.kafka.protocols import ConsumedRecord
 from stream.produce import demo_encoder, demo_events, produce
 
@@ -45,6 +52,13 @@ class BenchTopics:
         await add_topics(self.s, names, self.s.partitions, 1, configs)
 
     async def cleanup(self) -> None:
+        """Delete the run's topics, and those the cases made named after their groups (the
+        windows' changelogs: ours and quix-streams')."""
+        with contextlib.suppress(Exception):
+            async with admin_client(self.s) as admin:
+                listed = await admin.list_topics()
+            mark = f"bench-{self.run_id}-"
+            self.names += [t for t in listed if mark in t and t not in self.names]
         if not self.names:
             return
         with contextlib.suppress(Exception):
@@ -68,10 +82,14 @@ class BenchTopics:
             schema_registry_url=self.s.schema_registry_url if payload.format != "json" else "",
         )
         if payload.format == "json":
-            sent, _ = await produce(settings, demo_events(settings))
+            encode: Callable[[Any], bytes] = orjson.dumps
+            if payload.event_span and not rate:
+                span = payload.event_span
+                encode = spread_event_times(event_start(time.time(), span), span / count)
+            sent, _ = await produce(settings, demo_events(settings, encode=encode))
             return sent
-        encode = await asyncio.to_thread(demo_encoder, settings, topic)
-        sent, _ = await produce(settings, demo_events(settings, encode=encode))
+        schema_encode = await asyncio.to_thread(demo_encoder, settings, topic)
+        sent, _ = await produce(settings, demo_events(settings, encode=schema_encode))
         return sent
 
     async def wait_outputs(self, topic: str, count: int, seconds: float) -> None:
@@ -82,10 +100,62 @@ class BenchTopics:
                 return
             await asyncio.sleep(0.2)
 
+    async def wait_committed(
+        self, group: str, topic: str, seconds: float, every: float = 0.025
+    ) -> Committed:
+        """Until ``group``'s committed offsets reach the end of ``topic`` (filled before),
+        or ``seconds`` pass: when, by this machine's clock, and how many records they
+        cover."""
+        ends = await topic_end_offsets(self.s, topic)
+        target = sum(ends.values())
+        deadline = time.monotonic() + seconds
+        async with admin_client(self.s) as admin:
+            while True:
+                offsets = await _group_offsets(admin, group, self.s.connect_timeout)
+                at = time.time()
+                done = committed_records(offsets, topic)
+                if done >= target or time.monotonic() >= deadline:
+                    return Committed(at, done, done >= target)
+                await asyncio.sleep(every)
+
     async def mean_size(self, topic: str) -> float:
         """Mean bytes of a value, over the topic's first 2,000 records."""
         records = await read_all(self.s, topic, limit=2000)
         return float(np.mean([len(r.value or b"") for r in records])) if records else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A consumer group's committed offsets on one input topic, seen at a time."""
+
+    at: float  # time.time() when they were read
+    records: int  # the records they cover (the sum of the offsets: the input starts at 0)
+    complete: bool  # they reached the input's end offsets
+
+
+def committed_records(offsets: dict[Any, Any], topic: str) -> int:
+    """The records a group's committed offsets (``{TopicPartition: OffsetAndMetadata}``)
+    cover on ``topic``: their sum, a partition never committed counting none."""
+    return sum(max(0, meta.offset) for tp, meta in offsets.items() if tp.topic == topic)
+
+
+def event_start(now: float, span: float) -> float:
+    """A minute boundary at least ``span`` seconds and a minute before ``now``: where the
+    event times of a topic that spans ``span`` seconds start."""
+    return (math.floor(now / 60) - math.ceil(span / 60) - 1) * 60.0
+
+
+def spread_event_times(start: float, step: float) -> Callable[[Any], bytes]:
+    """A demo-event encoder (JSON) that sets the n-th event's ``ts`` to ``start + n *
+    step``: the events of a windows case, in event-time order, spanning several windows
+    (made as fast as they are sent, their own ``ts`` would all fall in one minute)."""
+    numbers = itertools.count()
+
+    def encode(event: Any) -> bytes:
+        event["ts"] = start + next(numbers) * step
+        return orjson.dumps(event)
+
+    return encode
 
 
 async def topic_end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:

@@ -10,8 +10,12 @@ import pytest
 from stream.bench.cases import (
     MATRIX_REFERENCE,
     PAIRS,
+    QUIX_COMMIT_INTERVAL,
     SINK_REFERENCE,
+    WINDOW_KEYS,
+    WINDOWS,
     Case,
+    Payload,
     catalogue,
     choose,
 )
@@ -71,7 +75,9 @@ def test_each_case_names_the_reference_it_is_compared_against() -> None:
     assert matrix
     assert {c.reference for c in matrix} == {MATRIX_REFERENCE}
     assert {c.reference for c in cases if c.sink} == {SINK_REFERENCE}
-    others = [c for c in cases if c not in matrix and not c.sink]
+    windows = [c for c in cases if c.group == "windows"]
+    assert {c.reference for c in windows} == {PAIRS[0].exactly_once}
+    others = [c for c in cases if c not in matrix and not c.sink and c not in windows]
     assert {c.reference for c in others} == {"ceiling"}
     references = {c.reference for c in cases}
     assert references <= set(names(cases))
@@ -84,7 +90,9 @@ def test_the_io_cases_are_timed_from_the_ready_line_and_the_rest_from_the_first_
         "lookups: enrich, cold cache",
         "lookups: enrich, 99% cache hits",
     }
-    assert {c.timed_from for c in cases if c.group != "io"} == {"first output"}
+    assert {c.name for c in cases if c.timed_from == "committed"} == {WINDOWS.ours, WINDOWS.peer}
+    others = {c.timed_from for c in cases if c.group not in ("io", "windows")}
+    assert others == {"first output"}
 
 
 @pytest.mark.parametrize(
@@ -105,6 +113,18 @@ def test_the_io_cases_are_timed_from_the_ready_line_and_the_rest_from_the_first_
             ["ceiling", *[f"matrix-inverse, batched {e}" for e in ("inline", "thread", "process")]],
         ),
         ("sink", ["sink-per-row", "sensor-features-postgres"]),
+        (
+            "windows",  # the group brings the stateless case it is set beside, and its twin
+            ["sensor-features", PAIRS[0].exactly_once, WINDOWS.ours, WINDOWS.peer],
+        ),
+        (
+            WINDOWS.peer,  # a name with a comma; one windows case brings the other
+            ["sensor-features", PAIRS[0].exactly_once, WINDOWS.ours, WINDOWS.peer],
+        ),
+        (
+            "sensor-features-large, exactly-once,ceiling",  # the name, not "exactly-once"
+            ["ceiling", "sensor-features-large", "sensor-features-large, exactly-once"],
+        ),
     ],
 )
 def test_cases_chooses_by_name_or_group_in_catalogue_order(
@@ -126,3 +146,53 @@ def test_groups_without_their_service_are_skipped_in_one_line_each() -> None:
     assert "--postgres-dsn" in notes[1]
     only = dataclasses.replace(settings, cases="identity")
     assert choose(catalogue(only, 2), only) == ([by_name(catalogue(only, 2))["identity"]], [])
+
+
+def test_the_windows_group_runs_right_after_the_stateless_exactly_once_case() -> None:
+    order = names(catalogue(EVERYTHING, 2))
+    after = order.index(PAIRS[0].exactly_once)
+    assert order[after + 1 : after + 3] == [WINDOWS.ours, WINDOWS.peer]
+    assert WINDOWS.ours not in names(catalogue(dataclasses.replace(EVERYTHING, quick=True), 2))
+
+
+def test_both_windows_cases_read_one_input_of_many_sensors_over_minutes_of_event_time() -> None:
+    cases = by_name(catalogue(EVERYTHING, 2))
+    ours, peer = cases[WINDOWS.ours], cases[WINDOWS.peer]
+    assert ours.payload == peer.payload
+    windows = ours.payload
+    assert windows.name not in {c.payload.name for c in cases.values() if c.group != "windows"}
+    assert windows.values == cases[PAIRS[0].exactly_once].payload.values  # the same events
+    assert (windows.keys(200_000), windows.keys(1000)) == (WINDOW_KEYS, WINDOW_KEYS)
+    assert windows.event_span >= 180  # several windows close while the input is read
+    for case in (ours, peer):
+        assert (case.group, case.timed_from, case.latency) == ("windows", "committed", False)
+        assert not case.sink
+
+
+def test_ours_runs_the_issues_command_and_quix_the_same_aggregation() -> None:
+    cases = by_name(catalogue(EVERYTHING, 2))
+    ours, peer = cases[WINDOWS.ours], cases[WINDOWS.peer]
+    assert ours.service
+    assert ours.command[ours.command.index("run") + 1 :] == [
+        *("--guarantee", "exactly-once", "--window", "tumbling:60s"),
+        *("--aggregate", "count,sum,mean,std,min,max", "--value-field", "values"),
+        *("--event-time", "ts"),
+    ]
+    assert "--transform" not in ours.command
+    assert not peer.service
+    assert peer.command[1:3] == ["-m", "stream.bench.quix_windows"]
+    options = dict(zip(peer.command[3::2], peer.command[4::2], strict=True))
+    assert options == {
+        "--window": "60",
+        "--value-field": "values",
+        "--event-time": "ts",
+        "--commit-interval": f"{QUIX_COMMIT_INTERVAL:g}",
+    }
+    assert cases[PAIRS[0].exactly_once].committed_too
+    assert [c.name for c in cases.values() if c.committed_too] == [PAIRS[0].exactly_once]
+
+
+def test_a_payload_has_a_fixed_number_of_keys_or_one_per_so_many_records() -> None:
+    assert Payload("a", "sensor").keys(10_000) == 64
+    assert Payload("a", "sensor", per_key=100).keys(10_000) == 100
+    assert Payload("a", "sensor", per_key=100, key_count=7).keys(10_000) == 7

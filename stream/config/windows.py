@@ -68,7 +68,8 @@ class WindowOptions(ObservabilityOptions):
     aggregate: str = opt(
         ",".join(AGGREGATES),
         f"aggregates each window outputs, comma-separated, of {', '.join(AGGREGATES)} "
-        "(std: the population standard deviation)",
+        "(std: the population standard deviation), or package.module:name of your own "
+        "(see stream/windows/README.md)",
         _aggregates,
         "NAMES",
         group=WINDOWS,
@@ -120,7 +121,10 @@ class WindowOptions(ObservabilityOptions):
     @property
     def window_input(self) -> WindowInput | None:
         """Where workers find readings and event times, or None (a stateless run)."""
-        return WindowInput(self.value_field, self.event_time) if self.window else None
+        if not self.window:
+            return None
+        custom = tuple(name for name in self.aggregates if ":" in name)
+        return WindowInput(self.value_field, self.event_time, custom)
 
     @property
     def aggregates(self) -> tuple[str, ...]:

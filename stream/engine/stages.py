@@ -20,10 +20,12 @@ from stream.engine.routing import Router
 from stream.engine.sending import Sender
 from stream.engine.sinking import Database, SinkStage
 from stream.engine.windowing import WindowConfig, Windowing, changelog_topic
+from stream.errors import UsageError
 from stream.formats.spec import JSON, FormatSpec
 from stream.kafka.protocols import Clients, Consumer
 from stream.metrics import Metrics, WindowMetrics
 from stream.pool import Pool
+from stream.windows.custom import Extras
 from stream.worker import BatchResult
 from transforms import Transform
 
@@ -153,6 +155,10 @@ async def make_windowing(
     if spec is None:
         return None
     topic = changelog_topic(settings.group_id, settings.input_topic)
+    try:
+        extras = Extras.of(settings.aggregates)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--aggregate: {exc}") from None
     if await clients.ensure_changelog(topic, settings.input_topic):
         log.info("created the windows' changelog topic %s (compacted)", topic)
     config = WindowConfig(
@@ -163,6 +169,7 @@ async def make_windowing(
         emit_update=settings.emit == "update",
         idle_close_ms=settings.idle_close_ms,
         max_windows=settings.max_windows,
+        extras=extras,
     )
     return Windowing(config, clients, WindowMetrics(metrics.registry))
 

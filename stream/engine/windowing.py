@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from stream.metrics import WindowMetrics
 from stream.offsets import Ticket
 from stream.windows import changelog
 from stream.windows.aggregates import empty_records
+from stream.windows.custom import Extras
 from stream.windows.output import window_value
 from stream.windows.spec import WindowSpec
 from stream.windows.store import WindowResult, WindowStore
@@ -71,6 +72,7 @@ class WindowConfig:
     emit_update: bool = False
     idle_close_ms: int | None = None
     max_windows: int = 10_000_000
+    extras: Extras = field(default_factory=Extras)  # aggregates of one's own
 
 
 class Windowing:
@@ -96,7 +98,7 @@ class Windowing:
         opening on a revoke)."""
         c, tp = self.config, part.tp
         self.owned.pop(tp, None)
-        store, position, records = WindowStore(c.spec), None, 0
+        store, position, records = WindowStore(c.spec, c.extras), None, 0
         started = time.monotonic()
         part.restoring = True
         self.metrics.restoring.inc()
@@ -237,7 +239,7 @@ class Windowing:
         if not closed:
             return None
         result: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        result.set_result(BatchResult([], [], 0.0, 0, window=empty_records(0)))
+        result.set_result(BatchResult([], [], 0.0, 0, window=empty_records(0, c.extras.width)))
         batch = Batch(Ticket(end, end, 0, self.wall()), [], [], [], [], 0, result)
         batch.window_out = self._out(part, owned, closed, end)
         self._gauges()

@@ -16,10 +16,14 @@ arrays of several lengths does it touch each value once from Python.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from stream.windows.custom import Extras
 
 Value = float | int | Sequence[float | int] | NDArray[np.float64]
 _NUMERIC = "iuf"  # numpy kinds taken as readings: signed, unsigned, float
@@ -36,6 +40,7 @@ class Partials:
     m2: NDArray[np.float64]
     min: NDArray[np.float64]
     max: NDArray[np.float64]
+    extra: NDArray[np.float64] = field(default_factory=lambda: np.empty((0, 0)))  # custom columns
 
     def __len__(self) -> int:
         return len(self.count)
@@ -50,6 +55,7 @@ class Partials:
             self.m2[index],
             self.min[index],
             self.max[index],
+            self.extra[index] if len(self.extra) else _no_extra(len(index)),
         )
 
 
@@ -101,41 +107,71 @@ class Records:
     m2: NDArray[np.float64]
     min: NDArray[np.float64]
     max: NDArray[np.float64]
+    extra: NDArray[np.float64]  # custom aggregates' columns, (records, columns)
 
     def __len__(self) -> int:
         return len(self.time)
 
     def take(self, index: NDArray[np.intp] | NDArray[np.bool_]) -> Records:
         """The records at ``index`` (or where it is True), in that order."""
-        return Records(
-            self.time[index],
-            self.count[index],
-            self.sum[index],
-            self.m2[index],
-            self.min[index],
-            self.max[index],
-        )
+        return Records(*(getattr(self, name)[index] for name in _RECORD_FIELDS))
+
+    def put(self, at: NDArray[np.intp], other: Records) -> None:
+        """Write ``other``'s records at positions ``at`` of these."""
+        for name in _RECORD_FIELDS:
+            getattr(self, name)[at] = getattr(other, name)
 
     @classmethod
     def concat(cls, parts: Sequence[Records]) -> Records:
-        """Consecutive slices of a batch, as one."""
+        """Consecutive slices of a batch, as one (custom columns as wide as the widest:
+        a failed record's place holder has none)."""
         if not parts:
             return empty_records(0)
-        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in _RECORD_FIELDS))
+        width = max(p.extra.shape[1] for p in parts)
+        widened = [p if p.extra.shape[1] == width else _widen(p, width) for p in parts]
+        return cls(
+            *(np.concatenate([getattr(p, name) for p in widened]) for name in _RECORD_FIELDS)
+        )
 
 
-_RECORD_FIELDS = ("time", "count", "sum", "m2", "min", "max")
+_RECORD_FIELDS = ("time", "count", "sum", "m2", "min", "max", "extra")
 
 
-def empty_records(n: int) -> Records:
+def _widen(records: Records, width: int) -> Records:
+    r = records
+    return Records(r.time, r.count, r.sum, r.m2, r.min, r.max, np.zeros((len(r), width)))
+
+
+def _no_extra(n: int) -> NDArray[np.float64]:
+    return np.zeros((n, 0))
+
+
+def empty_records(n: int, width: int = 0) -> Records:
     """``n`` records without readings (event time 0): failed records' place holders."""
     ints = np.zeros(n, dtype=np.int64)
     floats = np.zeros(n, dtype=np.float64)
-    return Records(ints, ints.copy(), floats, floats.copy(), floats.copy(), floats.copy())
+    return (
+        Records(
+            ints, ints.copy(), floats, floats.copy(), floats.copy(), floats.copy(), _no_extra(n)
+        )
+        if not width
+        else Records(
+            ints,
+            ints.copy(),
+            floats,
+            floats.copy(),
+            floats.copy(),
+            floats.copy(),
+            np.zeros((n, width)),
+        )
+    )
 
 
 def per_record(
-    times: NDArray[np.int64], counts: NDArray[np.intp], flat: NDArray[np.float64]
+    times: NDArray[np.int64],
+    counts: NDArray[np.intp],
+    flat: NDArray[np.float64],
+    extras: Extras | None = None,
 ) -> Records:
     """Each record's partial of its own readings (``counts[i]`` readings of ``flat``, in
     record order, as :func:`readings` gives them): whole-array numpy, a fixed-width
@@ -158,16 +194,22 @@ def per_record(
         m2[some] = np.add.reduceat(deviation * deviation, first)
         low[some] = np.minimum.reduceat(flat, first)
         high[some] = np.maximum.reduceat(flat, first)
-    return Records(np.asarray(times, dtype=np.int64), count, total, m2, low, high)
+    extra = _no_extra(n) if extras is None else extras.per_record(count, flat)
+    return Records(np.asarray(times, dtype=np.int64), count, total, m2, low, high, extra)
 
 
-def reduce_records(key_id: NDArray[np.int64], start: NDArray[np.int64], r: Records) -> Partials:
+def reduce_records(
+    key_id: NDArray[np.int64],
+    start: NDArray[np.int64],
+    r: Records,
+    extras: Extras | None = None,
+) -> Partials:
     """Per-(key id, window start) partials of per-record partials (one entry per record
     and window, every count positive), sorted by key id then window start: one
     ``np.lexsort``, then grouped sums with Chan's correction of ``m2`` around each
     group's mean, and ``np.minimum.reduceat`` / ``np.maximum.reduceat``."""
     if len(r) == 0:
-        return empty_partials()
+        return empty_partials(extras.width if extras is not None else 0)
     order = np.lexsort((start, key_id))
     keys, starts = key_id[order], start[order]
     count, total, m2 = r.count[order], r.sum[order], r.m2[order]
@@ -186,6 +228,11 @@ def reduce_records(key_id: NDArray[np.int64], start: NDArray[np.int64], r: Recor
         m2=group_m2,
         min=np.minimum.reduceat(r.min[order], first),
         max=np.maximum.reduceat(r.max[order], first),
+        extra=(
+            extras.reduceat(r.extra[order], first)
+            if extras is not None and extras.width
+            else _no_extra(len(first))
+        ),
     )
 
 
@@ -243,8 +290,8 @@ def std(count: NDArray[np.int64], m2: NDArray[np.float64]) -> NDArray[np.float64
     return np.sqrt(np.maximum(m2, 0.0) / count)
 
 
-def empty_partials() -> Partials:
+def empty_partials(width: int = 0) -> Partials:
     """No partials."""
     ints = np.empty(0, dtype=np.int64)
     floats = np.empty(0, dtype=np.float64)
-    return Partials(ints, ints, ints, floats, floats, floats, floats)
+    return Partials(ints, ints, ints, floats, floats, floats, floats, np.zeros((0, width)))

@@ -63,31 +63,59 @@ def parse_stream_time(value: bytes) -> int:
     return int(stream_time)
 
 
-def encode_partials(
+def partial_type(width: int = 0) -> np.dtype[np.void]:
+    """A partial's layout: ``PARTIAL``, then ``width`` custom columns (float64 each)."""
+    if not width:
+        return PARTIAL
+    return np.dtype([*PARTIAL.descr, ("extra", "<f8", (width,))])
+
+
+def encode_partials(  # noqa: PLR0917 - the partial's columns, in their order
     count: NDArray[np.int64],
     total: NDArray[np.float64],
     m2: NDArray[np.float64],
     minimum: NDArray[np.float64],
     maximum: NDArray[np.float64],
+    extra: NDArray[np.float64] | None = None,
 ) -> list[bytes]:
-    """One 40-byte value per partial (packed in one numpy call, then cut)."""
-    packed = np.empty(len(count), dtype=PARTIAL)
+    """One value per partial, 40 bytes and 8 a custom column (packed in one numpy call,
+    then cut)."""
+    width = 0 if extra is None else extra.shape[1]
+    layout = partial_type(width)
+    packed = np.empty(len(count), dtype=layout)
     packed["count"], packed["sum"], packed["m2"] = count, total, m2
     packed["min"], packed["max"] = minimum, maximum
+    if width:
+        packed["extra"] = extra
     data = packed.tobytes()
-    size = PARTIAL.itemsize
+    size = layout.itemsize
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def decode_partials(values: list[bytes]) -> NDArray[np.void]:
-    """The partials in 40-byte values, as one structured array (fields as ``PARTIAL``)."""
-    if any(len(value) != PARTIAL.itemsize for value in values):
-        raise ValueError(f"changelog window value: expected {PARTIAL.itemsize} bytes")
-    return np.frombuffer(b"".join(values), dtype=PARTIAL)
+def decode_partials(values: list[bytes], width: int = 0) -> NDArray[np.void]:
+    """The partials in their values, as one structured array (``partial_type(width)``)."""
+    layout = partial_type(width)
+    if any(len(value) != layout.itemsize for value in values):
+        sizes = sorted({len(value) for value in values} - {layout.itemsize})
+        raise ValueError(
+            f"changelog window value of {sizes[0]} bytes, expected {layout.itemsize}: was it"
+            " written with other custom aggregates? (their columns are part of the state)"
+        )
+    decoded = np.frombuffer(b"".join(values), dtype=layout)
+    if not width:  # one shape for callers: an empty custom part
+        widened = np.zeros(len(decoded), dtype=partial_type_empty())
+        for name in PARTIAL.names or ():
+            widened[name] = decoded[name]
+        return widened
+    return decoded
+
+
+def partial_type_empty() -> np.dtype[np.void]:
+    return np.dtype([*PARTIAL.descr, ("extra", "<f8", (0,))])
 
 
 def parse_changes(
-    changes: Iterable[Change],
+    changes: Iterable[Change], width: int = 0
 ) -> tuple[int | None, list[Key], NDArray[np.int64], NDArray[np.void]]:
     """The state in changelog records read in order, a later record of a window replacing
     an earlier one: ``(stream time or None, input keys, window starts, partials)``, one
@@ -100,7 +128,7 @@ def parse_changes(
         else:
             latest[record_key] = value
     windows = [parse_window_key(record_key) for record_key in latest]
-    removed = bytes(PARTIAL.itemsize)  # count 0: no window holds that
-    partials = decode_partials([removed if v is None else v for v in latest.values()])
+    removed = bytes(partial_type(width).itemsize)  # count 0: no window holds that
+    partials = decode_partials([removed if v is None else v for v in latest.values()], width)
     starts = np.fromiter((s for _, s in windows), dtype=np.int64, count=len(windows))
     return stream_time, [key for key, _ in windows], starts, partials

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from stream.windows.aggregates import Records, empty_records, per_record, readings
+from stream.windows.custom import Extras
 from transforms.base import BadRecord, Transform
 from transforms.batch import apply_batch_fn
 from transforms.codec import JSON_DECODER, Decoder
@@ -38,6 +39,17 @@ class WindowInput:
 
     value_field: str = "values"
     event_time: str = KAFKA_TIME
+    custom: tuple[str, ...] = ()  # aggregates of one's own, by import path
+
+    def extras(self) -> Extras:
+        """The custom aggregates' columns (loaded once per process)."""
+        found = _extras.get(self.custom)
+        if found is None:
+            found = _extras[self.custom] = Extras.of(self.custom)
+        return found
+
+
+_extras: dict[tuple[str, ...], Extras] = {}
 
 
 def window_batch(
@@ -72,7 +84,8 @@ def window_batch(
         good.append(i)
         times.append(stamp)
         found.append(value)
-    records = empty_records(len(values))
+    extras = where.extras()
+    records = empty_records(len(values), extras.width)
     if good:
         try:
             counts, flat = readings(found)
@@ -80,15 +93,14 @@ def window_batch(
             good, times, found = _numeric_only(good, times, found, errors, where.value_field)
             counts, flat = readings(found) if found else readings([])
         if good:
-            mine = per_record(np.asarray(times, dtype=np.int64), counts, flat)
+            mine = per_record(np.asarray(times, dtype=np.int64), counts, flat, extras)
             at = np.asarray(good, dtype=np.intp)
             finite = np.isfinite(mine.sum) & np.isfinite(mine.m2)
             if not finite.all():  # NaN or infinity among its readings
                 for i in at[~finite].tolist():
                     errors.append((i, Reason.INVALID_VALUE, f"{where.value_field!r}: not finite"))
                 mine, at = mine.take(finite), at[finite]
-            for name in ("time", "count", "sum", "m2", "min", "max"):
-                getattr(records, name)[at] = getattr(mine, name)
+            records.put(at, mine)
     errors.sort()
     return errors, records
 

@@ -1,5 +1,6 @@
 """A closed window as an output record value: a JSON object with ``window_start`` and
-``window_end`` (epoch ms) and one field per aggregate asked for, in the order asked.
+``window_end`` (epoch ms) and one field per aggregate asked for, in the order asked
+(an aggregate of one's own under its import path).
 Plain code, no I/O."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ def window_value(result: WindowResult, aggregates: Sequence[str]) -> bytes:
     "<aggregate>": ..., ...}`` as JSON bytes. ``count`` is an integer, the rest floats
     (``std`` the population standard deviation). A non-finite value is written as
     ``null`` (JSON has no NaN)."""
-    unknown = [name for name in aggregates if name not in AGGREGATES]
+    unknown = [name for name in aggregates if name not in AGGREGATES and name not in result.extra]
     if unknown:
         raise ValueError(f"aggregates: unknown {', '.join(unknown)}")
     fields: dict[str, int | float] = {
@@ -25,5 +26,5 @@ def window_value(result: WindowResult, aggregates: Sequence[str]) -> bytes:
         "window_end": result.end,
     }
     for name in aggregates:
-        fields[name] = getattr(result, name)
+        fields[name] = result.extra[name] if name in result.extra else getattr(result, name)
     return orjson.dumps(fields)

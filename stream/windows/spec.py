@@ -42,11 +42,12 @@ def parse_aggregates(text: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in text.split(","))
     if not text.strip() or any(not name for name in names):
         raise ValueError(f"aggregates {text!r}: expected a comma-separated list of {AGGREGATES}")
-    unknown = [name for name in names if name not in AGGREGATES]
+    unknown = [name for name in names if name not in AGGREGATES and ":" not in name]
     if unknown:
         raise ValueError(
             f"aggregates {text!r}: unknown {', '.join(unknown)}"
-            f" (choose from {', '.join(AGGREGATES)})"
+            f" (choose from {', '.join(AGGREGATES)}, or give package.module:name of one of"
+            " your own)"
         )
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:

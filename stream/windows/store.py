@@ -18,8 +18,8 @@ late. Plain code, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,6 +36,7 @@ from stream.windows.aggregates import (
 from stream.windows.aggregates import mean as mean_of
 from stream.windows.aggregates import std as std_of
 from stream.windows.changelog import Change, Key
+from stream.windows.custom import Extras
 from stream.windows.spec import WindowSpec
 from stream.windows.table import WindowTable
 
@@ -57,18 +58,20 @@ class WindowResult:
     std: float
     min: float
     max: float
+    extra: Mapping[str, float] = field(default_factory=dict)  # custom aggregates by name
 
 
 class WindowStore:
     """The open windows of one partition (see the module docstring)."""
 
-    def __init__(self, spec: WindowSpec) -> None:
+    def __init__(self, spec: WindowSpec, extras: Extras | None = None) -> None:
         self.spec = spec
+        self.extras = extras or Extras()
         self.stream_time: int | None = None
         self._keys: list[Key] = []
         self._ids: dict[Key, int] = {}
         self._bits = _FIRST_BITS
-        self._table = WindowTable()
+        self._table = WindowTable(self.extras)
         self._removed: list[tuple[Key, int]] = []  # closed since the last take_changes()
 
     def __len__(self) -> int:
@@ -103,7 +106,7 @@ class WindowStore:
         if not len(keys) == len(stamps) == len(values):
             raise ValueError(f"{len(keys)} keys, {len(stamps)} times, {len(values)} values")
         counts, flat = readings(values)
-        return self.add_records(keys, per_record(stamps, counts, flat))
+        return self.add_records(keys, per_record(stamps, counts, flat, self.extras))
 
     def add_records(self, keys: Sequence[Key], records: Records) -> NDArray[np.bool_]:
         """``add`` for records whose readings are already reduced per record (as worker
@@ -124,7 +127,7 @@ class WindowStore:
         self.stream_time = int(running[-1])
         some = records.count[which] > 0  # a record without readings opens no window
         which, starts = which[some], starts[some]
-        self._merge(reduce_records(ids[which], starts, records.take(which)))
+        self._merge(reduce_records(ids[which], starts, records.take(which), self.extras))
         return late
 
     def _intern_in_range(self, keys: Sequence[Key], starts: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -208,27 +211,7 @@ class WindowStore:
         return self._results(np.flatnonzero(self._table.dirty))
 
     def _results(self, rows: slice | NDArray[np.intp]) -> list[WindowResult]:
-        table = self._table
-        code, count, total = table.code[rows], table.count[rows], table.sum[rows]
-        start = (code >> self._bits) * self.spec.advance_ms
-        key_id = (code & ((1 << self._bits) - 1)).tolist()
-        keys = self._keys
-        results = [
-            WindowResult(keys[k], s, s + self.spec.size_ms, n, t, mu, sd, lo, hi)
-            for k, s, n, t, mu, sd, lo, hi in zip(
-                key_id,
-                start.tolist(),
-                count.tolist(),
-                total.tolist(),
-                mean_of(count, total).tolist(),
-                std_of(count, table.m2[rows]).tolist(),
-                table.min[rows].tolist(),
-                table.max[rows].tolist(),
-                strict=True,
-            )
-        ]
-        results.sort(key=lambda r: (r.start, r.key is not None, r.key or b""))
-        return results
+        return _results(self._table, rows, self._keys, self._bits, self.spec)
 
     def _forget_keys(self) -> None:
         """Drop the keys without open windows once they outnumber the others (so a
@@ -268,7 +251,12 @@ class WindowStore:
         starts = ((code >> self._bits) * self.spec.advance_ms).tolist()
         key_ids = (code & ((1 << self._bits) - 1)).tolist()
         values = changelog.encode_partials(
-            table.count[rows], table.sum[rows], table.m2[rows], table.min[rows], table.max[rows]
+            table.count[rows],
+            table.sum[rows],
+            table.m2[rows],
+            table.min[rows],
+            table.max[rows],
+            table.extra[rows],
         )
         keys = self._keys
         return [
@@ -282,7 +270,7 @@ class WindowStore:
         changed: they are in the changelog already. Raises ``ValueError``, before changing
         anything, for a record that is not the store's (a bad key or value, or a window
         start off this spec's grid)."""
-        restored, keys, starts, partials = changelog.parse_changes(changes)
+        restored, keys, starts, partials = changelog.parse_changes(changes, self.extras.width)
         kept = partials["count"] > 0
         misaligned = starts % self.spec.advance_ms != 0
         if misaligned.any():
@@ -295,7 +283,8 @@ class WindowStore:
         order = np.argsort(codes[kept], kind="stable")
         fields = [partials[name][kept][order] for name in ("count", "sum", "m2", "min", "max")]
         count, total, m2, minimum, maximum = fields
-        self._table.put(codes[kept][order], (count, total, m2, minimum, maximum))
+        extra = partials["extra"][kept][order].reshape(len(order), self.extras.width)
+        self._table.put(codes[kept][order], (count, total, m2, minimum, maximum, extra))
         if restored is not None:
             self._advance(restored)
 
@@ -318,3 +307,41 @@ def _check_range(spec: WindowSpec, starts: NDArray[np.int64], bits: int, keys: i
             f"window start {high if high >= 0 else low} ms is out of range for"
             f" {spec.describe()} with {keys} keys"
         )
+
+
+def _results(
+    table: WindowTable,
+    rows: slice | NDArray[np.intp],
+    keys: list[Key],
+    bits: int,
+    spec: WindowSpec,
+) -> list[WindowResult]:
+    """The windows at ``rows`` with their aggregates, by window start then input key."""
+    code, count, total = table.code[rows], table.count[rows], table.sum[rows]
+    start = (code >> bits) * spec.advance_ms
+    key_id = (code & ((1 << bits) - 1)).tolist()
+    mean, std = mean_of(count, total), std_of(count, table.m2[rows])
+    if table.extras.width:
+        builtin = {"count": count.astype(np.float64), "sum": total, "mean": mean, "std": std}
+        builtin |= {"min": table.min[rows], "max": table.max[rows]}
+        custom = table.extras.results(builtin, table.extra[rows])
+        extra = [dict(zip(custom, v, strict=True)) for v in zip(*custom.values(), strict=True)]
+    else:
+        extra = [{}] * len(code)
+    results = [
+        WindowResult(keys[k], s, s + spec.size_ms, n, t, mu, sd, lo, hi, x)
+        for k, s, n, t, mu, sd, lo, hi, x in zip(
+            key_id,
+            start.tolist(),
+            count.tolist(),
+            total.tolist(),
+            mean.tolist(),
+            std.tolist(),
+            table.min[rows].tolist(),
+            table.max[rows].tolist(),
+            extra,
+            strict=True,
+        )
+    ]
+    results.sort(key=lambda r: (r.start, r.key is not None, r.key or b""))
+    return results

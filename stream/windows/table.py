@@ -2,8 +2,9 @@
 
 The code is ``window_index << bits | key_id`` (``window_index = start // advance``), so
 windows sort by start, then key id, and the windows due to close first are a prefix.
-Columns: ``count`` (int64), ``sum``, ``m2``, ``min``, ``max`` (float64) and ``dirty``
-(changed since the changelog last took them): 49 bytes a window with its code. Lookups
+Columns: ``count`` (int64), ``sum``, ``m2``, ``min``, ``max`` (float64), ``dirty``
+(changed since the changelog last took them): 49 bytes a window with its code; and
+``extra``, the columns of custom aggregates (``stream.windows.custom``), 8 bytes each. Lookups
 are one ``np.searchsorted``; merges, inserts and removals are whole-array numpy calls
 (an insert or removal copies the columns once). Plain code, no I/O.
 """
@@ -14,15 +15,19 @@ import numpy as np
 from numpy.typing import NDArray
 
 from stream.windows.aggregates import Partials, merge
+from stream.windows.custom import Extras
 
 Floats = NDArray[np.float64]
-Columns = tuple[NDArray[np.int64], Floats, Floats, Floats, Floats]  # count, sum, m2, min, max
+# count, sum, m2, min, max, extra
+Columns = tuple[NDArray[np.int64], Floats, Floats, Floats, Floats, Floats]
 
 
 class WindowTable:
     """The columns of the open windows, in code order."""
 
-    def __init__(self) -> None:
+    def __init__(self, extras: Extras | None = None) -> None:
+        self.extras = extras or Extras()
+        self.extra = np.zeros((0, self.extras.width))
         self.code = np.empty(0, dtype=np.int64)
         self.count = np.empty(0, dtype=np.int64)
         self.sum = np.empty(0, dtype=np.float64)
@@ -38,7 +43,7 @@ class WindowTable:
     def nbytes(self) -> int:
         """Bytes held by the columns."""
         columns = (self.code, self.count, self.sum, self.m2, self.min, self.max, self.dirty)
-        return sum(c.nbytes for c in columns)
+        return sum(c.nbytes for c in columns) + self.extra.nbytes
 
     def find(self, codes: NDArray[np.int64]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
         """For sorted ``codes``: the row where each is or would go, and which exist."""
@@ -59,21 +64,30 @@ class WindowTable:
         )
         self.min[rows] = np.minimum(self.min[rows], p.min[found])
         self.max[rows] = np.maximum(self.max[rows], p.max[found])
+        extra = self._extra_of(p)
+        if self.extras.width:
+            self.extra[rows] = self.extras.merge(self.extra[rows], extra[found])
         self.dirty[rows] = True
         new = ~found
-        columns = (p.count[new], p.sum[new], p.m2[new], p.min[new], p.max[new])
+        columns = (p.count[new], p.sum[new], p.m2[new], p.min[new], p.max[new], extra[new])
         self.insert(pos[new], codes[new], columns, dirty=True)
+
+    def _extra_of(self, p: Partials) -> Floats:
+        if p.extra.shape == (len(p), self.extras.width):
+            return p.extra
+        return np.zeros((len(p), self.extras.width))
 
     def put(self, codes: NDArray[np.int64], columns: Columns) -> None:
         """Set windows (unique ``codes``, sorted) to the given values, replacing what
         they held; not marked changed (as a restore does)."""
         pos, found = self.find(codes)
         rows = pos[found]
-        count, total, m2, minimum, maximum = columns
+        count, total, m2, minimum, maximum, extra = columns
         self.count[rows], self.sum[rows], self.m2[rows] = count[found], total[found], m2[found]
         self.min[rows], self.max[rows] = minimum[found], maximum[found]
+        self.extra[rows] = extra[found]
         new = ~found
-        rest = (count[new], total[new], m2[new], minimum[new], maximum[new])
+        rest = (count[new], total[new], m2[new], minimum[new], maximum[new], extra[new])
         self.insert(pos[new], codes[new], rest, dirty=False)
 
     def insert(
@@ -82,8 +96,9 @@ class WindowTable:
         """Insert new windows before rows ``pos`` (sorted codes keep the order)."""
         if len(pos) == 0:
             return
-        count, total, m2, minimum, maximum = columns
+        count, total, m2, minimum, maximum, extra = columns
         self.code = np.insert(self.code, pos, codes)
+        self.extra = np.insert(self.extra, pos, extra, axis=0)
         self.count = np.insert(self.count, pos, count)
         self.sum = np.insert(self.sum, pos, total)
         self.m2 = np.insert(self.m2, pos, m2)
@@ -101,7 +116,7 @@ class WindowTable:
         """Keep only the windows at ``rows`` (increasing)."""
         self.code, self.count, self.sum = self.code[rows], self.count[rows], self.sum[rows]
         self.m2, self.min, self.max = self.m2[rows], self.min[rows], self.max[rows]
-        self.dirty = self.dirty[rows]
+        self.dirty, self.extra = self.dirty[rows], self.extra[rows]
 
     def recode(self, bits: int, new_bits: int, remap: NDArray[np.int64] | None) -> None:
         """Move the key-id field from ``bits`` to ``new_bits`` wide and/or renumber key

@@ -76,7 +76,7 @@ async def test_a_record_the_broker_refuses_is_a_dead_letter_and_the_rest_flow(
     guarantee: str,
 ) -> None:
     def refuse(topic: str, record: OutRecord) -> str | None:
-        big = topic == "out" and orjson.loads(record[1]).get("n") == 10
+        big = topic == "out" and orjson.loads(record[1] or b"").get("n") == 10
         return "MessageSizeTooLargeError" if big else None
 
     broker = FakeBroker(refuse=refuse)
@@ -95,7 +95,7 @@ async def test_a_record_the_broker_refuses_is_a_dead_letter_and_the_rest_flow(
 
 async def test_a_dead_letter_the_broker_refuses_becomes_a_minimal_one() -> None:
     def refuse(topic: str, record: OutRecord) -> str | None:
-        if topic == "out" and orjson.loads(record[1]).get("n") == 3:
+        if topic == "out" and orjson.loads(record[1] or b"").get("n") == 3:
             return "MessageSizeTooLargeError"
         if topic == "in.dlq" and record[1]:
             return "MessageSizeTooLargeError"
@@ -320,7 +320,7 @@ async def test_an_output_over_the_topic_limit_is_a_dead_letter_without_a_send() 
 
     def watch(topic: str, record: OutRecord) -> str | None:
         if topic == "out":
-            sent.append(len(record[1]))
+            sent.append(len(record[1] or b""))
         return None
 
     broker = FakeBroker(limits={"out": 1000}, refuse=watch)

@@ -79,7 +79,7 @@ async def test_shutdown_commits_the_open_transaction_without_waiting_for_its_int
 
 async def test_a_refusal_redoes_every_batch_of_the_open_transaction_once() -> None:
     def refuse(topic: str, record: OutRecord) -> str | None:
-        big = topic == "out" and orjson.loads(record[1]).get("n") == 25
+        big = topic == "out" and orjson.loads(record[1] or b"").get("n") == 25
         return "MessageSizeTooLargeError" if big else None
 
     broker = FakeBroker(refuse=refuse)

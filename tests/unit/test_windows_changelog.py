@@ -42,7 +42,7 @@ def test_partials_round_trip_and_bad_lengths_are_refused() -> None:
     back = changelog.decode_partials(values)
     assert back["count"].tolist() == [1, 5]
     assert back["max"].tolist() == [0.5, 1e300]
-    with pytest.raises(ValueError, match="expected 40 bytes"):
+    with pytest.raises(ValueError, match="of 39 bytes, expected 40"):
         changelog.decode_partials([values[0][:39]])
     assert len(changelog.decode_partials([])) == 0
 

@@ -158,16 +158,17 @@ class Windowing:
 
     def step(self, part: Partition, batches: list[Batch]) -> None:
         """Move the partition's windows on by each batch, in input order; each batch
-        then carries its outputs and changelog records (made once: a batch sent again
-        sends the same)."""
+        then carries its outputs, and the last one the changelog records of the state
+        they left (one record per window changed by any of them: fewer to write and to
+        restore). Made once: a batch sent again sends the same."""
         owned = self.owned[part.tp]
-        for batch in batches:
-            if batch.window_out is None:
-                self._step(part, owned, batch)
+        todo = [batch for batch in batches if batch.window_out is None]
+        for at, batch in enumerate(todo, 1):
+            self._step(part, owned, batch, last=at == len(todo) or self.config.emit_update)
         self._gauges()
         self._check_cap()
 
-    def _step(self, part: Partition, owned: Owned, batch: Batch) -> None:
+    def _step(self, part: Partition, owned: Owned, batch: Batch, *, last: bool) -> None:
         result = batch.result.result()
         records = result.window
         if records is None:
@@ -194,10 +195,16 @@ class Windowing:
         self.metrics.late.inc(int(late.sum()))
         if len(index):
             owned.last_record = self.wall()
-        batch.window_out = self._out(part, owned, store.close(), batch.ticket.end)
+        batch.window_out = self._out(part, owned, store.close(), batch.ticket.end, last=last)
 
     def _out(
-        self, part: Partition, owned: Owned, closed: list[WindowResult], end: int
+        self,
+        part: Partition,
+        owned: Owned,
+        closed: list[WindowResult],
+        end: int,
+        *,
+        last: bool = True,
     ) -> WindowOut:
         c = self.config
         results = closed + (owned.store.changed() if c.emit_update else [])
@@ -210,9 +217,11 @@ class Windowing:
             )
             for r in results
         ]
+        self.metrics.closed.inc(len(closed))
+        if not last:  # the group's last batch writes the state they leave
+            return WindowOut(outputs, [])
         owned.position = end
         changes = [*owned.store.take_changes(), changelog.position_change(end)]
-        self.metrics.closed.inc(len(closed))
         p = part.tp.partition
         return WindowOut(outputs, [(key, value, None, p) for key, value in changes])
 

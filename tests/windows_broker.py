@@ -1,0 +1,182 @@
+"""What the windows' broker tests share: timestamped events, feeding them, closing every
+window with one far-future record per partition, and the reference's answer for what
+the input topic holds (:mod:`tests.windows_reference`, which shares no code with the
+service)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from stream.config import ProduceSettings
+from stream.produce import Event, produce
+from tests.helpers import Service, Topics, get, metrics_url, read_topic, scrape_until
+from tests.windows_reference import Outcome, Shape, Window, differences, event_of, run
+
+T0 = 1_700_000_000_000  # epoch ms: 2023-11-14, a whole second
+CLOSER = b"~closer"  # the key of the far-future records that close every window before them
+
+
+def changelog_topic(topics: Topics) -> str:
+    """The changelog the service makes for the group's windows over the input."""
+    return f"{topics.group}-{topics.input}-windows-changelog"
+
+
+async def drop_changelog(topics: Topics) -> None:
+    """Delete the changelog, if the service made one (the topics' own fixture drops the
+    rest)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=topics.bootstrap)
+    await admin.start()
+    try:
+        if changelog_topic(topics) in await admin.list_topics():
+            await admin.delete_topics([changelog_topic(topics)])
+    finally:
+        await admin.close()
+
+
+def windowed(window: str, *extra: str) -> tuple[str, ...]:
+    """`stream run` options for windows over the events these tests make."""
+    return (
+        "--guarantee",
+        "exactly-once",
+        "--window",
+        window,
+        "--event-time",
+        "ts",
+        "--value-field",
+        "values",
+        *extra,
+    )
+
+
+def event(key: str | bytes, ms: int, values: float | list[float]) -> Event:
+    """One event at epoch ``ms`` (sent as seconds, ``ts``) with its readings."""
+    raw = key.encode() if isinstance(key, str) else key
+    return Event(raw, orjson.dumps({"ts": ms / 1000, "values": values}))
+
+
+def spread(
+    rng: random.Random, keys: int, count: int, start: int, span: int, *, jitter: int = 0
+) -> list[Event]:
+    """``count`` events over ``keys`` keys, event times rising evenly from ``start`` over
+    ``span`` ms, each moved by up to ``jitter`` ms either way (out of order: some late).
+    Readings: one to four floats, or a bare number."""
+    events = []
+    for i in range(count):
+        ms = start + i * span // count + rng.randint(-jitter, jitter)
+        readings = [round(rng.uniform(1.0, 100.0), 6) for _ in range(rng.randint(1, 4))]
+        value: float | list[float] = readings[0] if rng.random() < 0.2 else readings
+        events.append(event(f"k{rng.randrange(keys):03d}", ms, value))
+    return events
+
+
+async def feed(topics: Topics, events: Iterable[Event]) -> int:
+    """Produce ``events`` with `stream produce`'s code; how many were sent."""
+    todo = list(events)
+    settings = ProduceSettings(
+        bootstrap_servers=topics.bootstrap,
+        input_topic=topics.input,
+        count=len(todo),
+        quiet=True,
+    )
+    sent, _ = await produce(settings, iter(todo))
+    assert sent == len(todo)
+    return sent
+
+
+async def close_all(topics: Topics, ms: int) -> None:
+    """One record at ``ms`` on every input partition: its stream time moves there, so
+    every window ending (with its grace) before it closes. The records' own windows stay
+    open, in the service as in the reference."""
+    producer = AIOKafkaProducer(bootstrap_servers=topics.bootstrap, acks="all")
+    await producer.start()
+    try:
+        body = orjson.dumps({"ts": ms / 1000, "values": 0.0})
+        sent = [
+            await producer.send(topics.input, body, key=CLOSER, partition=p)
+            for p in range(topics.partitions)
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+async def input_records(topics: Topics, count: int) -> list[Any]:
+    records = await read_topic(topics.bootstrap, topics.input, count, wait=60)
+    assert len(records) == count, f"{len(records)} of {count} input records read back"
+    return records
+
+
+async def reference(
+    topics: Topics, count: int, shape: Shape, idle_until: dict[int, int] | None = None
+) -> Outcome:
+    """The reference's answer for the ``count`` records of the input topic."""
+    events = [e for e in map(event_of, await input_records(topics, count)) if e is not None]
+    return run(events, shape, idle_until)
+
+
+async def assert_outputs(
+    topics: Topics, expected: list[Window], aggregates: Iterable[str], wait: float = 60
+) -> list[Any]:
+    """The output topic (read_committed) holds exactly ``expected``: no window missing,
+    none extra, none twice, every aggregate right. The output records."""
+    outputs = await read_topic(topics.bootstrap, topics.output, len(expected), wait=wait)
+    problems = differences(expected, outputs, tuple(aggregates))
+    shown = "\n".join(problems[:20])
+    assert not problems, f"{len(problems)} differences from the reference:\n{shown}"
+    assert len(outputs) == len(expected)
+    return outputs
+
+
+async def dead_letters(topics: Topics, count: int, wait: float = 30) -> list[Any]:
+    return await read_topic(topics.bootstrap, topics.dlq, count, wait=wait)
+
+
+def source(record: Any) -> tuple[int, int]:
+    """(partition, offset) of a dead letter's input record, from its headers."""
+    headers = {name: value for name, value in record.headers}
+    return int(headers["stream.source.partition"]), int(headers["stream.source.offset"])
+
+
+def reason(record: Any) -> str:
+    return str(dict(record.headers)["stream.error.reason"].decode())
+
+
+def base_url(service: Service) -> str:
+    return metrics_url(service).removesuffix("/metrics")
+
+
+async def wait_restoring(service: Service, wait: float = 60) -> str:
+    """Poll /readyz until it says the service is restoring window state; its body."""
+    base = base_url(service)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        _status, body = await asyncio.to_thread(get, base + "/readyz")
+        if b"restoring window state" in body:
+            return body.decode()
+        await asyncio.sleep(0.01)
+    raise AssertionError("/readyz never said it was restoring:\n" + service.log())
+
+
+async def metric(service: Service, name: str, at_least: float = 0.0) -> float:
+    """The value of an unlabelled metric once it reaches ``at_least`` (or after 30 s)."""
+
+    def value(text: str) -> float | None:
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
+
+    text = await scrape_until(
+        metrics_url(service), lambda t: (value(t) or 0.0) >= at_least and value(t) is not None
+    )
+    found = value(text)
+    assert found is not None, f"no {name} in the metrics"
+    return found

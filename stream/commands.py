@@ -222,6 +222,10 @@ def _given(args: argparse.Namespace) -> set[str]:
 
 def cmd_try(args: argparse.Namespace) -> int:
     settings: TrySettings = settings_from(TrySettings, args)
+    if settings.window:
+        from stream.trial_windows import try_windows  # noqa: PLC0415
+
+        return try_windows(settings, sys.stdin.buffer, print)
     from stream.trial import Trial, report_lines, run_file  # noqa: PLC0415
     from transforms import resolve  # noqa: PLC0415
 

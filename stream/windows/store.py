@@ -38,7 +38,7 @@ from stream.windows.aggregates import std as std_of
 from stream.windows.changelog import Change, Key
 from stream.windows.custom import Extras
 from stream.windows.spec import WindowSpec
-from stream.windows.table import WindowTable
+from stream.windows.table import Tiers, WindowTable
 
 _INT64_MIN = int(np.iinfo(np.int64).min)
 _INT64_MAX = int(np.iinfo(np.int64).max)
@@ -71,7 +71,7 @@ class WindowStore:
         self._keys: list[Key] = []
         self._ids: dict[Key, int] = {}
         self._bits = _FIRST_BITS
-        self._table = WindowTable(self.extras)
+        self._table = Tiers(self.extras)
         self._removed: list[tuple[Key, int]] = []  # closed since the last take_changes()
 
     def __len__(self) -> int:
@@ -165,11 +165,11 @@ class WindowStore:
         if bits > self._bits:
             _check_range(
                 self.spec,
-                (self._table.code >> self._bits) * self.spec.advance_ms,
+                (self._table.flushed().code >> self._bits) * self.spec.advance_ms,
                 bits,
                 len(self._keys),
             )
-        self._table.recode(self._bits, bits, remap)
+        self._table.flushed().recode(self._bits, bits, remap)
         self._bits = bits
 
     def _merge(self, partials: Partials) -> None:
@@ -192,33 +192,37 @@ class WindowStore:
         spec = self.spec
         last_closed = (self.stream_time - spec.size_ms - spec.grace_ms) // spec.advance_ms
         bound = min(max((last_closed + 1) << self._bits, _INT64_MIN), _INT64_MAX)
-        cut = int(np.searchsorted(self._table.code, bound, side="left"))
-        if cut == 0:
+        if not self._table.any_below(bound):
             return []
-        closed = self._results(slice(0, cut))
+        table = self._table.flushed()
+        cut = int(np.searchsorted(table.code, bound, side="left"))
+        closed = self._results(table, slice(0, cut))
         self._removed.extend((r.key, r.start) for r in closed)
-        self._table.keep(np.arange(cut, len(self._table)))
+        table.keep(np.arange(cut, len(table)))
         self._forget_keys()
         return closed
 
     def windows(self) -> list[WindowResult]:
         """Every open window's current aggregates, by window start then input key."""
-        return self._results(slice(0, len(self._table)))
+        table = self._table.flushed()
+        return self._results(table, slice(0, len(table)))
 
     def changed(self) -> list[WindowResult]:
         """The open windows changed since the changelog last took the changes (their
         current aggregates, for ``--emit update``), by window start then input key."""
-        return self._results(np.flatnonzero(self._table.dirty))
+        found = [r for t, rows in self._table.dirty_rows() for r in self._results(t, rows)]
+        found.sort(key=_order)
+        return found
 
-    def _results(self, rows: slice | NDArray[np.intp]) -> list[WindowResult]:
-        return _results(self._table, rows, self._keys, self._bits, self.spec)
+    def _results(self, table: WindowTable, rows: slice | NDArray[np.intp]) -> list[WindowResult]:
+        return _results(table, rows, self._keys, self._bits, self.spec)
 
     def _forget_keys(self) -> None:
         """Drop the keys without open windows once they outnumber the others (so a
         stream of ever-new keys keeps memory flat); the ids left keep their order."""
         if len(self._keys) <= 2 * len(self._table) + 1024:
             return
-        live = np.unique(self._table.code & ((1 << self._bits) - 1))
+        live = np.unique(self._table.flushed().code & ((1 << self._bits) - 1))
         remap = np.zeros(len(self._keys), dtype=np.int64)
         remap[live] = np.arange(len(live), dtype=np.int64)
         self._recode(self._bits, remap)
@@ -231,22 +235,23 @@ class WindowStore:
         """The changelog records since the last call (tombstones for closed windows, the
         new value of each changed window, then the stream time), and forget them."""
         changes: list[Change] = [(changelog.window_key(k, s), None) for k, s in self._removed]
-        changes += self._encode(np.flatnonzero(self._table.dirty))
+        for table, rows in self._table.dirty_rows():
+            changes += self._encode(table, rows)
         if self.stream_time is not None:
             changes.append(changelog.stream_time_change(self.stream_time))
         self._removed.clear()
-        self._table.dirty[:] = False
+        self._table.clear_dirty()
         return changes
 
     def snapshot(self) -> list[Change]:
         """Every open window and the stream time, as changelog records."""
-        changes = self._encode(np.arange(len(self._table)))
+        table = self._table.flushed()
+        changes = self._encode(table, np.arange(len(table)))
         if self.stream_time is not None:
             changes.append(changelog.stream_time_change(self.stream_time))
         return changes
 
-    def _encode(self, rows: NDArray[np.intp]) -> list[Change]:
-        table = self._table
+    def _encode(self, table: WindowTable, rows: NDArray[np.intp]) -> list[Change]:
         code = table.code[rows]
         starts = ((code >> self._bits) * self.spec.advance_ms).tolist()
         key_ids = (code & ((1 << self._bits) - 1)).tolist()
@@ -279,12 +284,13 @@ class WindowStore:
                 f" {self.spec.describe()}: was the changelog written for other windows?"
             )
         codes = self._codes(self._intern_in_range(keys, starts), starts)
-        self._table.remove(np.sort(codes[~kept]))
+        table = self._table.flushed()
+        table.remove(np.sort(codes[~kept]))
         order = np.argsort(codes[kept], kind="stable")
         fields = [partials[name][kept][order] for name in ("count", "sum", "m2", "min", "max")]
         count, total, m2, minimum, maximum = fields
         extra = partials["extra"][kept][order].reshape(len(order), self.extras.width)
-        self._table.put(codes[kept][order], (count, total, m2, minimum, maximum, extra))
+        table.put(codes[kept][order], (count, total, m2, minimum, maximum, extra))
         if restored is not None:
             self._advance(restored)
 
@@ -343,5 +349,10 @@ def _results(
             strict=True,
         )
     ]
-    results.sort(key=lambda r: (r.start, r.key is not None, r.key or b""))
+    results.sort(key=_order)
     return results
+
+
+def _order(r: WindowResult) -> tuple[int, bool, bytes]:
+    """Windows by start, then input key (a null key first)."""
+    return (r.start, r.key is not None, r.key or b"")

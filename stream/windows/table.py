@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from stream.windows.aggregates import Partials, merge
 from stream.windows.custom import Extras
 
+FRESH_MIN = 4096  # windows the small table of Tiers holds before it may be merged
 Floats = NDArray[np.float64]
 # count, sum, m2, min, max, extra
 Columns = tuple[NDArray[np.int64], Floats, Floats, Floats, Floats, Floats]
@@ -52,10 +53,12 @@ class WindowTable:
         found[found] = self.code[pos[found]] == codes[found]
         return pos, found
 
-    def merge(self, codes: NDArray[np.int64], p: Partials) -> None:
+    def merge(
+        self, codes: NDArray[np.int64], p: Partials, *, insert: bool = True
+    ) -> NDArray[np.bool_]:
         """Merge partials (unique ``codes``, sorted, in the partials' order) into the
-        windows: existing ones with Chan's update and min/max, new ones inserted. Marks
-        them changed."""
+        windows: existing ones with Chan's update and min/max, new ones inserted (unless
+        not ``insert``). Marks them changed; returns which were there."""
         pos, found = self.find(codes)
         rows = pos[found]
         self.count[rows], self.sum[rows], self.m2[rows] = merge(
@@ -69,8 +72,10 @@ class WindowTable:
             self.extra[rows] = self.extras.merge(self.extra[rows], extra[found])
         self.dirty[rows] = True
         new = ~found
-        columns = (p.count[new], p.sum[new], p.m2[new], p.min[new], p.max[new], extra[new])
-        self.insert(pos[new], codes[new], columns, dirty=True)
+        if insert:
+            columns = (p.count[new], p.sum[new], p.m2[new], p.min[new], p.max[new], extra[new])
+            self.insert(pos[new], codes[new], columns, dirty=True)
+        return found
 
     def _extra_of(self, p: Partials) -> Floats:
         if p.extra.shape == (len(p), self.extras.width):
@@ -91,7 +96,11 @@ class WindowTable:
         self.insert(pos[new], codes[new], rest, dirty=False)
 
     def insert(
-        self, pos: NDArray[np.intp], codes: NDArray[np.int64], columns: Columns, dirty: bool
+        self,
+        pos: NDArray[np.intp],
+        codes: NDArray[np.int64],
+        columns: Columns,
+        dirty: bool | NDArray[np.bool_],
     ) -> None:
         """Insert new windows before rows ``pos`` (sorted codes keep the order)."""
         if len(pos) == 0:
@@ -125,3 +134,55 @@ class WindowTable:
         if remap is not None:
             key_id = remap[key_id]
         self.code = ((self.code >> bits) << new_bits) | key_id
+
+
+class Tiers:
+    """The open windows as two sorted tables: a large one and a small one that new
+    windows go into, merged into the large one once it holds an eighth as many. A batch
+    opening windows then copies the small table, not every window (np.insert copies
+    all): opening a million windows costs a few copies of the state, not one per batch.
+    Whatever needs one sorted view (closing windows, snapshots, restores) merges first;
+    closing does only when a window is due, about once per window period."""
+
+    def __init__(self, extras: Extras | None = None) -> None:
+        self.extras = extras or Extras()
+        self.main = WindowTable(self.extras)
+        self.fresh = WindowTable(self.extras)
+
+    def __len__(self) -> int:
+        return len(self.main) + len(self.fresh)
+
+    @property
+    def nbytes(self) -> int:
+        return self.main.nbytes + self.fresh.nbytes
+
+    def merge(self, codes: NDArray[np.int64], p: Partials) -> None:
+        """Merge partials (unique sorted ``codes``) into the windows; new ones go into
+        the small table."""
+        new = ~self.main.merge(codes, p, insert=False)
+        if new.any():
+            self.fresh.merge(codes[new], p.take(np.flatnonzero(new)))
+        if len(self.fresh) > max(FRESH_MIN, len(self.main) // 8):
+            self.flushed()
+
+    def flushed(self) -> WindowTable:
+        """The windows as one sorted table (the small one merged into the large one)."""
+        fresh = self.fresh
+        if len(fresh):
+            pos = np.searchsorted(self.main.code, fresh.code)
+            columns = (fresh.count, fresh.sum, fresh.m2, fresh.min, fresh.max, fresh.extra)
+            self.main.insert(pos, fresh.code, columns, dirty=fresh.dirty)
+            self.fresh = WindowTable(self.extras)
+        return self.main
+
+    def any_below(self, bound: int) -> bool:
+        """Whether a window's code is below ``bound`` (one is due to close)."""
+        return any(len(t) and int(t.code[0]) < bound for t in (self.main, self.fresh))
+
+    def dirty_rows(self) -> list[tuple[WindowTable, NDArray[np.intp]]]:
+        """Each table with the rows changed since the dirty marks were last cleared."""
+        return [(t, np.flatnonzero(t.dirty)) for t in (self.main, self.fresh)]
+
+    def clear_dirty(self) -> None:
+        self.main.dirty[:] = False
+        self.fresh.dirty[:] = False

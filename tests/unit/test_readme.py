@@ -25,7 +25,7 @@ from stream.config import (
     option_fields,
 )
 from stream.config.reference import anchor, commands, render
-from stream.metrics import Metrics
+from stream.metrics import Metrics, WindowMetrics
 from tests.readme_tutorial import long_running, tutorial
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,6 +98,7 @@ def _documented_metrics() -> dict[str, tuple[str, frozenset[str]]]:
 
 def test_the_metrics_page_names_every_metric_with_its_type_and_labels() -> None:
     metrics = Metrics("identity", "in", "out", "in.dlq", sinks=("postgres",))
+    WindowMetrics(metrics.registry)  # --window's, registered when it is on
     declared: dict[str, tuple[str, frozenset[str]]] = {}
     for collector in metrics.registry._collector_to_names:
         if not isinstance(collector, MetricWrapperBase):

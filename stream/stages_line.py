@@ -4,6 +4,8 @@ enrichment and the sinks beside the output topic, e.g.::
     enrichment: GET http://127.0.0.1:8080/sensors/{sensor_id} -> meta;
     sink: postgres table sensor_features
 
+or ``windows: tumbling:60s grace 5s of values by ts: count,mean (emit close)``.
+
 Pure (no I/O). URLs are shown with their credentials hidden (user information, and
 query values named like a token or password), as the enrichment template redacts them.
 """
@@ -20,8 +22,20 @@ from stream.url_template import TemplateError, UrlTemplate
 def describe_stages(settings: RunSettings) -> str:
     """The optional stages that are on, ``; ``-separated; "" when none is (JSON in and
     out, no enrichment, results only to the output topic)."""
-    parts = [part for part in (_formats(settings), _enrichment(settings), _sinks(settings)) if part]
-    return "; ".join(parts)
+    stages = (_formats(settings), _enrichment(settings), _windows(settings), _sinks(settings))
+    return "; ".join(part for part in stages if part)
+
+
+def _windows(settings: RunSettings) -> str:
+    spec = settings.window_spec
+    if spec is None:
+        return ""
+    idle = f", idle close {settings.idle_close}" if settings.idle_close else ""
+    time = "the Kafka timestamp" if settings.event_time == "kafka" else settings.event_time
+    return (
+        f"windows: {settings.window} grace {settings.grace} of {settings.value_field} by "
+        f"{time}: {settings.aggregate} (emit {settings.emit}{idle})"
+    )
 
 
 def _formats(settings: RunSettings) -> str:

@@ -70,3 +70,19 @@ def test_credentials_in_urls_never_show() -> None:
     assert "registry.example" in line
     # A text that is not a URL template shows its scheme and host only.
     assert shown_url("https://u:p@host.example/{not closed") == "https://host.example/..."
+
+
+def test_windows_are_named_with_their_shape_field_time_and_aggregates() -> None:
+    settings = RunSettings(
+        window="hopping:5m/1m",
+        guarantee="exactly-once",
+        event_time="ts",
+        aggregate="count,max",
+        idle_close="30s",
+    )
+    assert describe_stages(settings) == (
+        "windows: hopping:5m/1m grace 0s of values by ts: count,max (emit close, idle close 30s)"
+    )
+    assert "the Kafka timestamp" in describe_stages(
+        RunSettings(window="tumbling:1m", guarantee="exactly-once")
+    )

@@ -61,6 +61,7 @@ class Owned:
     store: WindowStore
     position: int | None
     last_record: float
+    shape_written: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ class Windowing:
         c, tp = self.config, part.tp
         self.owned.pop(tp, None)
         store, position, records = WindowStore(c.spec, c.extras), None, 0
+        shape: bytes | None = None
         started = time.monotonic()
         part.restoring = True
         self.metrics.restoring.inc()
@@ -108,6 +110,8 @@ class Windowing:
                 for key, value in chunk:
                     if key == changelog.POSITION_KEY:
                         position = None if value is None else changelog.parse_stream_time(value)
+                    elif key == changelog.SHAPE_KEY:
+                        shape = value
                     else:
                         windows.append((key, value))
                 records += len(chunk)
@@ -119,9 +123,16 @@ class Windowing:
         finally:
             part.restoring = False
             self.metrics.restoring.dec()
+        if shape is not None and shape != self._shape():
+            raise FatalError(
+                f"the changelog {c.topic}[{tp.partition}] holds windows of "
+                f"{shape.decode(errors='replace')!r}, not {self._shape().decode()!r}: its state "
+                "would not mean what it says; give the windows it was written with, or delete "
+                "the changelog topic (and reset the group) to start the windows afresh"
+            )
         seconds = time.monotonic() - started
         self.metrics.restore_duration.observe(seconds)
-        self.owned[tp] = Owned(store, position, self.wall())
+        self.owned[tp] = Owned(store, position, self.wall(), shape_written=shape is not None)
         self._gauges()
         if records:
             log.info(
@@ -222,8 +233,18 @@ class Windowing:
             return WindowOut(outputs, [])
         owned.position = end
         changes = [*owned.store.take_changes(), changelog.position_change(end)]
+        if not owned.shape_written:
+            changes.append((changelog.SHAPE_KEY, self._shape()))
+            owned.shape_written = True
         p = part.tp.partition
         return WindowOut(outputs, [(key, value, None, p) for key, value in changes])
+
+    def _shape(self) -> bytes:
+        """What the state means: the windows (not the grace: changing it is harmless)
+        and the custom aggregates whose columns it holds."""
+        spec = self.config.spec
+        custom = ",".join(a.name for a in self.config.extras.aggregates)
+        return f"{spec.kind}:{spec.size_ms}ms/{spec.advance_ms}ms;{custom}".encode()
 
     # ---- quiet input --------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ Change = tuple[bytes, bytes | None]
 
 STREAM_TIME_KEY = b"t"
 POSITION_KEY = b"o"  # the input partition's next offset when the state was written
+SHAPE_KEY = b"s"  # what the state means: the windows and the columns of custom aggregates
 PARTIAL = np.dtype(
     [("count", "<i8"), ("sum", "<f8"), ("m2", "<f8"), ("min", "<f8"), ("max", "<f8")]
 )

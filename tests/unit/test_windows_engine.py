@@ -249,3 +249,19 @@ async def test_an_aggregate_of_one_s_own_runs_in_the_workers_and_merges_by_its_u
         rms = math.sqrt(sum(r * r for r in readings) / len(readings))
         assert got["tests.windows_aggregates:rms"] == pytest.approx(rms, rel=1e-9)
         assert got["tests.windows_aggregates:product"] == pytest.approx(math.prod(readings))
+
+
+async def test_a_changelog_of_other_windows_stops_the_start_and_grace_may_change() -> None:
+    broker = FakeBroker()
+    feed(broker, spread(12))
+    async with running(broker, assign={P0}, **EOS) as run:
+        await until(lambda: committed(run) == 12)
+    shorter = EOS | {"window": "tumbling:5s"}  # 10 s windows would be read as 5 s ones
+    async with running(broker, assign={P0}, **shorter) as run:
+        with pytest.raises(FatalError, match=r"holds windows of 'tumbling:10000ms/10000ms;'"):
+            await asyncio.wait_for(run.task, 5)
+    feed(broker, spread(8, start=12))
+    async with running(broker, assign={P0}, grace="1s", **EOS) as run:
+        await until(lambda: committed(run) == 20)
+    want, _ = reference(spread(20), 10, grace_s=1)
+    check(outputs(broker), want)

@@ -43,10 +43,12 @@ def demo_events(
 
     Each event carries ``seq``, its number within its key (``first_seq``, +1, +2,
     ...), so a reader of the output can check per-key order and find gaps or
-    duplicates. ``encode`` turns one event into its value (JSON by default; see
-    :func:`demo_encoder` for Avro and Protobuf).
+    duplicates, and ``ts``, its event time (see :class:`EventClock`). ``encode`` turns
+    one event into its value (JSON by default; see :func:`demo_encoder` for Avro and
+    Protobuf).
     """
     rng = np.random.default_rng(settings.seed)
+    clock = EventClock(settings.start_seconds, settings.event_interval_ms)
     keys = [f"sensor-{i:04d}" for i in range(settings.keys)]
     seq = [first_seq] * settings.keys
     sent = 0
@@ -63,18 +65,52 @@ def demo_events(
         else:
             size = settings.matrix_size
             mats = rng.normal(0.0, 1.0, size=(n, size, size)) + size * np.eye(size)
-        now = time.time()
+        stamps = clock.times(sent, n)
         for i in range(n):
             k = int(picks[i])
             key = keys[k]
-            body: dict[str, Any] = {"sensor_id": key, "seq": seq[k], "ts": now}
+            body: dict[str, Any] = {"sensor_id": key, "seq": seq[k], "ts": stamps[i]}
             if settings.kind == "sensor":
                 body["values"] = rows[i].tolist()
             else:
-                body = {"id": key, "seq": seq[k], "ts": now, "matrix": mats[i].tolist()}
+                body = {"id": key, "seq": seq[k], "ts": stamps[i], "matrix": mats[i].tolist()}
             seq[k] += 1
             yield Event(key.encode(), encode(body))
         sent += n
+
+
+class EventClock:
+    """The demo events' ``ts`` (seconds since the epoch). By default the wall clock when
+    the event is made; with ``start`` (``--start-time``) alone, the wall clock moved to
+    begin there; with ``interval_ms`` (``--event-interval``), event ``i`` (counted over
+    every key) is at ``start + i * interval`` whatever the sending rate (``start``
+    defaulting to now), so a few seconds of sending can span hours of event time."""
+
+    def __init__(
+        self,
+        start: float | None = None,
+        interval_ms: int | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.start = start
+        self.interval_ms = interval_ms
+        self.wall = wall
+        self._first_wall: float | None = None
+
+    def times(self, first: int, n: int) -> list[float]:
+        """The event times of events ``first`` to ``first + n - 1``."""
+        now = self.wall()
+        if self._first_wall is None:
+            self._first_wall = now
+        if self.interval_ms is None:
+            at = now if self.start is None else self.start + (now - self._first_wall)
+            return [at] * n
+        start = self._first_wall if self.start is None else self.start
+        # In whole microseconds, then one division: 100 ms apart reads 0.1, 0.2, 0.3.
+        origin = round(start * 1e6)
+        step = self.interval_ms * 1000
+        micros = origin + (first + np.arange(n, dtype=np.int64)) * step
+        return (micros / 1e6).tolist()  # type: ignore[no-any-return]
 
 
 def file_events(stream: IO[bytes]) -> Iterator[Event]:

@@ -1,13 +1,13 @@
 """The settings of the commands other than ``stream run`` and ``stream db``: produce,
-read, topics, lag, bench and try."""
+read, topics, lag, bench and try (whose settings, with its window options, are in
+:mod:`stream.config.trial`)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Self, get_args
+from datetime import UTC, datetime
+from typing import ClassVar, Literal, Self, get_args
 
-from stream.config.groups import WINDOWS
 from stream.config.kafka import KafkaSettings
 from stream.config.registry import (
     RecordFormat,
@@ -20,13 +20,11 @@ from stream.config.registry import (
     registry_username_opt,
     resolve_registry,
 )
-from stream.config.service import DEFAULT_TRANSFORM
-from stream.config.windows import Emit, WindowOptions
+from stream.config.trial import TrySettings
 from stream.options import (
     ConfigError,
     boolean,
     choice,
-    flag_name,
     non_negative_float,
     non_negative_int,
     opt,
@@ -35,13 +33,54 @@ from stream.options import (
     positive_float,
     positive_int,
     secret,
-    size,
 )
-from stream.windows.extract import KAFKA_TIME, WindowInput
-from stream.windows.spec import WindowSpec, parse_aggregates
+from stream.windows.spec import parse_duration
 
-TryFormat = Literal["json", "avro"]
+__all__ = [
+    "BenchSettings",
+    "LagSettings",
+    "ProduceSettings",
+    "ReadSettings",
+    "TopicsSettings",
+    "TrySettings",  # declared in stream.config.trial
+]
+
 Isolation = Literal["read_committed", "read_uncommitted"]
+
+
+# Event times a demo event may start at: years 1 to 9999, as the windows take them.
+_EARLIEST_S, _LATEST_S = -62_135_596_800.0, 253_402_300_799.0
+
+
+def start_seconds(text: str) -> float:
+    """Seconds since the epoch of ``text``: a number of them, or an ISO 8601 time (UTC
+    unless it names its offset)."""
+    raw = text.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(raw)
+        except ValueError:
+            raise ValueError(
+                "expected an ISO 8601 time (as 2026-01-01T00:00:00Z) or seconds since the epoch"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp()
+    if not _EARLIEST_S <= seconds <= _LATEST_S:  # also NaN
+        raise ValueError("must be a time in the years 1 to 9999")
+    return seconds
+
+
+def _start_time(text: str) -> str:
+    start_seconds(text)
+    return text.strip()
+
+
+def _event_interval(text: str) -> str:
+    parse_duration(text, what="event interval")
+    return text.strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +108,22 @@ class ProduceSettings(KafkaSettings):
         metavar="PATH",
     )
     quiet: bool = opt(False, "no progress line", boolean)
+    start_time: str = opt(
+        "",
+        "the demo events' first event time (their ts): an ISO 8601 time, UTC unless it "
+        "names its offset (as 2026-01-01T00:00:00Z), or seconds since the epoch; alone, "
+        "event time then follows the wall clock from there (default: now)",
+        _start_time,
+        "TIME",
+    )
+    event_interval: str = opt(
+        "",
+        "event time between consecutive demo events (as 100ms), whatever the sending "
+        "rate: --count 6000 --event-interval 100ms spans 600 s of event time, so windows "
+        "close within seconds of sending (default: none, ts is the wall clock)",
+        _event_interval,
+        "DURATION",
+    )
     format: RecordFormat = opt(
         "json",
         "format of the demo events: json, or avro/protobuf with a schema registered under "
@@ -86,6 +141,11 @@ class ProduceSettings(KafkaSettings):
         check_registry(self, (self.format,))
         if self.format != "json" and (self.file or self.kind != "sensor"):
             raise ConfigError("--format avro and protobuf send sensor demo events only")
+        if self.file and (self.start_time or self.event_interval):
+            raise ConfigError(
+                "--start-time and --event-interval shape the demo events' ts; --file sends "
+                "its lines as they are"
+            )
         if self.avro_file and (self.file or self.kind != "sensor" or self.format != "json"):
             raise ConfigError(
                 "--avro-file writes sensor demo events only (not with --file, --kind matrix "
@@ -96,6 +156,18 @@ class ProduceSettings(KafkaSettings):
         KafkaSettings.resolve(self)
         resolve_registry(self)
         return self
+
+    @property
+    def start_seconds(self) -> float | None:
+        """--start-time in seconds since the epoch, or None (now)."""
+        return start_seconds(self.start_time) if self.start_time else None
+
+    @property
+    def event_interval_ms(self) -> int | None:
+        """--event-interval in milliseconds, or None (the wall clock)."""
+        if not self.event_interval:
+            return None
+        return parse_duration(self.event_interval, what="event interval")
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,141 +315,3 @@ class BenchSettings(KafkaSettings):
         registry_url,
         "URL",
     )
-
-
-def _as_run(name: str, help: str = "", **changes: Any) -> Any:
-    """An option of ``stream try`` declared as ``stream run``'s window option ``name``
-    (same parser, default and, unless ``shared=False``, environment variable), in the
-    windows section of --help."""
-    run = next(f for f in dataclasses.fields(WindowOptions) if f.name == name)
-    meta = run.metadata
-    return opt(
-        changes.get("default", run.default),
-        help or meta["help"],
-        meta["parse"],
-        meta["metavar"],
-        group=WINDOWS,
-        shared=changes.get("shared", True),
-    )
-
-
-def _key_field(text: str) -> str:
-    return text.strip()
-
-
-@dataclass(frozen=True, slots=True)
-class TrySettings:
-    """Options of ``stream try``: records from a file through a transform, no broker; with
-    ``--window``, through the windows of ``stream run --window`` (see stream.trial_windows)."""
-
-    COMMAND: ClassVar[str] = "try"
-    # The window options other than --window, as their fields: each needs --window.
-    NEEDS_WINDOW: ClassVar[tuple[str, ...]] = (
-        "grace",
-        "aggregate",
-        "value_field",
-        "event_time",
-        "emit",
-        "key_field",
-    )
-
-    transform: str = opt(
-        "",
-        f"transform: a built-in name (see `stream transforms`) or package.module:function "
-        f"(default: {DEFAULT_TRANSFORM}; with --window: none, the windows aggregate the "
-        "decoded records)",
-        metavar="NAME",
-        shared=True,
-    )
-    file: str = opt(
-        "-",
-        "the records to run through the transform, as --input-format says ('-': stdin)",
-        metavar="PATH",
-    )
-    input_format: TryFormat = opt(
-        "json",
-        "what --file holds: json (JSON lines) or avro (an Avro object container file, its "
-        "writer schema in its header); outputs print as JSON either way. Protobuf has no "
-        "standard container file, so try does not read it",
-        choice(*get_args(TryFormat)),
-    )
-    max_record_bytes: int = opt(
-        1 << 20, "larger input records are dead letters", size, "SIZE", shared=True
-    )
-    max_array_length: int = opt(
-        100_000,
-        "longest array a built-in transform accepts (sensor values, matrix rows)",
-        positive_int,
-        "N",
-        shared=True,
-    )
-    batch_max_records: int = opt(
-        500, "records per batch given to the transform", positive_int, "N", shared=True
-    )
-    allow_dead_letters: bool = opt(
-        False, "exit 0 even when records were dead-lettered (default: exit 1)", boolean
-    )
-    quiet: bool = opt(False, "print the dead letters and the summary, not each output", boolean)
-    window: str = _as_run(
-        "window",
-        "aggregate per key over time windows, as `stream run --window` does: "
-        "tumbling:SIZE or hopping:SIZE/ADVANCE (as tumbling:60s or hopping:5m/1m; aligned "
-        "to the epoch); prints each window as it closes, then those still open at the end "
-        "of the file (default: none, one output per record)",
-    )
-    grace: str = _as_run("grace")
-    aggregate: str = _as_run("aggregate")
-    value_field: str = _as_run("value_field")
-    event_time: str = _as_run(
-        "event_time",
-        "the field holding a record's time, in seconds since the epoch (a file has no "
-        "Kafka timestamps, so not kafka)",
-        default="ts",
-        shared=False,
-    )
-    emit: Emit = _as_run(  # noqa: RUF009 - opt() gives a field, like every option here
-        "emit",
-        "close: print each window when it closes; update: also its value after each batch "
-        "(--batch-max-records) that changed it, as the service sends it",
-    )
-    key_field: str = opt(
-        "sensor_id",
-        "the field whose value (a string or a whole number) is a record's key, as "
-        "`stream produce --file` would key it; windows are per key, and a record without "
-        "it has no key (its windows are those of key null); '' for no key: the whole file "
-        "as one key",
-        _key_field,
-        "FIELD",
-        group=WINDOWS,
-    )
-
-    def __post_init__(self) -> None:
-        if not self.window:
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            given = [name for name in self.NEEDS_WINDOW if getattr(self, name) != defaults[name]]
-            if given:
-                raise ConfigError(f"{flag_name(given[0])} needs --window")
-            if not self.transform:
-                object.__setattr__(self, "transform", DEFAULT_TRANSFORM)
-            return
-        if self.event_time == KAFKA_TIME:
-            raise ConfigError(
-                "--event-time kafka: a file has no Kafka timestamps; name the field holding "
-                "each record's time in seconds since the epoch (as --event-time ts)"
-            )
-
-    @property
-    def window_spec(self) -> WindowSpec | None:
-        """The windows asked for, or None (one output per record)."""
-        return WindowSpec.parse(self.window, self.grace) if self.window else None
-
-    @property
-    def window_input(self) -> WindowInput:
-        """Where the records' readings and event times are, and the aggregates of one's
-        own (by import path)."""
-        custom = tuple(name for name in self.aggregates if ":" in name)
-        return WindowInput(self.value_field, self.event_time, custom)
-
-    @property
-    def aggregates(self) -> tuple[str, ...]:
-        return parse_aggregates(self.aggregate)

@@ -62,8 +62,10 @@ class Progress:
     def finished(self, _part: Partition, batch: Batch) -> None:
         count, failed = len(batch), len(batch.errors)
         m = self.metrics
-        self._written.inc(count - failed)
-        self.counts.written += count - failed
+        out = batch.window_out  # a windowed run writes its windows, not one per record
+        written = count - failed if out is None else len(out.outputs)
+        self._written.inc(written)
+        self.counts.written += written
         if failed:
             self._dead.inc(failed)
             self.counts.dead_lettered += failed

@@ -265,3 +265,12 @@ async def test_a_changelog_of_other_windows_stops_the_start_and_grace_may_change
         await until(lambda: committed(run) == 20)
     want, _ = reference(spread(20), 10, grace_s=1)
     check(outputs(broker), want)
+
+
+async def test_written_counts_the_windows_output_not_the_records() -> None:
+    broker = FakeBroker()
+    feed(broker, spread(25))
+    async with running(broker, assign={P0}, **EOS) as run:
+        await until(lambda: committed(run) == 25)
+        counts = run.engine.progress.counts
+        assert (counts.read, counts.written) == (25, len(outputs(broker)))

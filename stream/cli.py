@@ -8,6 +8,7 @@ configuration, 1 for a runtime failure), never a traceback. The grammar is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -35,11 +36,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnknownTransformError as exc:
         _say(prog, exc)
         return EXIT_USAGE
+    except BrokenPipeError:  # `stream try ... | head`: the reader has what it wanted
+        _quiet_stdout()
+        return 0
     except OSError as exc:
         _say(prog, exc)
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         return 130
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises nothing more."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _say(prog: str, exc: BaseException) -> None:

@@ -386,3 +386,24 @@ def test_a_starting_group_coordinator_is_not_an_error() -> None:
     assert starting.levelname == "INFO"
     assert keep.filter(other)
     assert other.levelname == "ERROR"
+
+
+def test_a_reader_that_stops_early_ends_try_quietly(tmp_path: Path) -> None:
+    """``stream try ... | head -1``: the pipe closes under it; no error, exit 0."""
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"sensor_id":"a","ts":1,"values":[1]}\n' * 20_000)
+    command = [sys.executable, "-m", "stream.cli", "try", "--transform", "identity"]
+    with subprocess.Popen(
+        [*command, "--file", str(events)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        assert process.stdout.readline().startswith("line 1: ")
+        process.stdout.close()  # as head does once it has its line
+        error = process.stderr.read()
+        assert process.wait(timeout=30) == 0
+    assert "Broken pipe" not in error
+    assert "Traceback" not in error

@@ -49,6 +49,7 @@ SERVED_BY_THE_SESSION = ("make broker", "make db", "make registry")
 README_TOPICS = (
     *("input_topic", "output_topic", "celsius-out", "enriched"),
     *("avro-readings", "avro-features"),
+    *("readings", "minutes"),
 )
 COMMAND_TIMEOUT = 90.0
 OUTPUT_WAIT = 60.0  # for what a running service has yet to write

@@ -274,3 +274,13 @@ async def test_written_counts_the_windows_output_not_the_records() -> None:
         await until(lambda: committed(run) == 25)
         counts = run.engine.progress.counts
         assert (counts.read, counts.written) == (25, len(outputs(broker)))
+
+
+async def test_more_windows_than_the_cap_stop_the_service_in_one_line() -> None:
+    broker = FakeBroker()
+    for i in range(30):
+        broker.append("in", 0, f"key-{i}".encode(), event(1.0, 1.0))
+    async with running(broker, assign={P0}, max_windows=20, **EOS) as run:
+        with pytest.raises(FatalError, match=r"windows are open, more than --max-windows 20"):
+            await asyncio.wait_for(run.task, 5)
+    assert (run.committed(P0) or 0) < 30  # the batch past the cap was not committed

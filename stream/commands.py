@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import datetime
 import os
 import sys
 from collections.abc import Callable
@@ -40,9 +41,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _utc(seconds: float) -> str:
+    """An event time as an ISO time in UTC, to the millisecond."""
+    stamp = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     settings: ProduceSettings = settings_from(ProduceSettings, args)
     from stream.produce import demo_events, file_events, produce  # noqa: PLC0415
+
+    spans = ""  # the demo events' event times, when --start-time and --event-interval say
 
     if settings.avro_file:
         from stream.produce import write_avro_file  # noqa: PLC0415
@@ -78,9 +87,13 @@ def cmd_produce(args: argparse.Namespace) -> int:
         what = f"{settings.kind} events ({settings.keys} keys, seed {settings.seed})"
         if settings.format != "json":
             what += f" in {settings.format}"
+        interval, start = settings.event_interval_ms, settings.start_seconds
+        if interval is not None and start is not None and count:
+            last = start + (count - 1) * interval / 1000
+            spans = f"; event times {_utc(start)} to {_utc(last)}"
     topic = settings.topic or settings.input_topic
     rate = count / seconds if seconds > 0 else 0.0
-    print(f"sent {count} {what} to {topic} in {seconds:.2f}s ({rate:,.0f}/s)")  # noqa: T201
+    print(f"sent {count} {what} to {topic} in {seconds:.2f}s ({rate:,.0f}/s){spans}")  # noqa: T201
     return 0
 
 

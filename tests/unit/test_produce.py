@@ -175,3 +175,10 @@ def test_produce_refuses_event_time_options_with_a_file(
     assert main(["produce", "--file", "-", "--event-interval", "100ms"]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("stream produce: error: --start-time and --event-interval shape")
+
+
+def test_the_event_time_range_is_said_in_utc_to_the_millisecond() -> None:
+    from stream.commands import _utc
+
+    assert _utc(1_767_225_600.0) == "2026-01-01T00:00:00.000Z"
+    assert _utc(1_767_225_659.9) == "2026-01-01T00:00:59.900Z"

@@ -153,30 +153,34 @@ def base_url(service: Service) -> str:
     return metrics_url(service).removesuffix("/metrics")
 
 
-async def wait_restoring(service: Service, wait: float = 60) -> str:
-    """Poll /readyz until it says the service is restoring window state; its body."""
+def gauge(text: str, name: str) -> float | None:
+    """The value of an unlabelled metric in an exposition, or None."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+async def kill_while_restoring(service: Service, wait: float = 60) -> str:
+    """Poll /metrics and /readyz together until the service says it restores window
+    state (stream_window_restoring_partitions above 0), then SIGKILL it (its process
+    group): what /readyz answered at that moment."""
     base = base_url(service)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        _status, body = await asyncio.to_thread(get, base + "/readyz")
-        if b"restoring window state" in body:
-            return body.decode()
-        await asyncio.sleep(0.01)
-    raise AssertionError("/readyz never said it was restoring:\n" + service.log())
+        (_, ready), (_, exposition) = await asyncio.gather(
+            asyncio.to_thread(get, base + "/readyz"), asyncio.to_thread(get, base + "/metrics")
+        )
+        if (gauge(exposition.decode(), "stream_window_restoring_partitions") or 0) > 0:
+            service.kill()
+            return ready.decode()
+        await asyncio.sleep(0.005)
+    raise AssertionError("the service never said it was restoring:\n" + service.log())
 
 
 async def metric(service: Service, name: str, at_least: float = 0.0) -> float:
     """The value of an unlabelled metric once it reaches ``at_least`` (or after 30 s)."""
-
-    def value(text: str) -> float | None:
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        return None
-
-    text = await scrape_until(
-        metrics_url(service), lambda t: (value(t) or 0.0) >= at_least and value(t) is not None
-    )
-    found = value(text)
+    text = await scrape_until(metrics_url(service), lambda t: (gauge(t, name) or -1) >= at_least)
+    found = gauge(text, name)
     assert found is not None, f"no {name} in the metrics"
     return found

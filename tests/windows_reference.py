@@ -16,6 +16,7 @@ two-pass formula, so they are a different computation from the service's.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -149,18 +150,16 @@ def _partition(
     partition: int, events: list[Event], shape: Shape, outcome: Outcome, idle: int | None
 ) -> None:
     stream_time: int | None = None
-    windows: dict[tuple[bytes | None, int], list[float]] = {}
+    windows: dict[int, dict[bytes | None, list[float]]] = {}  # start -> key -> readings
+    starts: list[int] = []  # a heap of the open windows' starts: the first to close on top
 
     def close() -> None:
         assert stream_time is not None
-        due = sorted(
-            (w for w in windows if shape.closes(w[1]) <= stream_time),
-            key=lambda w: (w[1], w[0] is not None, w[0] or b""),
-        )
-        for key, start in due:
-            outcome.closed.append(
-                Window.of(key, start, start + shape.size, windows.pop((key, start)))
-            )
+        while starts and shape.closes(starts[0]) <= stream_time:
+            start = heapq.heappop(starts)
+            due = windows.pop(start)
+            for key in sorted(due, key=lambda k: (k is not None, k or b"")):
+                outcome.closed.append(Window.of(key, start, start + shape.size, due[key]))
 
     for event in events:
         assert event.time is not None
@@ -171,7 +170,10 @@ def _partition(
             continue
         if event.readings:
             for start in still_open:
-                windows.setdefault((event.key, start), []).extend(event.readings)
+                if start not in windows:
+                    windows[start] = {}
+                    heapq.heappush(starts, start)
+                windows[start].setdefault(event.key, []).extend(event.readings)
         close()
     if idle is not None and stream_time is not None and idle > stream_time:
         stream_time = idle
@@ -180,7 +182,8 @@ def _partition(
         outcome.stream_time[partition] = stream_time
     outcome.open += [
         Window.of(key, start, start + shape.size, readings)
-        for (key, start), readings in sorted(windows.items(), key=lambda kv: kv[0][1])
+        for start in sorted(windows)
+        for key, readings in windows[start].items()
     ]
 
 

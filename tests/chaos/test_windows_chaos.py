@@ -1,0 +1,215 @@
+"""Windows (``--window``) exactly once while things die: SIGKILLs of the whole service
+mid-stream and during a restore, and members joining and dying. A read_committed reader
+of the output must see exactly the windows of the reference model
+(:mod:`tests.windows_reference`, no code shared with the service), none twice, and the
+dead-letter topic exactly its late records, each once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.helpers import (
+    FAST_REJOIN,
+    Service,
+    Topics,
+    committed_offsets,
+    drop_topics,
+    make_topics,
+    start_service,
+    wait_caught_up,
+)
+from tests.windows_broker import (
+    T0,
+    assert_outputs,
+    close_all,
+    dead_letters,
+    drop_changelog,
+    event,
+    feed,
+    kill_while_restoring,
+    reason,
+    reference,
+    source,
+    spread,
+    windowed,
+)
+from tests.windows_reference import AGGREGATES, Outcome, Shape
+
+pytestmark = pytest.mark.broker
+
+SECOND = 1000
+HOUR = 3_600_000
+
+
+@pytest.fixture
+async def topics(bootstrap: str) -> AsyncIterator[Topics]:
+    """Fresh topics of four partitions; dropped at the end with the windows' changelog."""
+    made = await make_topics(bootstrap)
+    yield made
+    await drop_changelog(made)
+    await drop_topics(made)
+
+
+@pytest.fixture
+async def single(bootstrap: str) -> AsyncIterator[Topics]:
+    """Fresh topics of one partition (one restore holds every window), dropped alike."""
+    made = await make_topics(bootstrap, partitions=1)
+    yield made
+    await drop_changelog(made)
+    await drop_topics(made)
+
+
+async def progressed(topics: Topics, service: Service, beyond: int, wait: float = 60) -> int:
+    """Wait until the group has committed more than ``beyond`` input records in all (the
+    service is processing); the sum committed then."""
+    deadline = time.monotonic() + wait
+    while True:
+        done = sum(
+            max(o, 0) for o in (await committed_offsets(topics.bootstrap, topics.group)).values()
+        )
+        if done > beyond:
+            return done
+        assert service.process.poll() is None, service.log()
+        assert time.monotonic() < deadline, f"no progress past {beyond}:\n{service.log()}"
+        await asyncio.sleep(0.05)
+
+
+async def check_run(topics: Topics, sent: int, shape: Shape) -> Outcome:
+    """Close every window, then compare the output and the dead letters with the
+    reference over what the input topic holds."""
+    await close_all(topics, T0 + 10 * HOUR)
+    expected = await reference(topics, sent + topics.partitions, shape)
+    assert len(expected.closed) > 100
+    await assert_outputs(topics, expected.closed, AGGREGATES, wait=120)
+    late = await dead_letters(topics, len(expected.late))
+    assert Counter(map(source, late)) == Counter(expected.late)  # each late record once
+    assert {reason(r) for r in late} <= {"late"}
+    assert await wait_caught_up(topics, 60)
+    return expected
+
+
+async def feed_chunks(topics: Topics, chunks: int, per_chunk: int, pause: float) -> int:
+    """Event time moves on two seconds a chunk (out of order by up to 400 ms, so some
+    records are late): every chunk closes windows. How many records were sent."""
+    rng = random.Random("windows-chaos")
+    sent = 0
+    for chunk in range(chunks):
+        start = T0 + chunk * 2 * SECOND
+        sent += await feed(topics, spread(rng, 24, per_chunk, start, 2 * SECOND, jitter=400))
+        await asyncio.sleep(pause)
+    return sent
+
+
+async def test_windows_exactly_once_across_sigkills_mid_stream(
+    topics: Topics, services: list[Service]
+) -> None:
+    """tumbling:1s, grace 300ms, under continuous input: the service (with its workers)
+    is SIGKILLed twice while it processes, and started again each time."""
+    options = ("--workers", "2", *FAST_REJOIN, *windowed("tumbling:1s", "--grace", "300ms"))
+    service = start_service(topics, *options)
+    services.append(service)
+    await asyncio.to_thread(service.wait_for, "assigned partitions")
+    feeding = asyncio.create_task(feed_chunks(topics, 20, 800, 0.6))
+    try:
+        done = 0
+        for _kill in range(2):
+            await asyncio.to_thread(service.wait_for, "assigned partitions")
+            done = await progressed(topics, service, done + 500)
+            await asyncio.sleep(random.uniform(0.0, 0.2))
+            service.kill()
+            service = start_service(topics, *options)
+            services.append(service)
+        sent = await feeding
+    finally:
+        if not feeding.done():
+            feeding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeding
+    assert not feeding.cancelled()
+    expected = await check_run(topics, sent, Shape.tumbling(SECOND, 300))
+    assert expected.late  # the jitter made some
+    assert "restored" in service.log()  # the last start carried state on from the changelog
+    assert service.terminate() == 0, service.log()
+
+
+async def test_windows_exactly_once_across_a_sigkill_during_restore(
+    single: Topics, services: list[Service]
+) -> None:
+    """150,000 windows open in one partition (one key each, tumbling:1h): the service
+    stops, starts again and is SIGKILLed while it restores them; the next start
+    restores every window, adds more records to them, and closes them all. /readyz
+    said it was restoring."""
+    topics = single
+    keys = 150_000
+    first = [event(f"key-{i:06d}", T0 + i % 1000, float(i % 997)) for i in range(keys)]
+    options = ("--workers", "1", *FAST_REJOIN, *windowed("tumbling:1h"))
+    await feed(topics, first)
+    service = start_service(topics, *options)
+    services.append(service)
+    assert await wait_caught_up(topics, 120), service.log()
+    assert service.terminate() == 0, service.log()
+
+    service = start_service(topics, *options)
+    services.append(service)
+    ready = await kill_while_restoring(service)
+    assert not any("restored" in line for line in service.lines), service.log()
+
+    service = start_service(topics, *options)
+    services.append(service)
+    line = await asyncio.to_thread(service.wait_for, "restored", 120)
+    assert f"restored {keys} windows" in line, line
+    rng = random.Random("restore")
+    second = [
+        event(f"key-{rng.randrange(keys):06d}", T0 + 1_000 + i, [rng.uniform(1, 9)] * 2)
+        for i in range(3_000)
+    ]
+    await feed(topics, second)
+    expected = await check_run(topics, len(first) + len(second), Shape.tumbling(HOUR))
+    assert len(expected.closed) == keys
+    assert expected.late == []
+    assert service.terminate() == 0, service.log()
+    # While it restored, /readyz said so (not ready, and why).
+    assert "restoring window state from the changelog" in ready, ready
+
+
+async def test_windows_exactly_once_as_members_join_and_die(
+    topics: Topics, services: list[Service]
+) -> None:
+    """hopping:2s/1s, grace 200ms: two members, a third joins (partitions move to it
+    with their state), one dies by SIGKILL (its partitions move on after its session
+    times out), under continuous input."""
+    options = ("--workers", "1", *FAST_REJOIN, *windowed("hopping:2s/1s", "--grace", "200ms"))
+
+    def member() -> Service:
+        service = start_service(topics, *options)
+        services.append(service)
+        return service
+
+    members = [member(), member()]
+    for service in members:
+        await asyncio.to_thread(service.wait_for, "assigned partitions")
+    feeding = asyncio.create_task(feed_chunks(topics, 16, 800, 0.6))
+    try:
+        done = await progressed(topics, members[0], 1_000)
+        joined = member()
+        await asyncio.to_thread(joined.wait_for, "assigned partitions")
+        members.append(joined)
+        await progressed(topics, joined, done + 1_000)
+        members.pop(0).kill()
+        sent = await feeding
+    finally:
+        if not feeding.done():
+            feeding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeding
+    await check_run(topics, sent, Shape(2 * SECOND, SECOND, 200))
+    assert "restored" in joined.log()  # partitions came to it with their windows
+    for service in members:
+        assert service.terminate() == 0, service.log()

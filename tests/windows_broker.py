@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.config import ProduceSettings
@@ -151,6 +151,59 @@ def reason(record: Any) -> str:
 
 def base_url(service: Service) -> str:
     return metrics_url(service).removesuffix("/metrics")
+
+
+async def kill_mid_transaction(topics: Topics, service: Service, wait: float = 60) -> None:
+    """SIGKILL the service (its process group) while one of its transactions has written
+    to the changelog and not committed yet: the changelog's high watermark ahead of its
+    last stable offset on some partition."""
+    parts = [TopicPartition(changelog_topic(topics), p) for p in range(topics.partitions)]
+    uncommitted = AIOKafkaConsumer(bootstrap_servers=topics.bootstrap)
+    committed = AIOKafkaConsumer(
+        bootstrap_servers=topics.bootstrap, isolation_level="read_committed"
+    )
+    await uncommitted.start()
+    await committed.start()
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            stable = await committed.end_offsets(parts)
+            high = await uncommitted.end_offsets(parts)
+            if any(high[tp] > stable[tp] for tp in parts):
+                service.kill()
+                return
+            assert service.process.poll() is None, service.log()
+            assert time.monotonic() < deadline, "no open transaction seen:\n" + service.log()
+            await asyncio.sleep(0.005)
+    finally:
+        await uncommitted.stop()
+        await committed.stop()
+
+
+async def aborted_changelog_records(topics: Topics) -> int:
+    """How many records of the changelog a read_uncommitted reader sees and a
+    read_committed one does not: those of aborted transactions."""
+    seen = {}
+    for isolation in ("read_uncommitted", "read_committed"):
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=topics.bootstrap,
+            isolation_level=isolation,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            parts = [TopicPartition(changelog_topic(topics), p) for p in range(topics.partitions)]
+            consumer.assign(parts)
+            ends = await consumer.end_offsets(parts)
+            count = 0
+            while any([await consumer.position(tp) < ends[tp] for tp in parts]):
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    count += len(batch)
+            seen[isolation] = count
+        finally:
+            await consumer.stop()
+    return seen["read_uncommitted"] - seen["read_committed"]
 
 
 def gauge(text: str, name: str) -> float | None:

@@ -111,7 +111,8 @@ async def test_quiet_input_closes_windows_after_idle_close(
     topics: Topics, services: list[Service]
 ) -> None:
     """--idle-close 2s: once each partition has read to its end and nothing came for two
-    seconds, its windows close without any further input (no closing record is sent)."""
+    seconds, its windows close without any further input (no closing record is sent),
+    exactly once: a restart does not output them again."""
     events = spread(random.Random("quiet"), 8, 300, T0, 3_000)
     await feed(topics, events)
     inputs = await read_topic(topics.bootstrap, topics.input, len(events))
@@ -122,13 +123,21 @@ async def test_quiet_input_closes_windows_after_idle_close(
     assert expected.open == []
     assert len({w.start for w in expected.closed}) >= 3
 
-    service = start_service(
-        topics, "--workers", "1", *windowed("tumbling:1s", "--idle-close", "2s")
-    )
+    options = ("--workers", "1", *windowed("tumbling:1s", "--idle-close", "2s"))
+    service = start_service(topics, *options)
     services.append(service)
     outputs = await assert_outputs(topics, expected.closed, AGGREGATES, wait=30)
     # The last windows closed on the quiet, not on a record: two seconds after the input.
     assert max(r.timestamp for r in outputs) - last_input >= 2 * SECOND - 100
+    assert service.terminate() == 0, service.log()
+    # Those closings were committed with the state: a restart restores no window (so
+    # none can close twice).
+    service = start_service(topics, *options)
+    services.append(service)
+    with_data = {r.partition for r in inputs}
+    for p in with_data:
+        line = await asyncio.to_thread(service.wait_for, f"{topics.input}[{p}]: restored")
+        assert "restored 0 windows" in line, line
     assert service.terminate() == 0, service.log()
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from stream.config import ProduceSettings
 from stream.produce import Event, produce
@@ -27,6 +28,28 @@ CLOSER = b"~closer"  # the key of the far-future records that close every window
 def changelog_topic(topics: Topics) -> str:
     """The changelog the service makes for the group's windows over the input."""
     return f"{topics.group}-{topics.input}-windows-changelog"
+
+
+async def changelog_shape(topics: Topics) -> tuple[int, str]:
+    """The changelog's partition count and cleanup.policy."""
+    name = changelog_topic(topics)
+    admin = AIOKafkaAdminClient(bootstrap_servers=topics.bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([name])
+        answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+    finally:
+        await admin.close()
+    policies = [
+        str(entry[1])
+        for answer in answers
+        for _code, _message, _type, resource, entries in answer.resources
+        if resource == name
+        for entry in entries
+        if entry[0] == "cleanup.policy"
+    ]
+    assert len(policies) == 1, answers
+    return len(described["partitions"]), policies[0]
 
 
 async def drop_changelog(topics: Topics) -> None:
@@ -56,7 +79,7 @@ def windowed(window: str, *extra: str) -> tuple[str, ...]:
     )
 
 
-def event(key: str | bytes, ms: int, values: float | list[float]) -> Event:
+def event(key: str | bytes | None, ms: int, values: float | list[float]) -> Event:
     """One event at epoch ``ms`` (sent as seconds, ``ts``) with its readings."""
     raw = key.encode() if isinstance(key, str) else key
     return Event(raw, orjson.dumps({"ts": ms / 1000, "values": values}))

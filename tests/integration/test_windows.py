@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import OffsetAndMetadata
 
 from tests.helpers import (
@@ -30,6 +32,7 @@ from tests.windows_broker import (
     CLOSER,
     T0,
     assert_outputs,
+    changelog_shape,
     changelog_topic,
     close_all,
     dead_letters,
@@ -82,6 +85,8 @@ async def test_late_records_are_dead_letters_and_counted_the_rest_aggregates(
         event("c", T0 + 7_600, [6.0, 7.0]),  # late as well
         event("d", T0 + 8_100, [3.0, 4.0]),  # [7,9) closed, [8,10) open: adds to it alone
         event("a", T0 + 9_999, 9.0),  # [8,10) and [9,11) open
+        event(None, T0 + 9_500, [2.5, 3.5]),  # no key: windowed all the same
+        event(None, T0 + 7_000, 1.0),  # no key, late
     ]
     later = spread(random.Random("late"), 6, 400, T0 + 10_000, 8_000, jitter=1_500)
     await feed(topics, crafted + later)
@@ -91,6 +96,8 @@ async def test_late_records_are_dead_letters_and_counted_the_rest_aggregates(
     assert (0, 1) in expected.late  # the crafted ones
     assert (0, 2) in expected.late
     assert (0, 3) not in expected.late
+    assert (0, 6) in expected.late
+    assert any(w.key is None for w in expected.closed)
     assert len(expected.late) > 10  # the jittered ones too
 
     service = start_service(
@@ -186,6 +193,8 @@ async def test_a_changelog_ahead_of_the_group_stops_the_start_in_one_line(
     assert service.terminate() == 0, service.log()
     ends = await end_offsets(topics.bootstrap, topics.input, topics.partitions)
     assert await committed_offsets(topics.bootstrap, topics.group) == ends
+    # The service made its changelog compacted, with the input's partitions.
+    assert await changelog_shape(topics) == (topics.partitions, "compact")
     moved = max(ends, key=lambda p: ends[p])
     assert ends[moved] > 3
 
@@ -213,3 +222,64 @@ async def test_a_changelog_ahead_of_the_group_stops_the_start_in_one_line(
     assert "Traceback" not in service.log(), service.log()
     # Nothing was read or written meanwhile.
     assert (await committed_offsets(topics.bootstrap, topics.group))[moved] == 3
+
+
+async def stopped(service: Service) -> str:
+    """Wait for a service that must stop by itself: its last line (exit code non-zero)."""
+    code = await asyncio.to_thread(service.process.wait, 60)
+    service.close()
+    assert code != 0, service.log()
+    assert "Traceback" not in service.log(), service.log()
+    return service.lines[-1]
+
+
+async def test_a_changelog_not_compacted_or_of_other_partitions_is_refused_in_one_line(
+    topics: Topics, services: list[Service]
+) -> None:
+    """A changelog topic that exists already must be compacted (else its windows would
+    be deleted by time) and have the input's partition count (else its state belongs to
+    other partitions): either way the start stops in one line."""
+    await feed(topics, spread(random.Random("shape"), 4, 40, T0, 1_000))
+    name = changelog_topic(topics)
+    admin = AIOKafkaAdminClient(bootstrap_servers=topics.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name, topics.partitions, 1, topic_configs={"cleanup.policy": "delete"})]
+        )
+        service = start_service(topics, "--workers", "1", *windowed("tumbling:1s"))
+        services.append(service)
+        last = await stopped(service)
+        assert last.startswith(f"stream run: error: the changelog topic {name} "), last
+        assert "cleanup.policy=delete" in last, last
+
+        await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, {"cleanup.policy": "compact"})]
+        )
+        await admin.create_partitions({name: NewPartitions(topics.partitions + 2)})
+        service = start_service(topics, "--workers", "1", *windowed("tumbling:1s"))
+        services.append(service)
+        last = await stopped(service)
+        assert last.startswith(
+            f"stream run: error: the changelog topic {name} has {topics.partitions + 2} "
+            f"partitions and {topics.input} has {topics.partitions}"
+        ), last
+    finally:
+        await admin.close()
+    assert await committed_offsets(topics.bootstrap, topics.group) == {}
+
+
+async def test_max_windows_stops_the_service_in_one_line(
+    topics: Topics, services: list[Service]
+) -> None:
+    """More windows open than --max-windows: the service stops with one line saying so,
+    and what it had not committed stays uncommitted."""
+    await feed(topics, spread(random.Random("cap"), 200, 400, T0, 1_000))
+    service = start_service(
+        topics, "--workers", "1", *windowed("tumbling:1h", "--max-windows", "50")
+    )
+    services.append(service)
+    last = await stopped(service)
+    assert last.startswith("stream run: error: "), last
+    assert "more than --max-windows 50" in last, last
+    assert await read_topic(topics.bootstrap, topics.output, 0, wait=1) == []

@@ -36,6 +36,7 @@ from tests.windows_broker import (
     feed,
     kill_mid_transaction,
     kill_while_restoring,
+    metric,
     reason,
     reference,
     source,
@@ -168,6 +169,8 @@ async def test_windows_exactly_once_across_a_sigkill_during_restore(
     services.append(service)
     line = await asyncio.to_thread(service.wait_for, "restored", 120)
     assert f"restored {keys} windows" in line, line
+    assert await metric(service, "stream_windows_open", keys) == keys
+    assert await metric(service, "stream_window_restore_seconds_count", 1) == 1
     rng = random.Random("restore")
     second = [
         event(f"key-{rng.randrange(keys):06d}", T0 + 1_000 + i, [rng.uniform(1, 9)] * 2)

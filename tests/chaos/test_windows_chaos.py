@@ -98,16 +98,28 @@ async def check_run(topics: Topics, sent: int, shape: Shape) -> Outcome:
     return expected
 
 
-async def feed_chunks(topics: Topics, chunks: int, per_chunk: int, pause: float) -> int:
-    """Event time moves on two seconds a chunk (out of order by up to 400 ms, so some
-    records are late): every chunk closes windows. How many records were sent."""
+async def feed_until(topics: Topics, done: asyncio.Event, tail: int = 2) -> int:
+    """Continuous input, 800 records every half second, until ``done`` is set, then
+    ``tail`` chunks more. Event time moves on two seconds a chunk (out of order by up to
+    400 ms, so some records are late): every chunk closes windows. How many records were
+    sent."""
     rng = random.Random("windows-chaos")
-    sent = 0
-    for chunk in range(chunks):
+    sent, chunk, left = 0, 0, tail
+    while left > 0:
         start = T0 + chunk * 2 * SECOND
-        sent += await feed(topics, spread(rng, 24, per_chunk, start, 2 * SECOND, jitter=400))
-        await asyncio.sleep(pause)
+        sent += await feed(topics, spread(rng, 24, 800, start, 2 * SECOND, jitter=400))
+        chunk += 1
+        left -= done.is_set()
+        await asyncio.sleep(0.5)
     return sent
+
+
+async def stop_feeding(feeding: asyncio.Task[int]) -> None:
+    """A test that failed midway: the feeding stops with it."""
+    if not feeding.done():
+        feeding.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeding
 
 
 async def test_windows_exactly_once_across_sigkills_mid_stream(
@@ -119,7 +131,8 @@ async def test_windows_exactly_once_across_sigkills_mid_stream(
     service = start_service(topics, *options)
     services.append(service)
     await asyncio.to_thread(service.wait_for, "assigned partitions")
-    feeding = asyncio.create_task(feed_chunks(topics, 20, 800, 0.6))
+    killed = asyncio.Event()
+    feeding = asyncio.create_task(feed_until(topics, killed))
     try:
         done = 0
         for _kill in range(2):
@@ -128,13 +141,10 @@ async def test_windows_exactly_once_across_sigkills_mid_stream(
             await kill_mid_transaction(topics, service)
             service = start_service(topics, *options)
             services.append(service)
+        killed.set()
         sent = await feeding
     finally:
-        if not feeding.done():
-            feeding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeding
-    assert not feeding.cancelled()
+        await stop_feeding(feeding)
     expected = await check_run(topics, sent, Shape.tumbling(SECOND, 300))
     assert expected.late  # the jitter made some
     assert "restored" in service.log()  # the last start carried state on from the changelog
@@ -201,7 +211,8 @@ async def test_windows_exactly_once_as_members_join_and_die(
     members = [member(), member()]
     for service in members:
         await asyncio.to_thread(service.wait_for, "assigned partitions")
-    feeding = asyncio.create_task(feed_chunks(topics, 16, 800, 0.6))
+    changed = asyncio.Event()
+    feeding = asyncio.create_task(feed_until(topics, changed, tail=4))
     try:
         done = await progressed(topics, members[0], 1_000)
         joined = member()
@@ -209,12 +220,10 @@ async def test_windows_exactly_once_as_members_join_and_die(
         members.append(joined)
         await progressed(topics, joined, done + 1_000)
         await kill_mid_transaction(topics, members.pop(0))
+        changed.set()
         sent = await feeding
     finally:
-        if not feeding.done():
-            feeding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeding
+        await stop_feeding(feeding)
     await check_run(topics, sent, Shape(2 * SECOND, SECOND, 200))
     assert "restored" in joined.log()  # partitions came to it with their windows
     for service in members:

@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 
+from stream import worker
 from stream.engine.routing import HEADER_REASON
 from stream.kafka.protocols import TopicPartition
-from stream.pool import _combine
+from stream.pool import WorkerPool, _combine
 from stream.windows.aggregates import Records, empty_records
 from stream.windows.changelog import POSITION_KEY, position_change
 from stream.windows.custom import Aggregate, Column, Extras
+from stream.windows.extract import WindowInput
 from stream.windows.spec import WindowSpec
 from stream.windows.store import WindowResult, WindowStore
 from stream.worker import BatchResult
@@ -216,6 +220,43 @@ def test_the_changelog_follows_the_store_across_flushes_recodes_and_forgetting(
 
 
 # --- the pool's isolation path ------------------------------------------------------------------
+
+
+def die_on_flag(records: Sequence[Any]) -> list[Any]:
+    """Kill the worker process outright on a record with ``"die": true``."""
+    for record in records:
+        if isinstance(record, dict) and record.get("die") is True:
+            os._exit(1)
+    return list(records)
+
+
+async def test_a_worker_killed_mid_batch_keeps_each_record_s_kafka_time_and_custom_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The isolation path on real worker processes (probe, the culprit alone, the rest
+    as a batch): every other record comes back with its own Kafka timestamp and its
+    custom columns in its own place; the culprit is an error with a place holder."""
+    for name in worker.BLAS_THREAD_VARS:
+        monkeypatch.setenv(name, os.environ.get(name, "1"))
+    where = WindowInput("values", "kafka", ("tests.windows_aggregates:rms",))
+    pool = WorkerPool(f"{__name__}:die_on_flag", 1, 1 << 20, windowing=where)
+    values: list[bytes | None] = [
+        orjson.dumps({"values": [float(i), 2.0], "die": i == 3}) for i in range(6)
+    ]
+    stamps = [1_000 * (i + 1) for i in range(6)]
+    try:
+        await pool.start()
+        result = await asyncio.wait_for(pool.run(values, timestamps=stamps), 60)
+    finally:
+        await pool.close()
+    assert [(i, reason) for i, reason, _ in result.errors] == [(3, "worker_crash")]
+    window = result.window
+    assert window is not None
+    assert window.time.tolist() == [*stamps[:3], 0, *stamps[4:]]
+    assert window.count.tolist() == [2, 2, 2, 0, 2, 2]
+    assert window.extra.shape == (6, 1)
+    sumsq = [float(i * i + 4) if i != 3 else 0.0 for i in range(6)]
+    assert window.extra[:, 0].tolist() == sumsq
 
 
 def test_combine_keeps_window_records_and_errors_in_place() -> None:

@@ -6,7 +6,9 @@ service)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -178,9 +180,22 @@ def base_url(service: Service) -> str:
 
 async def kill_mid_transaction(topics: Topics, service: Service, wait: float = 60) -> None:
     """SIGKILL the service (its process group) while one of its transactions has written
-    to the changelog and not committed yet: the changelog's high watermark ahead of its
-    last stable offset on some partition."""
-    parts = [TopicPartition(changelog_topic(topics), p) for p in range(topics.partitions)]
+    to the changelog and not committed yet."""
+    await mid_transaction(topics, service, signal.SIGKILL, wait=wait)
+
+
+async def mid_transaction(
+    topics: Topics,
+    service: Service,
+    sig: signal.Signals,
+    partitions: Iterable[int] | None = None,
+    wait: float = 60,
+) -> None:
+    """Send ``sig`` to the service's process group while a transaction has written to
+    the changelog and not committed yet (the changelog's high watermark ahead of its last
+    stable offset) on one of ``partitions`` (default: any)."""
+    wanted = range(topics.partitions) if partitions is None else partitions
+    parts = [TopicPartition(changelog_topic(topics), p) for p in wanted]
     uncommitted = AIOKafkaConsumer(bootstrap_servers=topics.bootstrap)
     committed = AIOKafkaConsumer(
         bootstrap_servers=topics.bootstrap, isolation_level="read_committed"
@@ -193,14 +208,23 @@ async def kill_mid_transaction(topics: Topics, service: Service, wait: float = 6
             stable = await committed.end_offsets(parts)
             high = await uncommitted.end_offsets(parts)
             if any(high[tp] > stable[tp] for tp in parts):
-                service.kill()
+                if sig == signal.SIGKILL:
+                    service.kill()
+                else:
+                    os.killpg(service.process.pid, sig)
                 return
             assert service.process.poll() is None, service.log()
             assert time.monotonic() < deadline, "no open transaction seen:\n" + service.log()
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.002)
     finally:
         await uncommitted.stop()
         await committed.stop()
+
+
+def owned(service: Service, topics: Topics) -> list[int]:
+    """The input partitions of the service's latest assignment, from its log."""
+    line = [x for x in service.lines if "assigned partitions" in x][-1]
+    return [p for p in range(topics.partitions) if f"{topics.input}[{p}]" in line]
 
 
 async def aborted_changelog_records(topics: Topics) -> int:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -37,6 +39,8 @@ from tests.windows_broker import (
     kill_mid_transaction,
     kill_while_restoring,
     metric,
+    mid_transaction,
+    owned,
     reason,
     reference,
     source,
@@ -228,3 +232,52 @@ async def test_windows_exactly_once_as_members_join_and_die(
     assert "restored" in joined.log()  # partitions came to it with their windows
     for service in members:
         assert service.terminate() == 0, service.log()
+
+
+async def test_windows_exactly_once_when_a_frozen_member_comes_back_fenced(
+    topics: Topics, services: list[Service]
+) -> None:
+    """tumbling:1s: two members; one is frozen (SIGSTOP, with its workers) past its
+    session timeout, so the other takes its partitions and restores their windows from
+    the changelog; then it wakes (SIGCONT) as a zombie: its open transactions are fenced
+    and its in-memory windows must be dropped, not merged into what it is given next.
+    It is frozen with a transaction of its open."""
+    options = ("--workers", "1", *FAST_REJOIN, *windowed("tumbling:1s", "--grace", "300ms"))
+    frozen, other = (start_service(topics, *options) for _ in range(2))
+    services += [frozen, other]
+    for service in (frozen, other):
+        await asyncio.to_thread(service.wait_for, "assigned partitions")
+    every = [f"{topics.input}[{p}]" for p in range(topics.partitions)]
+    woke = asyncio.Event()
+    feeding = asyncio.create_task(feed_until(topics, woke, tail=6))
+    try:
+        done = await progressed(topics, other, 1_000)
+        before = len(other.lines)
+        await mid_transaction(topics, frozen, signal.SIGSTOP, owned(frozen, topics))
+        try:
+            taken = await asyncio.to_thread(wait_for_line, other, before, "assigned partitions", 60)
+            assert all(p in taken for p in every), taken
+            await progressed(topics, other, done + 1_000)
+        finally:
+            os.killpg(frozen.process.pid, signal.SIGCONT)
+        woke.set()
+        sent = await feeding
+    finally:
+        await stop_feeding(feeding)
+    await check_run(topics, sent, Shape.tumbling(SECOND, 300))
+    assert "restored" in frozen.log()  # it took partitions again, from the changelog
+    for service in (frozen, other):
+        assert service.terminate() == 0, service.log()
+    # Being fenced is lost ownership, handled: no stray errors in the user's log.
+    assert "exception was never retrieved" not in frozen.log(), frozen.log()
+
+
+def wait_for_line(service: Service, after: int, text: str, timeout: float) -> str:
+    """The first line of the service's log holding ``text`` after its first ``after``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in service.lines[after:]:
+            if text in line:
+                return line
+        time.sleep(0.05)
+    raise AssertionError("no such line in the log:\n" + service.log())

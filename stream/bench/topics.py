@@ -85,7 +85,7 @@ class BenchTopics:
             encode: Callable[[Any], bytes] = orjson.dumps
             if payload.event_span and not rate:
                 span = payload.event_span
-                encode = spread_event_times(event_start(time.time(), span), span / count)
+                encode = spread_event_times(event_start(time.time(), span), span, count)
             sent, _ = await produce(settings, demo_events(settings, encode=encode))
             return sent
         schema_encode = await asyncio.to_thread(demo_encoder, settings, topic)
@@ -145,14 +145,17 @@ def event_start(now: float, span: float) -> float:
     return (math.floor(now / 60) - math.ceil(span / 60) - 1) * 60.0
 
 
-def spread_event_times(start: float, step: float) -> Callable[[Any], bytes]:
-    """A demo-event encoder (JSON) that sets the n-th event's ``ts`` to ``start + n *
-    step``: the events of a windows case, in event-time order, spanning several windows
-    (made as fast as they are sent, their own ``ts`` would all fall in one minute)."""
+def spread_event_times(start: float, span: float, count: int) -> Callable[[Any], bytes]:
+    """A demo-event encoder (JSON) that sets the ``ts`` of the n-th of ``count`` events to
+    ``start + n * span / count`` cut to the millisecond: the events of a windows case, in
+    event-time order, spanning several windows (made as fast as they are sent, their own
+    ``ts`` would all fall in one minute). Whole milliseconds, so that no reader's rounding
+    (quix truncates, our service rounds) moves an event across a window's edge."""
     numbers = itertools.count()
+    start_ms, span_ms = round(start * 1000), round(span * 1000)
 
     def encode(event: Any) -> bytes:
-        event["ts"] = start + next(numbers) * step
+        event["ts"] = (start_ms + next(numbers) * span_ms // count) / 1000
         return orjson.dumps(event)
 
     return encode

@@ -4,6 +4,7 @@ the report's ratios against quix-streams and the stateless exactly-once case."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from collections import namedtuple
@@ -76,12 +77,17 @@ def test_the_windows_input_spans_whole_minutes_in_the_past_in_offset_order() -> 
     start = event_start(now, 300.0)
     assert start % 60 == 0
     assert start + 300 + 60 <= now
-    encode = spread_event_times(start, 300.0 / 1000)
-    times = [orjson.loads(encode({"sensor_id": "s", "ts": now}))["ts"] for _ in range(1000)]
+    encode = spread_event_times(start, 300.0, 200_000)
+    times = [orjson.loads(encode({"sensor_id": "s", "ts": now}))["ts"] for _ in range(200_000)]
     assert times[0] == start
     assert times == sorted(times)
-    assert times[-1] == pytest.approx(start + 300 - 0.3)
+    assert times[-1] == start + 299.998  # the last window stays open: its end is not reached
     assert len({math.floor(t / 60) for t in times}) == 5  # five windows; four close by the end
+    # Whole milliseconds: truncating (quix) and rounding (ours) agree on every window.
+    millis = [t * 1000 for t in times]
+    assert [int(m) // 60_000 for m in millis] == [round(m) // 60_000 for m in millis]
+    assert times[40_000] == start + 60  # 1.5 ms apart: cut to 1 or 2 ms, exact at the edge
+    assert {round((b - a) * 1000) for a, b in itertools.pairwise(times)} == {1, 2}
 
 
 def test_committed_records_sum_the_inputs_offsets_and_ignore_uncommitted_ones() -> None:

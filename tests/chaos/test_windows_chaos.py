@@ -13,7 +13,7 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import pytest
 
@@ -199,12 +199,15 @@ async def test_windows_exactly_once_across_a_sigkill_during_restore(
     assert "restoring window state from the changelog" in ready, ready
 
 
-async def test_windows_exactly_once_as_members_join_and_die(
+async def test_windows_exactly_once_as_members_join_die_and_come_back_fenced(
     topics: Topics, services: list[Service]
 ) -> None:
-    """hopping:2s/1s, grace 200ms: two members, a third joins (partitions move to it
-    with their state), one dies by SIGKILL (its partitions move on after its session
-    times out), under continuous input."""
+    """hopping:2s/1s, grace 200ms, under continuous input: two members; a third joins
+    (partitions move to it with their windows); then, each with a transaction open, one
+    is SIGKILLed and one frozen (SIGSTOP, with its workers) past its session timeout, so
+    the third takes every partition and restores their windows from the changelog; the
+    frozen one wakes (SIGCONT) as a zombie: fenced, its in-memory windows must be
+    dropped, not merged into what it is given next."""
     options = ("--workers", "1", *FAST_REJOIN, *windowed("hopping:2s/1s", "--grace", "200ms"))
 
     def member() -> Service:
@@ -212,72 +215,54 @@ async def test_windows_exactly_once_as_members_join_and_die(
         services.append(service)
         return service
 
-    members = [member(), member()]
-    for service in members:
+    killed, frozen = member(), member()
+    for service in (killed, frozen):
         await asyncio.to_thread(service.wait_for, "assigned partitions")
+    every = [f"{topics.input}[{p}]" for p in range(topics.partitions)]
     changed = asyncio.Event()
     feeding = asyncio.create_task(feed_until(topics, changed, tail=4))
     try:
-        done = await progressed(topics, members[0], 1_000)
+        done = await progressed(topics, killed, 1_000)
+        marks = [len(killed.lines), len(frozen.lines)]
         joined = member()
         await asyncio.to_thread(joined.wait_for, "assigned partitions")
-        members.append(joined)
-        await progressed(topics, joined, done + 1_000)
-        await kill_mid_transaction(topics, members.pop(0))
+        done = await progressed(topics, joined, done + 1_000)
+        for service, mark in zip((killed, frozen), marks, strict=True):  # after the join
+            await asyncio.to_thread(wait_for_line, service, mark, "assigned partitions", 30)
+        before = len(joined.lines)
+        await mid_transaction(topics, frozen, signal.SIGSTOP, owned(frozen, topics))
+        try:
+            await mid_transaction(topics, killed, signal.SIGKILL, owned(killed, topics))
+            taken = await asyncio.to_thread(
+                wait_for_line, joined, before, "assigned partitions", 60, every
+            )
+            await progressed(topics, joined, done + 1_000)
+        finally:
+            os.killpg(frozen.process.pid, signal.SIGCONT)
         changed.set()
         sent = await feeding
     finally:
         await stop_feeding(feeding)
+    assert all(p in taken for p in every), taken
     await check_run(topics, sent, Shape(2 * SECOND, SECOND, 200))
     assert "restored" in joined.log()  # partitions came to it with their windows
-    for service in members:
-        assert service.terminate() == 0, service.log()
-
-
-async def test_windows_exactly_once_when_a_frozen_member_comes_back_fenced(
-    topics: Topics, services: list[Service]
-) -> None:
-    """tumbling:1s: two members; one is frozen (SIGSTOP, with its workers) past its
-    session timeout, so the other takes its partitions and restores their windows from
-    the changelog; then it wakes (SIGCONT) as a zombie: its open transactions are fenced
-    and its in-memory windows must be dropped, not merged into what it is given next.
-    It is frozen with a transaction of its open."""
-    options = ("--workers", "1", *FAST_REJOIN, *windowed("tumbling:1s", "--grace", "300ms"))
-    frozen, other = (start_service(topics, *options) for _ in range(2))
-    services += [frozen, other]
-    for service in (frozen, other):
-        await asyncio.to_thread(service.wait_for, "assigned partitions")
-    every = [f"{topics.input}[{p}]" for p in range(topics.partitions)]
-    woke = asyncio.Event()
-    feeding = asyncio.create_task(feed_until(topics, woke, tail=6))
-    try:
-        done = await progressed(topics, other, 1_000)
-        before = len(other.lines)
-        await mid_transaction(topics, frozen, signal.SIGSTOP, owned(frozen, topics))
-        try:
-            taken = await asyncio.to_thread(wait_for_line, other, before, "assigned partitions", 60)
-            assert all(p in taken for p in every), taken
-            await progressed(topics, other, done + 1_000)
-        finally:
-            os.killpg(frozen.process.pid, signal.SIGCONT)
-        woke.set()
-        sent = await feeding
-    finally:
-        await stop_feeding(feeding)
-    await check_run(topics, sent, Shape.tumbling(SECOND, 300))
-    assert "restored" in frozen.log()  # it took partitions again, from the changelog
-    for service in (frozen, other):
+    assert "lost its transactional id" in frozen.log()  # fenced when it woke
+    for service in (joined, frozen):
         assert service.terminate() == 0, service.log()
     # Being fenced is lost ownership, handled: no stray errors in the user's log.
     assert "exception was never retrieved" not in frozen.log(), frozen.log()
 
 
-def wait_for_line(service: Service, after: int, text: str, timeout: float) -> str:
-    """The first line of the service's log holding ``text`` after its first ``after``."""
+def wait_for_line(
+    service: Service, after: int, text: str, timeout: float, also: Iterable[str] = ()
+) -> str:
+    """The first line of the service's log past its first ``after`` that holds ``text``
+    and every one of ``also``."""
+    wanted = [text, *also]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for line in service.lines[after:]:
-            if text in line:
+            if all(w in line for w in wanted):
                 return line
         time.sleep(0.05)
-    raise AssertionError("no such line in the log:\n" + service.log())
+    raise AssertionError(f"no line with {wanted} in the log:\n" + service.log())

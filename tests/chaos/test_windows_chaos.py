@@ -160,12 +160,12 @@ async def test_windows_exactly_once_across_sigkills_mid_stream(
 async def test_windows_exactly_once_across_a_sigkill_during_restore(
     single: Topics, services: list[Service]
 ) -> None:
-    """150,000 windows open in one partition (one key each, tumbling:1h): the service
+    """100,000 windows open in one partition (one key each, tumbling:1h): the service
     stops, starts again and is SIGKILLed while it restores them; the next start
     restores every window, adds more records to them, and closes them all. /readyz
     said it was restoring."""
     topics = single
-    keys = 150_000
+    keys = 100_000
     first = [event(f"key-{i:06d}", T0 + i % 1000, float(i % 997)) for i in range(keys)]
     options = ("--workers", "1", *FAST_REJOIN, *windowed("tumbling:1h"))
     await feed(topics, first)

@@ -53,4 +53,6 @@ class CommitPolicy:
             return self.idle_interval
         if self.due(now, pending):
             return 0.0
-        return max(0.0, pending.since + self.interval - now)
+        remaining = max(0.0, pending.since + self.interval - now)
+        # (since + interval) - now may round above the interval when now >= since
+        return min(remaining, self.interval) if now >= pending.since else remaining

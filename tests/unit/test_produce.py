@@ -140,7 +140,8 @@ def test_matrix_events_and_the_avro_file_carry_the_same_times(tmp_path: Path) ->
     settings = _settings(count="5", event_interval="1m", start_time="0", avro_file=str(path))
     assert write_avro_file(settings, str(path)) == 5
     with path.open("rb") as handle:
-        assert [r["ts"] for r in fastavro.reader(handle)] == [0.0, 60.0, 120.0, 180.0, 240.0]
+        stamps = [r["ts"] for r in fastavro.reader(handle) if isinstance(r, dict)]
+        assert stamps == [0.0, 60.0, 120.0, 180.0, 240.0]
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ windows are worked out by hand from the records (no code shared with the service
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ def test_hopping_windows_count_a_record_in_each_of_its_windows() -> None:
 def test_a_transform_runs_before_the_windows() -> None:
     """The windows aggregate the transform's outputs: here each event's mean."""
 
-    def means(records: list[Any]) -> list[Any]:
+    def means(records: Sequence[Any]) -> list[Any]:
         return [{**r, "mean": sum(r["values"]) / len(r["values"])} for r in records]
 
     trial = run_on(EVENTS[:4], config(value_field="mean", key_field=""), as_transform(means))

@@ -159,6 +159,13 @@ class WindowMetrics:
         )
         # counter: windows closed and written to the output topic
         self.closed = Counter("stream_windows_closed", "Windows closed and output.", registry=r)
+        # counter: closed windows whose output (with its key) is too large for the output
+        # topic: dead-lettered, reason output_too_large
+        self.too_large = Counter(
+            "stream_window_outputs_too_large",
+            "Windows dead-lettered for their size.",
+            registry=r,
+        )
         # counter: records every window of which had closed (dead-lettered, reason late)
         self.late = Counter(
             "stream_window_late_records", "Records too late for their windows.", registry=r

@@ -69,6 +69,18 @@ class Run:
         return self.broker.committed.get(("g", tp))
 
 
+async def opened(run: Run, wait: float = 3.0) -> None:
+    """Every assigned partition open (each opens in a task of its own: fenced, restored,
+    positioned) and taking records, or the engine ended."""
+
+    def done() -> bool:
+        parts = run.engine.assignment.parts
+        owned = run.engine.membership.owned
+        return run.task.done() or all(tp in parts and parts[tp].accepting for tp in owned)
+
+    await until(done, wait)
+
+
 async def until(condition: Callable[[], bool], wait: float = 3.0) -> None:
     deadline = time.monotonic() + wait
     while not condition():
@@ -91,6 +103,7 @@ async def running(
     try:
         await asyncio.wait_for(clients.consumer_made.subscribed.wait(), 3)
         await clients.consumer_made.rebalance(set(), {P0, P1} if assign is None else assign)
+        await opened(run)
         yield run
     finally:
         engine.stop()

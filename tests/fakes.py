@@ -6,7 +6,7 @@ never finish. The broker suites stay the end-to-end proof."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from stream.errors import KafkaFailure, OwnershipLost, ProducerBroken, RecordRefused
@@ -305,7 +305,9 @@ class FakeClients:
     async def ensure_changelog(self, topic: str, like: str) -> bool:
         return await self.ensure_topic(topic, like)
 
-    async def read_changelog(self, topic: str, partition: int) -> AsyncIterator[list[Change]]:
+    async def read_changelog(
+        self, topic: str, partition: int
+    ) -> AsyncGenerator[list[Change], None]:
         """The committed records (the fake broker holds no others), in chunks of
         ``restore_chunk``; each chunk waits for ``restore_gate``."""
         self.restores.append(partition)

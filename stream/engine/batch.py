@@ -48,6 +48,7 @@ class WindowOut:
 
     outputs: list[OutRecord]
     changes: list[OutRecord]
+    letters: list[OutRecord] = field(default_factory=list)  # outputs too large to send
 
 
 @dataclass(slots=True, eq=False)

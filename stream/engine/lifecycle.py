@@ -51,8 +51,9 @@ class State(Protocol):
 
     async def restore(self, part: Partition) -> None: ...
     def check(self, part: Partition, committed: int | None) -> None: ...
-    def step(self, part: Partition, batches: list[Batch]) -> None: ...
+    async def step(self, part: Partition, batches: list[Batch]) -> None: ...
     async def idle(self, part: Partition, consumer: Consumer) -> Batch | None: ...
+    def moved(self, part: Partition, position: int) -> Batch | None: ...
     def release(self, tp: TopicPartition) -> None: ...
 
 
@@ -82,6 +83,7 @@ class PartitionLifecycle:
         self._deadline = 0.0  # clock time the drain ends, once closing
         self._current: tuple[Partition, Delivery] | None = None
         self._opening: Partition | None = None  # being opened (a rewind's reopening)
+        self._restoring: asyncio.Future[None] | None = None  # its state being restored
         self._failing_since: float | None = None  # first failure of the current episode
         self._failures = 0
         self._opened_at = 0.0  # clock time of the last successful opening
@@ -105,6 +107,8 @@ class PartitionLifecycle:
         if part is not None:
             part.closing = True
             part.wakeup.set()
+        if self._restoring is not None:
+            self._restoring.cancel()
 
     async def run(self) -> None:
         try:
@@ -165,7 +169,13 @@ class PartitionLifecycle:
         owners' writes), read its committed offset and seek there."""
         p = self.parts
         if p.state is not None:
-            await p.state.restore(part)
+            self._restoring = asyncio.ensure_future(p.state.restore(part))
+            try:
+                await _unless_closed(self._restoring)
+            finally:
+                self._restoring = None
+            if self.closing:  # revoked while it restored: run() releases it
+                return
         if p.stage is not None:
             await p.stage.claim(part)
         committed = await p.consumer.committed(self.tp)
@@ -245,9 +255,9 @@ class PartitionLifecycle:
             part.wakeup.clear()
             batches = _finished(part, self._duration)
             if batches:
-                async with self._delivering(part):
+                async with _delivering(part, self.parts.clock):
                     if p.state is not None:
-                        p.state.step(part, batches)
+                        await p.state.step(part, batches)
                     await delivery.ship(batches)
             now = p.clock()
             if part.closing and (not part.queue or now >= self._deadline):
@@ -255,7 +265,7 @@ class PartitionLifecycle:
                 return
             pending = delivery.pending()
             if p.policy.due(now, pending):
-                async with self._delivering(part):
+                async with _delivering(part, self.parts.clock):
                     await delivery.commit(final=False)
                 self._progressed()
                 continue
@@ -285,20 +295,11 @@ class PartitionLifecycle:
         try:
             async with (
                 asyncio.timeout(max(0.0, self._deadline - p.clock()) + CLOSE_STEP),
-                self._delivering(part),
+                _delivering(part, self.parts.clock),
             ):
                 await delivery.commit(final=True)
         except TimeoutError:
             log.warning("%s: the final commit did not finish in time; skipped", part.label)
-
-    @contextlib.asynccontextmanager
-    async def _delivering(self, part: Partition) -> AsyncIterator[None]:
-        """Around a delivery step (for health: bounded by the delivery timeout)."""
-        part.delivering_since = self.parts.clock()
-        try:
-            yield
-        finally:
-            part.delivering_since = None
 
     async def _idle(self, part: Partition, delivery: Delivery) -> None:
         """Nothing finished for a while: move an idle partition to the consumer's
@@ -307,13 +308,18 @@ class PartitionLifecycle:
             return
         quiet = await _quiet(self.parts, part)
         if quiet is not None:  # windows closed on quiet input: into the transaction
-            async with self._delivering(part):
+            async with _delivering(part, self.parts.clock):
                 await delivery.ship([quiet])
             return
         with contextlib.suppress(KafkaFailure):
             part.offsets.advance_idle(await self.parts.consumer.position(self.tp))
-        if part.offsets.committable() is not None:
-            async with self._delivering(part):
+        position = part.offsets.committable()
+        if position is not None:
+            state = self.parts.state
+            moved = None if state is None else state.moved(part, position)
+            async with _delivering(part, self.parts.clock):
+                if moved is not None:  # the state's position moves with the group's
+                    await delivery.ship([moved])
                 await delivery.commit(final=False)
             self._progressed()
 
@@ -338,3 +344,24 @@ def _finished(part: Partition, duration: Histogram) -> list[Batch]:
         duration.observe(batch.result.result().seconds)
         batches.append(batch)
     return batches
+
+
+@contextlib.asynccontextmanager
+async def _delivering(part: Partition, clock: Callable[[], float]) -> AsyncIterator[None]:
+    """Around a delivery step (for health: bounded by the delivery timeout)."""
+    part.delivering_since = clock()
+    try:
+        yield
+    finally:
+        part.delivering_since = None
+
+
+async def _unless_closed(step: asyncio.Future[None]) -> None:
+    """Await ``step``; when it is cancelled on its own (``close()`` cancels a restore)
+    end quietly; when the caller is cancelled, that goes on up."""
+    try:
+        await step
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise

@@ -184,14 +184,14 @@ class Monitor:
         details: dict[str, Any] = {"partitions": len(self.assignment.parts)}
         if self.state.stopping:
             return Check(False, "shutting down", details)
+        restoring = [p.label for p in self.assignment.parts.values() if p.restoring]
+        if restoring:  # within the assignment callback: before "rebalancing" says less
+            details["restoring"] = sorted(restoring)
+            return Check(False, "restoring window state from the changelog", details)
         if self.membership.rebalancing:
             return Check(False, "rebalancing: waiting for a partition assignment", details)
         if not self.assignment.parts:
             return Check(False, "no partitions assigned", details)
-        restoring = [p.label for p in self.assignment.parts.values() if p.restoring]
-        if restoring:
-            details["restoring"] = sorted(restoring)
-            return Check(False, "restoring window state from the changelog", details)
         if self.database is not None and not any(self.database.pool_connections()):
             return Check(False, "the database pool has no connection", details)
         seen = self.broker_seen

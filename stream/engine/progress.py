@@ -64,6 +64,9 @@ class Progress:
         m = self.metrics
         out = batch.window_out  # a windowed run writes its windows, not one per record
         written = count - failed if out is None else len(out.outputs)
+        if out is not None and out.letters:  # windows too large for the output topic
+            self._dead.inc(len(out.letters))
+            self.counts.dead_lettered += len(out.letters)
         self._written.inc(written)
         self.counts.written += written
         if failed:

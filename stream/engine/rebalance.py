@@ -45,12 +45,12 @@ class Rebalancer:
         self.metrics.rebalances.inc()
         self.membership.owned |= assigned
         made = [self.lifecycle(tp) for tp in sorted(assigned) if tp not in self.lifecycles]
-        opened = await asyncio.gather(*(m.open() for m in made), return_exceptions=True)
-        for lifecycle, error in zip(made, opened, strict=True):
-            if isinstance(error, BaseException):
-                raise error
+        for lifecycle in made:
+            # Each opens in a task of its own (fence, restore, seek): a long restore
+            # holds neither the group's rebalance nor the other partitions, and a
+            # revoke cancels it. A partition takes records once it is open.
             label = f"{lifecycle.tp.topic}[{lifecycle.tp.partition}]"
-            task = self.tasks.spawn(lifecycle.run(), f"partition-{label}")
+            task = self.tasks.spawn(_open_and_run(lifecycle), f"partition-{label}")
             self.lifecycles[lifecycle.tp] = (lifecycle, task)
         self.membership.rebalancing = False
         log.info("assigned partitions: %s", names(assigned))
@@ -100,3 +100,8 @@ class Rebalancer:
             task.cancel()
         if chosen:
             await asyncio.wait([task for _, task in chosen], timeout=2 * CLOSE_STEP)
+
+
+async def _open_and_run(lifecycle: PartitionLifecycle) -> None:
+    await lifecycle.open()
+    await lifecycle.run()

@@ -127,6 +127,10 @@ class Router:
     def _output_room(self) -> int:
         return self.output_limit - RECORD_OVERHEAD
 
+    def fits(self, key: bytes | None, output: bytes) -> bool:
+        """Whether an output record of this key fits the output topic."""
+        return len(output) + len(key or b"") <= self._output_room
+
     def dead_letter(
         self,
         tp: TopicPartition,

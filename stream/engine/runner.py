@@ -154,7 +154,7 @@ class Engine:
         self.clients.fit_batches(min(out_limit, dlq_limit))
         router = Router(s.require_key, s.max_record_bytes, dlq_limit, out_limit)
         stage = None if self.sink is None else await stages.start_sink(s, self.sink, router)
-        windowing = await stages.make_windowing(s, self.clients, self.metrics)
+        windowing = await stages.make_windowing(s, self.clients, self.metrics, router)
         sender = Sender(
             router,
             s.output_topic,

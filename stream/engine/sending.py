@@ -78,6 +78,7 @@ class Sender:
         if out is not None and only is None:
             for topic, records in (
                 (self.output_topic, out.outputs),
+                (self.dlq_topic, out.letters),
                 (self.changelog_topic, out.changes),
             ):
                 shipped += [

@@ -148,7 +148,7 @@ async def start_sink(settings: RunSettings, sink: Database, router: Router) -> S
 
 
 async def make_windowing(
-    settings: RunSettings, clients: Clients, metrics: Metrics
+    settings: RunSettings, clients: Clients, metrics: Metrics, router: Router
 ) -> Windowing | None:
     """With --window: the changelog topic made (or checked) and the window state."""
     spec = settings.window_spec
@@ -170,6 +170,7 @@ async def make_windowing(
         idle_close_ms=settings.idle_close_ms,
         max_windows=settings.max_windows,
         extras=extras,
+        router=router,
     )
     return Windowing(config, clients, WindowMetrics(metrics.registry))
 

@@ -14,6 +14,7 @@ never runs ahead of what was committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -24,6 +25,7 @@ import numpy as np
 
 from stream.engine.assignment import Partition
 from stream.engine.batch import Batch, WindowOut
+from stream.engine.routing import Router
 from stream.errors import FatalError, UsageError
 from stream.kafka.protocols import Clients, Consumer, OutRecord, TopicPartition
 from stream.metrics import WindowMetrics
@@ -74,6 +76,7 @@ class WindowConfig:
     idle_close_ms: int | None = None
     max_windows: int = 10_000_000
     extras: Extras = field(default_factory=Extras)  # aggregates of one's own
+    router: Router | None = None  # the output topic's limit, and how dead letters look
 
 
 class Windowing:
@@ -105,21 +108,25 @@ class Windowing:
         part.restoring = True
         self.metrics.restoring.inc()
         try:
-            async for chunk in self.clients.read_changelog(c.topic, tp.partition):
-                windows = []
-                for key, value in chunk:
-                    if key == changelog.POSITION_KEY:
-                        position = None if value is None else changelog.parse_stream_time(value)
-                    elif key == changelog.SHAPE_KEY:
-                        shape = value
-                    else:
-                        windows.append((key, value))
-                records += len(chunk)
-                try:
-                    store.apply(windows)
-                except ValueError as exc:
-                    raise FatalError(f"the changelog {c.topic}[{tp.partition}]: {exc}") from None
-                await asyncio.sleep(0)  # a large restore shares the loop
+            reading = self.clients.read_changelog(c.topic, tp.partition)
+            async with contextlib.aclosing(reading) as chunks:
+                async for chunk in chunks:
+                    windows = []
+                    for key, value in chunk:
+                        if key == changelog.POSITION_KEY:
+                            position = None if value is None else changelog.parse_stream_time(value)
+                        elif key == changelog.SHAPE_KEY:
+                            shape = value
+                        else:
+                            windows.append((key, value))
+                    records += len(chunk)
+                    try:
+                        store.apply(windows)
+                    except ValueError as exc:
+                        raise FatalError(
+                            f"the changelog {c.topic}[{tp.partition}]: {exc}"
+                        ) from None
+                    await asyncio.sleep(0)  # a large restore shares the loop
         finally:
             part.restoring = False
             self.metrics.restoring.dec()
@@ -145,20 +152,35 @@ class Windowing:
         self._check_cap()
 
     def check(self, part: Partition, committed: int | None) -> None:
-        """The restored state reaches at most the group's committed offset (both commit
-        in one transaction; the group may be further on, past transaction markers):
-        else the records between would be counted twice."""
+        """The restored state reaches exactly the group's committed offset (both commit
+        in one transaction, an idle move of the offset too): behind it, the records
+        between were never counted; ahead, they would be counted twice."""
         owned = self.owned.get(part.tp)
-        if owned is None or owned.position is None:
+        if owned is None or owned.position is None or committed == owned.position:
             return
-        if committed is None or committed < owned.position:
-            where = "has no committed offset" if committed is None else f"is at {committed}"
-            raise FatalError(
-                f"{part.label}: the windows' changelog {self.config.topic} holds state up to "
-                f"offset {owned.position}, but the group {where}: reading from there would "
-                f"count records twice; reset the group to {owned.position}, or delete the "
-                "changelog topic to start the windows afresh"
-            )
+        if committed is None:
+            where, then = "has no committed offset", "count records twice"
+        elif committed < owned.position:
+            where, then = f"is at {committed}", "count records twice"
+        else:
+            where, then = f"is at {committed}", f"leave records {owned.position}.. uncounted"
+        raise FatalError(
+            f"{part.label}: the windows' changelog {self.config.topic} holds state up to "
+            f"offset {owned.position}, but the group {where}: reading from there would "
+            f"{then}; reset the group to {owned.position}, or delete the changelog topic "
+            "to start the windows afresh"
+        )
+
+    def moved(self, part: Partition, position: int) -> Batch | None:
+        """The partition's position moved with no record (past transaction markers): a
+        batch of no records carrying the new position into the changelog, so that it
+        commits with the group's offset; None when the partition holds no state."""
+        owned = self.owned.get(part.tp)
+        if owned is None:
+            return None
+        batch = self._empty_batch(position)
+        batch.window_out = self._out(part, owned, [], position)
+        return batch
 
     def release(self, tp: TopicPartition) -> None:
         """The opening ended (closed, revoked or rewound): its state goes with it."""
@@ -167,17 +189,23 @@ class Windowing:
 
     # ---- the state step -----------------------------------------------------------------
 
-    def step(self, part: Partition, batches: list[Batch]) -> None:
+    async def step(self, part: Partition, batches: list[Batch]) -> None:
         """Move the partition's windows on by each batch, in input order; each batch
         then carries its outputs, and the last one the changelog records of the state
         they left (one record per window changed by any of them: fewer to write and to
-        restore). Made once: a batch sent again sends the same."""
+        restore). Made once: a batch sent again sends the same. In a thread: a batch
+        that closes a million windows makes a million outputs, and the event loop
+        (heartbeats, fetches, the other partitions) goes on meanwhile."""
         owned = self.owned[part.tp]
         todo = [batch for batch in batches if batch.window_out is None]
-        for at, batch in enumerate(todo, 1):
-            self._step(part, owned, batch, last=at == len(todo) or self.config.emit_update)
+        if todo:
+            await asyncio.to_thread(self._step_all, part, owned, todo)
         self._gauges()
         self._check_cap()
+
+    def _step_all(self, part: Partition, owned: Owned, todo: list[Batch]) -> None:
+        for at, batch in enumerate(todo, 1):
+            self._step(part, owned, batch, last=at == len(todo) or self.config.emit_update)
 
     def _step(self, part: Partition, owned: Owned, batch: Batch, *, last: bool) -> None:
         result = batch.result.result()
@@ -219,25 +247,18 @@ class Windowing:
     ) -> WindowOut:
         c = self.config
         results = closed + (owned.store.changed() if c.emit_update else [])
-        outputs: list[OutRecord] = [
-            (
-                r.key,
-                window_value(r, c.aggregates),
-                None,
-                part.tp.partition if r.key is None else None,
-            )
-            for r in results
-        ]
+        outputs, letters = _outputs(results, c, part.tp, end)
+        p = part.tp.partition
+        self.metrics.too_large.inc(len(letters))
         self.metrics.closed.inc(len(closed))
         if not last:  # the group's last batch writes the state they leave
-            return WindowOut(outputs, [])
+            return WindowOut(outputs, [], letters)
         owned.position = end
         changes = [*owned.store.take_changes(), changelog.position_change(end)]
         if not owned.shape_written:
             changes.append((changelog.SHAPE_KEY, self._shape()))
             owned.shape_written = True
-        p = part.tp.partition
-        return WindowOut(outputs, [(key, value, None, p) for key, value in changes])
+        return WindowOut(outputs, [(key, value, None, p) for key, value in changes], letters)
 
     def _shape(self) -> bytes:
         """What the state means: the windows (not the grace: changing it is harmless)
@@ -264,16 +285,21 @@ class Windowing:
         last = (await consumer.end_offsets([part.tp])).get(part.tp, 0)
         if position < last:
             return None  # behind: a replay must not close windows early
-        closed = store.close(store.stream_time + int(quiet_ms))
+        closed = await asyncio.to_thread(store.close, store.stream_time + int(quiet_ms))
         owned.last_record = self.wall()  # the stream time now includes the quiet time
         if not closed:
             return None
-        result: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        result.set_result(BatchResult([], [], 0.0, 0, window=empty_records(0, c.extras.width)))
-        batch = Batch(Ticket(end, end, 0, self.wall()), [], [], [], [], 0, result)
-        batch.window_out = self._out(part, owned, closed, end)
+        batch = self._empty_batch(end)
+        batch.window_out = await asyncio.to_thread(self._out, part, owned, closed, end)
         self._gauges()
         return batch
+
+    def _empty_batch(self, end: int) -> Batch:
+        """A batch of no records at ``end``: what the state moves on without input."""
+        result: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        width = self.config.extras.width
+        result.set_result(BatchResult([], [], 0.0, 0, window=empty_records(0, width)))
+        return Batch(Ticket(end, end, 0, self.wall()), [], [], [], [], 0, result)
 
     # ---- bounds -------------------------------------------------------------------------
 
@@ -289,3 +315,31 @@ class Windowing:
                 f"{total} windows are open, more than --max-windows {self.config.max_windows}: "
                 "raise it (about 50 bytes a window), or shorten the windows or the grace"
             )
+
+
+def _outputs(
+    results: list[WindowResult], c: WindowConfig, tp: TopicPartition, end: int
+) -> tuple[list[OutRecord], list[OutRecord]]:
+    """The windows' output records, and dead letters for those whose key is too large
+    for the output topic with the window (it fitted the input): the rest go on."""
+    outputs: list[OutRecord] = []
+    letters: list[OutRecord] = []
+    for r in results:
+        value = window_value(r, c.aggregates)
+        if c.router is None or c.router.fits(r.key, value):
+            outputs.append((r.key, value, None, tp.partition if r.key is None else None))
+            continue
+        message = (
+            f"the window's output is {len(value) + len(r.key or b'')} bytes with its key, "
+            f"more than the output topic's max.message.bytes ({c.router.output_limit}) allows"
+        )
+        letter = c.router.dead_letter(
+            tp,
+            end - 1,
+            key=r.key,
+            value=value,
+            reason=Reason.OUTPUT_TOO_LARGE.value,
+            message=message,
+        )
+        letters.append(letter)
+    return outputs, letters

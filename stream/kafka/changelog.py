@@ -4,7 +4,7 @@ and read back, committed records only, to restore a partition's state."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import NewTopic
@@ -22,6 +22,7 @@ from stream.kafka.protocols import Change, TopicPartition
 FETCH_BYTES = 32 << 20  # a restore reads in large fetches: it is throughput, not latency
 # Compacted; segments of 64 MiB (not the broker's 1 GiB) so that the log cleaner can
 # compact all but a small active segment and a restore reads little beyond the state.
+RESTORE_CHUNK = 10_000  # records applied at once: the event loop answers between chunks
 COMPACT = {"cleanup.policy": "compact", "segment.bytes": str(64 << 20)}
 
 
@@ -71,17 +72,17 @@ async def _require_compaction(admin: object, topic: str) -> None:
             if name != topic or error_code:
                 continue
             for entry in entries:
-                if entry[0] == "cleanup.policy" and "compact" not in str(entry[1]):
+                if entry[0] == "cleanup.policy" and str(entry[1]).strip() != "compact":
                     raise FatalError(
                         f"the changelog topic {topic} has cleanup.policy={entry[1]}: its "
                         "records would be deleted by time and the windows lost; set it to "
-                        "compact"
+                        "compact (only)"
                     )
 
 
 async def read_changelog(
     settings: KafkaSettings, topic: str, partition: int
-) -> AsyncIterator[list[Change]]:
+) -> AsyncGenerator[list[Change], None]:
     """Committed records of one partition, from its start up to its last stable offset
     as it was when reading began (positions skip transaction markers and aborted
     records, so the end is reached whatever gaps they leave)."""
@@ -102,7 +103,7 @@ async def read_changelog(
             await consumer.seek_to_beginning(tp)
             end = (await consumer.end_offsets([tp]))[tp]
             while await consumer.position(tp) < end:
-                fetched = await consumer.getmany(tp, timeout_ms=500, max_records=100_000)
+                fetched = await consumer.getmany(tp, timeout_ms=500, max_records=RESTORE_CHUNK)
                 records = fetched.get(tp, [])
                 if records:
                     yield [(r.key, r.value) for r in records if r.key is not None]

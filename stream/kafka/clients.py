@@ -4,7 +4,7 @@ they do). Each method turns aiokafka's errors into ``stream.errors`` types."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -288,7 +288,7 @@ class KafkaClients:
             self.settings, topic, like, self.settings.dlq_replication_factor
         )
 
-    def read_changelog(self, topic: str, partition: int) -> AsyncIterator[list[Change]]:
+    def read_changelog(self, topic: str, partition: int) -> AsyncGenerator[list[Change], None]:
         return changelog.read_changelog(self.settings, topic, partition)
 
 

@@ -9,7 +9,7 @@ aiokafka's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -115,6 +115,6 @@ class Clients(Protocol):
         missing (True if made); ``FatalError`` in one line if it exists with another
         number of partitions or without compaction."""
 
-    def read_changelog(self, topic: str, partition: int) -> AsyncIterator[list[Change]]:
+    def read_changelog(self, topic: str, partition: int) -> AsyncGenerator[list[Change], None]:
         """The committed records of one changelog partition, from its start to its end
         offset as it was when reading began, a fetch at a time."""

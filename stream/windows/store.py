@@ -128,6 +128,7 @@ class WindowStore:
         some = records.count[which] > 0  # a record without readings opens no window
         which, starts = which[some], starts[some]
         self._merge(reduce_records(ids[which], starts, records.take(which), self.extras))
+        self._forget_keys()  # late records of new keys opened nothing: their ids go
         return late
 
     def _intern_in_range(self, keys: Sequence[Key], starts: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -284,7 +285,7 @@ class WindowStore:
                 f" {self.spec.describe()}: was the changelog written for other windows?"
             )
         codes = self._codes(self._intern_in_range(keys, starts), starts)
-        table = self._table.flushed()
+        table = self._table
         table.remove(np.sort(codes[~kept]))
         order = np.argsort(codes[kept], kind="stable")
         fields = [partials[name][kept][order] for name in ("count", "sum", "m2", "min", "max")]

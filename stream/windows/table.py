@@ -175,6 +175,30 @@ class Tiers:
             self.fresh = WindowTable(self.extras)
         return self.main
 
+    def put(self, codes: NDArray[np.int64], columns: Columns) -> None:
+        """Set windows (unique sorted ``codes``) to these values, as a restore does: in
+        place where they are, new ones into the small table (not marked changed)."""
+        pos, found = self.main.find(codes)
+        rows = pos[found]
+        main = self.main
+        count, total, m2, minimum, maximum, extra = columns
+        main.count[rows], main.sum[rows], main.m2[rows] = count[found], total[found], m2[found]
+        main.min[rows], main.max[rows], main.extra[rows] = (
+            minimum[found],
+            maximum[found],
+            extra[found],
+        )
+        new = ~found
+        rest = (count[new], total[new], m2[new], minimum[new], maximum[new], extra[new])
+        self.fresh.put(codes[new], rest)
+        if len(self.fresh) > max(FRESH_MIN, len(self.main) // 8):
+            self.flushed()
+
+    def remove(self, codes: NDArray[np.int64]) -> None:
+        """Remove the windows with these (sorted) codes, wherever they are."""
+        self.main.remove(codes)
+        self.fresh.remove(codes)
+
     def any_below(self, bound: int) -> bool:
         """Whether a window's code is below ``bound`` (one is due to close)."""
         return any(len(t) and int(t.code[0]) < bound for t in (self.main, self.fresh))

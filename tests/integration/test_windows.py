@@ -273,8 +273,10 @@ async def test_max_windows_stops_the_service_in_one_line(
     topics: Topics, services: list[Service]
 ) -> None:
     """More windows open than --max-windows: the service stops with one line saying so,
-    and what it had not committed stays uncommitted."""
-    await feed(topics, spread(random.Random("cap"), 200, 400, T0, 1_000))
+    and nothing past it is committed: a start with room enough then counts every record
+    once."""
+    events = spread(random.Random("cap"), 200, 400, T0, 1_000)
+    await feed(topics, events)
     service = start_service(
         topics, "--workers", "1", *windowed("tumbling:1h", "--max-windows", "50")
     )
@@ -283,3 +285,12 @@ async def test_max_windows_stops_the_service_in_one_line(
     assert last.startswith("stream run: error: "), last
     assert "more than --max-windows 50" in last, last
     assert await read_topic(topics.bootstrap, topics.output, 0, wait=1) == []
+
+    await close_all(topics, T0 + 3 * 3_600_000)
+    expected = await reference(topics, len(events) + topics.partitions, Shape.tumbling(3_600_000))
+    service = start_service(
+        topics, "--workers", "1", *windowed("tumbling:1h", "--max-windows", "1000")
+    )
+    services.append(service)
+    await assert_outputs(topics, expected.closed, AGGREGATES)
+    assert service.terminate() == 0, service.log()

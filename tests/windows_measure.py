@@ -28,6 +28,7 @@ from dataclasses import replace
 from stream.produce import Event
 from tests.helpers import (
     Service,
+    Topics,
     drop_topics,
     get,
     make_topics,
@@ -57,6 +58,14 @@ async def steady_rss(service: Service, settle: float = 3.0) -> int:
     return rss_of_group(service.process.pid)
 
 
+async def caught_up(topics: Topics, service: Service, wait: float = 1200) -> None:
+    """Wait until the group has committed all its input; the service must not stop."""
+    deadline = time.monotonic() + wait
+    while not await wait_caught_up(topics, 2):
+        assert service.process.poll() is None, "the service stopped:\n" + service.log()
+        assert time.monotonic() < deadline, "not caught up:\n" + service.log()
+
+
 async def until_ready(service: Service, wait: float = 300) -> float:
     """Seconds from now until /readyz answers 200."""
     started = time.monotonic()
@@ -81,7 +90,7 @@ async def measure(bootstrap: str, keys: int, per_key: int, partitions: int) -> N
 
         started = time.monotonic()
         service = start_service(topics, *options)
-        assert await wait_caught_up(topics, 1200), service.log()
+        await caught_up(topics, service)
         say(f"windowed run: caught up in {time.monotonic() - started:.1f}s")
         stateful = await steady_rss(service)
         assert service.terminate() == 0, service.log()
@@ -104,7 +113,7 @@ async def measure(bootstrap: str, keys: int, per_key: int, partitions: int) -> N
 
         started = time.monotonic()
         service = start_service(stateless, "--guarantee", "exactly-once")
-        assert await wait_caught_up(stateless, 1200), service.log()
+        await caught_up(stateless, service)
         say(f"stateless run: caught up in {time.monotonic() - started:.1f}s")
         base = await steady_rss(service)
         assert service.terminate() == 0, service.log()

@@ -32,7 +32,7 @@ larger events (``--values`` readings each); the report sets each exactly-once ca
 beside its at-least-once twin. The ``windows`` group (right after sensor-features,
 exactly-once) runs our windowed aggregation and the same in quix-streams
 (:mod:`stream.bench.quix_windows`) on one input of 10,000 sensors over five minutes of
-event time, each timed until its group committed the input's end; the report sets ours
+event time, each timed from its ready line to its last output; the report sets ours
 against both (:mod:`stream.bench.windows`). The parts: :mod:`stream.bench.cases` (the catalogue),
 :mod:`stream.bench.measure` (one case), :mod:`stream.bench.report` (table, targets,
 JSON), :mod:`stream.bench.compare` (a run against a previous results file).

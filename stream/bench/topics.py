@@ -26,7 +26,8 @@ from stream.kafka import (
 )
 from stream.kafka.admin import _group_offsets
 from stream.kafka.protocols import ConsumedRecord
-from stream.produce import demo_encoder, demo_events, produce
+from stream.kafka.send import Partitioner
+from stream.produce import Event, demo_encoder, demo_events, produce
 
 if TYPE_CHECKING:
     from stream.bench.cases import Payload
@@ -82,11 +83,14 @@ class BenchTopics:
             schema_registry_url=self.s.schema_registry_url if payload.format != "json" else "",
         )
         if payload.format == "json":
-            encode: Callable[[Any], bytes] = orjson.dumps
             if payload.event_span and not rate:
                 span = payload.event_span
-                encode = spread_event_times(event_start(time.time(), span), span, count)
-            sent, _ = await produce(settings, demo_events(settings, encode=encode))
+                start = event_start(time.time(), span)
+                events = demo_events(settings, encode=spread_event_times(start, span, count))
+                closers = closing_events(start + span + 60, payload.values, self.s.partitions)
+                sent, _ = await produce(settings, itertools.chain(events, closers))
+                return sent
+            sent, _ = await produce(settings, demo_events(settings))
             return sent
         schema_encode = await asyncio.to_thread(demo_encoder, settings, topic)
         sent, _ = await produce(settings, demo_events(settings, encode=schema_encode))
@@ -159,6 +163,26 @@ def spread_event_times(start: float, span: float, count: int) -> Callable[[Any],
         return orjson.dumps(event)
 
     return encode
+
+
+def closing_events(ts: float, values: int, partitions: int) -> list[Event]:
+    """A sensor event at ``ts`` for each of ``partitions`` partitions (keys the producer's
+    partitioner sends there): after a windows input, they move every partition's stream
+    time past the last window's end, so that every window closes and the last output
+    marks the end of the work on the input."""
+    partitioner, keys = Partitioner(), dict[int, bytes]()
+    for number in itertools.count():
+        key = f"closer-{number}".encode()
+        keys.setdefault(partitioner(key, partitions), key)
+        if len(keys) == partitions:
+            break
+    return [
+        Event(
+            key,
+            orjson.dumps({"sensor_id": key.decode(), "seq": 0, "ts": ts, "values": [0.0] * values}),
+        )
+        for _, key in sorted(keys.items())
+    ]
 
 
 async def topic_end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:

@@ -1,6 +1,7 @@
 """`stream bench`'s windows group without a broker: the quix-streams peer's aggregation
-against numpy, the input's event times, the committed offsets that time both cases, and
-the report's ratios against quix-streams and the stateless exactly-once case."""
+against numpy, the input's event times and closing events, the committed offsets that
+end both cases, and the report's ratios against quix-streams and the stateless
+exactly-once case."""
 
 from __future__ import annotations
 
@@ -25,8 +26,14 @@ from stream.bench.quix_windows import (
     window_output,
 )
 from stream.bench.report import table
-from stream.bench.topics import committed_records, event_start, spread_event_times
+from stream.bench.topics import (
+    closing_events,
+    committed_records,
+    event_start,
+    spread_event_times,
+)
 from stream.bench.windows import window_lines, windows
+from stream.kafka.send import Partitioner
 from tests.unit.bench_reports import report, result
 
 
@@ -90,6 +97,17 @@ def test_the_windows_input_spans_whole_minutes_in_the_past_in_offset_order() -> 
     assert {round((b - a) * 1000) for a, b in itertools.pairwise(times)} == {1, 2}
 
 
+def test_the_closing_events_land_one_in_each_partition_past_the_last_window() -> None:
+    closers = closing_events(1_800_000_360.0, 65, 4)
+    partitioner = Partitioner()
+    assert sorted(partitioner(e.key or b"", 4) for e in closers) == [0, 1, 2, 3]
+    for event in closers:
+        body = orjson.loads(event.value)
+        assert body["ts"] == 1_800_000_360.0
+        assert body["sensor_id"].encode() == event.key
+        assert body["values"] == [0.0] * 65
+
+
 def test_committed_records_sum_the_inputs_offsets_and_ignore_uncommitted_ones() -> None:
     tp = namedtuple("tp", "topic partition")  # as aiokafka's TopicPartition
 
@@ -106,12 +124,12 @@ def test_committed_records_sum_the_inputs_offsets_and_ignore_uncommitted_ones() 
 def windows_run(**changes: dict[str, Any]) -> dict[str, Any]:
     """A report of the stateless pair and both windows cases; ``changes`` by case name."""
     stateless = result(PAIRS[0].exactly_once, 60_000.0)
-    stateless["committed_records_per_s"] = 50_000.0
+    stateless["ready_records_per_s"] = 50_000.0
     ours = result(WINDOWS.ours, 45_000.0, reference=PAIRS[0].exactly_once)
     peer = result(WINDOWS.peer, 12_000.0, reference=PAIRS[0].exactly_once)
     for row in (ours, peer):
-        row.update(timed_from="committed", latency_ms={}, outputs=39_990)
-        row["committed_records_per_s"] = row["records_per_s"]
+        row.update(timed_from="input end", latency_ms={}, outputs=49_990)
+        row["ready_records_per_s"] = row["records_per_s"]
     rows = [result(PAIRS[0].at_least_once, 70_000.0), stateless, ours, peer]
     for row in rows:
         row.update(changes.get(row["name"], {}))
@@ -121,14 +139,14 @@ def windows_run(**changes: dict[str, Any]) -> dict[str, Any]:
 def test_ours_is_set_against_quix_and_the_stateless_case_on_one_clock() -> None:
     row = windows(windows_run())
     assert row["records_per_s"] == {"ours": 45_000.0, "peer": 12_000.0, "stateless": 50_000.0}
-    assert row["stateless_clock"] == "committed"
+    assert row["stateless_clock"] == "ready"
     assert row["to_peer"] == pytest.approx(3.75)
     assert row["to_peer_met"] is True
     assert row["to_stateless"] == pytest.approx(0.9)
     assert row["to_stateless_met"] is True
-    assert row["outputs"] == {"ours": 39_990, "peer": 39_990}
+    assert row["outputs"] == {"ours": 49_990, "peer": 49_990}
     lines = window_lines(windows_run())
-    assert lines[2] == f"  {WINDOWS.ours}: 45,000 records/s, 39,990 windows out"
+    assert lines[2] == f"  {WINDOWS.ours}: 45,000 records/s, 49,990 windows out"
     assert lines[4] == f"  {PAIRS[0].exactly_once}: 50,000 records/s (same clock)"
     assert lines[5] == "  ours against quix-streams (target >= 3x): 3.75x (met)"
     assert lines[6] == "  ours against the stateless case (target >= 0.8x): 0.90x (met)"
@@ -137,7 +155,7 @@ def test_ours_is_set_against_quix_and_the_stateless_case_on_one_clock() -> None:
 
 def test_missed_failed_and_older_files_say_so() -> None:
     slow = windows_run(**{WINDOWS.ours: {"records_per_s": 30_000.0}})
-    slow["results"][2]["committed_records_per_s"] = 30_000.0
+    slow["results"][2]["ready_records_per_s"] = 30_000.0
     row = windows(slow)
     assert (row["to_peer_met"], row["to_stateless_met"]) == (False, False)
     failed = windows(windows_run(**{WINDOWS.peer: {"error": "quix did not start"}}))
@@ -146,10 +164,10 @@ def test_missed_failed_and_older_files_say_so() -> None:
     assert "ours against quix-streams (target >= 3x): - (not run)" in "\n".join(
         window_lines(windows_run(**{WINDOWS.peer: {"error": "x"}}))
     )
-    # A results file from before the committed clock: the stateless case's own rate.
-    older = windows_run(**{PAIRS[0].exactly_once: {"committed_records_per_s": None}})
+    # A results file without the ready-line figure: the stateless case's own rate.
+    older = windows_run(**{PAIRS[0].exactly_once: {"ready_records_per_s": None}})
     assert windows(older)["records_per_s"]["stateless"] == 60_000.0
-    assert windows(older)["stateless_clock"] == "outputs"
+    assert windows(older)["stateless_clock"] == "first output"
     assert "(first to last output)" in window_lines(older)[4]
 
 

@@ -27,6 +27,30 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     aiokafka = logging.getLogger("aiokafka")
     aiokafka.setLevel(max(logging.WARNING, root.level))
     handler.addFilter(RepeatFilter(prefix="aiokafka"))
+    handler.addFilter(FencedLeftovers())
+
+
+class FencedLeftovers(logging.Filter):
+    """A fenced transactional producer is handled (its partition is reopened by a new
+    one), but aiokafka leaves a failed request of it that nobody awaits, and asyncio
+    logs that at ERROR with a traceback: "Future exception was never retrieved ...
+    ProducerFenced". Said once at DEBUG instead, so the log of a handled fence holds no
+    error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "asyncio" or record.levelno < logging.ERROR:
+            return True
+        text = record.getMessage()
+        if "never retrieved" not in text or "ProducerFenced" not in text:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.msg, record.args, record.exc_info, record.exc_text = (
+            "a fenced producer's request failed after the producer was replaced",
+            (),
+            None,
+            None,
+        )
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 _STARTING = re.compile(r"Coordinator(NotAvailable|LoadInProgress)|NotCoordinator")

@@ -246,7 +246,9 @@ async def test_windows_exactly_once_as_members_join_die_and_come_back_fenced(
     assert all(p in taken for p in every), taken
     await check_run(topics, sent, Shape(2 * SECOND, SECOND, 200))
     assert "restored" in joined.log()  # partitions came to it with their windows
-    assert "lost its transactional id" in frozen.log()  # fenced when it woke
+    # Fenced when it woke (or its partitions revoked before it wrote again): either way
+    # nothing of what it held in memory reached the output (check_run above).
+    assert "lost its transactional id" in frozen.log() or "revoked" in frozen.log()
     for service in (joined, frozen):
         assert service.terminate() == 0, service.log()
     # Being fenced is lost ownership, handled: no stray errors in the user's log.

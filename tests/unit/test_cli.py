@@ -407,3 +407,27 @@ def test_a_reader_that_stops_early_ends_try_quietly(tmp_path: Path) -> None:
         assert process.wait(timeout=30) == 0
     assert "Broken pipe" not in error
     assert "Traceback" not in error
+
+
+def test_a_fenced_producer_s_leftover_request_is_not_an_error_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """asyncio logs aiokafka's unread failed request of a fenced (and handled) producer
+    at ERROR with a traceback; the service says it at DEBUG, and other asyncio errors
+    stay errors."""
+    from stream.logs import setup_logging
+
+    setup_logging("info")
+    try:
+        fenced = (
+            "Future exception was never retrieved\n"
+            "future: <Future finished exception=ProducerFenced('newer producer')>"
+        )
+        logging.getLogger("asyncio").error(fenced)
+        logging.getLogger("asyncio").error("Task exception was never retrieved: KeyError")
+    finally:
+        logging.getLogger().handlers.clear()
+    err = capsys.readouterr().err
+    assert "ProducerFenced" not in err
+    assert "ERROR" in err
+    assert "KeyError" in err

@@ -128,7 +128,7 @@ def event_of(
         seconds = body.get(time_field)
         if not isinstance(seconds, int | float) or isinstance(seconds, bool):
             return None
-        time = round(seconds * MS)
+        time = round(seconds * 1_000_000) // MS  # the millisecond it falls in
     return Event(record.partition, record.offset, record.key, time, tuple(map(float, numbers)))
 
 

@@ -125,7 +125,10 @@ def _fields(item: Any, where: WindowInput, timestamp: int) -> tuple[Any, int]:
             f"event time {where.event_time!r} must be seconds since the epoch (a number in "
             f"years 1 to 9999), got {bounded(repr(seconds), 60)}",
         )
-    return item[where.value_field], round(seconds * 1000)
+    # The millisecond it falls in (a window is [start, end)): rounded to the microsecond
+    # first, so that 1.001 s, stored as 1.00099999..., is 1001 ms, then floored, so that
+    # 59.9996 s is in the minute it is in.
+    return item[where.value_field], round(seconds * 1_000_000) // 1000
 
 
 def _numeric_only(

@@ -284,3 +284,12 @@ async def test_more_windows_than_the_cap_stop_the_service_in_one_line() -> None:
         with pytest.raises(FatalError, match=r"windows are open, more than --max-windows 20"):
             await asyncio.wait_for(run.task, 5)
     assert (run.committed(P0) or 0) < 30  # the batch past the cap was not committed
+
+
+def test_a_time_counts_in_the_millisecond_it_falls_in() -> None:
+    from stream.windows.extract import WindowInput, window_batch
+
+    values = [orjson.dumps({"ts": ts, "values": 1}) for ts in (59.9996, 1.001, 1767225600.001)]
+    errors, records = window_batch(None, values, [0, 0, 0], 1 << 20, WindowInput("values", "ts"))
+    assert errors == []
+    assert records.time.tolist() == [59_999, 1_001, 1_767_225_600_001]
